@@ -1,0 +1,475 @@
+"""A thin Chef server API client on ``requests`` and ``cryptography``.
+
+Knows HTTP, signing, retries and the shapes of Chef objects; knows nothing
+about Crowbar.
+
+>>> chef = ChefClient(ChefConfig.load())
+>>> chef.roles.get("web")
+>>> for row in chef.partial_search("node", "name:*", {"name": ["name"], "ip": ["ipaddress"]}):
+...     print(row["name"], row["ip"])
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+import tenacity
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from barclamp_sdk.chef.auth import ChefSigner, load_private_key
+from barclamp_sdk.chef.config import ChefConfig
+from barclamp_sdk.errors import (
+    ConnectionFailed,
+    HTTPError,
+    InvalidResponse,
+    NotFound,
+    raise_for_response,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+WRITE_METHODS = frozenset({"PUT", "POST", "DELETE"})
+CHEF_VERSION = "12.22.5"
+
+
+class _RetryableStatus(Exception):
+    """An answer worth retrying (429/502/503/504); carries Retry-After."""
+
+    def __init__(self, response: requests.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+        self.retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class _Wait(tenacity.wait.wait_base):
+    """Exponential backoff with full jitter, raised to any Retry-After."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial = initial
+        self.maximum = maximum
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        ceiling = min(self.maximum, self.initial * 2 ** (retry_state.attempt_number - 1))
+        delay = random.uniform(ceiling / 2, ceiling)
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, _RetryableStatus) and error.retry_after is not None:
+            delay = max(delay, error.retry_after)
+        return delay
+
+
+class RequestStats:
+    """Counts of requests sent, by method; thread-safe.
+
+    ``reads`` counts GETs and searches, ``writes`` counts PUT, POST (other
+    than search) and DELETE; ``attempts`` includes retries.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.by_method: Counter[str] = Counter()
+        self.reads = 0
+        self.writes = 0
+        self.attempts = 0
+
+    def record(self, method: str, path: str) -> None:
+        with self._lock:
+            self.by_method[method] += 1
+            if method in WRITE_METHODS and not path.startswith("/search"):
+                self.writes += 1
+            else:
+                self.reads += 1
+
+    def record_attempt(self) -> None:
+        with self._lock:
+            self.attempts += 1
+
+    def snapshot(self) -> dict[str, int]:
+        """Current counts as a plain dict."""
+        with self._lock:
+            return {"reads": self.reads, "writes": self.writes, "attempts": self.attempts,
+                    **{m.lower(): n for m, n in self.by_method.items()}}
+
+
+class ChefClient:
+    """Signed, pooled, retrying access to one Chef server.
+
+    Thread-safe: one client can serve many worker threads (the connection
+    pool holds ``config.max_connections`` connections).
+    """
+
+    def __init__(self, config: ChefConfig) -> None:
+        self.config = config
+        key = load_private_key(config.read_client_key(), source=f"client key ({config.source_of('client_key')})")
+        self.signer = ChefSigner(
+            config.client_name,
+            key,
+            version=config.sign_version,
+            server_api_version=config.server_api_version,
+        )
+        self.base_url = config.server_url.rstrip("/")
+        self._base_path = urlsplit(self.base_url).path
+        self.session = requests.Session()
+        adapter = HTTPAdapter(
+            pool_connections=2, pool_maxsize=config.max_connections, max_retries=0
+        )
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.auth = self.signer
+        self.session.headers.update(
+            {
+                "Accept": "application/json",
+                "Content-Type": "application/json",
+                "X-Chef-Version": CHEF_VERSION,
+                "User-Agent": "barclamp-sdk",
+            }
+        )
+        if config.verify is False and self.base_url.startswith("https"):
+            log.warning(
+                "TLS verification is OFF for %s: anyone on the network path can "
+                "impersonate the Chef server", self.base_url,
+            )
+            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+        self.timeout = (config.connect_timeout, config.read_timeout)
+        self.stats = RequestStats()
+        self.flavor: str | None = None
+        policy = config.retry
+        self._retry_kwargs: dict[str, Any] = dict(
+            retry=tenacity.retry_if_exception_type(
+                (_RetryableStatus, requests.ConnectionError, requests.Timeout,
+                 requests.exceptions.ChunkedEncodingError)
+            ) & tenacity.retry_if_not_exception_type(requests.exceptions.SSLError),
+            stop=tenacity.stop_after_attempt(policy.attempts)
+            | tenacity.stop_before_delay(policy.total_timeout),
+            wait=_Wait(policy.backoff_initial, policy.backoff_max),
+            reraise=True,
+        )
+        self.nodes = Collection(self, "nodes")
+        self.roles = Collection(self, "roles")
+        self.environments = Collection(self, "environments")
+        self.clients = Collection(self, "clients")
+        self.data_bags = DataBags(self)
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.session.close()
+
+    def __enter__(self) -> ChefClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ChefClient({self.base_url!r}, client={self.config.client_name!r})"
+
+    # -- requests -----------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Send one signed request and return the decoded JSON answer.
+
+        ``path`` is relative to the server URL (``/roles/web``). Raises a
+        subclass of :class:`~barclamp_sdk.errors.ChefError`.
+        """
+        method = method.upper()
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        url = self.base_url + path
+        attempts = 0
+        started = time.monotonic()
+        self.stats.record(method, path)
+
+        def attempt() -> requests.Response:
+            nonlocal attempts
+            attempts += 1
+            self.stats.record_attempt()
+            # verify is passed per request: requests lets REQUESTS_CA_BUNDLE /
+            # CURL_CA_BUNDLE override Session.verify otherwise.
+            response = self.session.request(
+                method, url, data=data, params=params, timeout=self.timeout,
+                verify=self.config.verify,
+            )
+            if response.status_code in RETRY_STATUSES:
+                log.debug("%s %s -> %s, will retry", method, path, response.status_code)
+                raise _RetryableStatus(response)
+            return response
+
+        try:
+            response = tenacity.Retrying(**self._retry_kwargs)(attempt)
+        except _RetryableStatus as exc:
+            raise_for_response(method, path, exc.response, retried=attempts > 1)
+            raise  # pragma: no cover - raise_for_response always raises here
+        except (requests.ConnectionError, requests.Timeout,
+                requests.exceptions.ChunkedEncodingError) as exc:
+            elapsed = time.monotonic() - started
+            raise ConnectionFailed(
+                f"{method} {path}: cannot reach the Chef server at {self.base_url} "
+                f"({_short_reason(exc)}; gave up after {attempts} attempt{'s' if attempts != 1 else ''} "
+                f"in {elapsed:.1f}s)"
+            ) from None
+        except requests.RequestException as exc:
+            raise ConnectionFailed(f"{method} {path}: {_short_reason(exc)}") from None
+        if self.flavor is None:
+            self.flavor = "goiardi" if response.headers.get("X-Goiardi") else "chef-server"
+        log.debug("%s %s -> %s (%d attempt(s), %.1f ms)", method, path,
+                  response.status_code, attempts, (time.monotonic() - started) * 1000)
+        if response.status_code >= 400:
+            raise_for_response(method, path, response, retried=attempts > 1)
+        if not response.content:
+            if method == "GET":
+                raise InvalidResponse(
+                    f"GET {path}: the server answered {response.status_code} with an empty "
+                    f"body; is {self.base_url} the right URL? (goiardi has no organizations)"
+                )
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise InvalidResponse(
+                f"{method} {path}: the server's answer is not JSON "
+                f"(starts with {response.text[:60]!r})"
+            ) from None
+
+    def get(self, path: str, *, params: Mapping[str, Any] | None = None) -> Any:
+        """GET ``path``."""
+        return self.request("GET", path, params=params)
+
+    def put(self, path: str, body: Any) -> Any:
+        """PUT ``body`` to ``path``."""
+        return self.request("PUT", path, body)
+
+    def post(self, path: str, body: Any, *, params: Mapping[str, Any] | None = None) -> Any:
+        """POST ``body`` to ``path`` (use :meth:`create` for creates)."""
+        return self.request("POST", path, body, params=params)
+
+    def delete(self, path: str) -> Any:
+        """DELETE ``path``; a retried delete that finds nothing succeeds."""
+        try:
+            return self.request("DELETE", path)
+        except NotFound as exc:
+            if exc.retried:
+                return None
+            raise
+
+    def create(self, collection_path: str, body: Mapping[str, Any], object_path: str) -> Any:
+        """POST a new object, staying correct when the POST is retried.
+
+        If a retried POST answers 409, an earlier attempt may have created the
+        object: it counts as ours only if the stored object matches ``body``;
+        otherwise the :class:`~barclamp_sdk.errors.Conflict` is raised.
+        """
+        try:
+            return self.request("POST", collection_path, body)
+        except HTTPError as exc:
+            if exc.status != 409 or not exc.retried:
+                raise
+            stored = self.get(object_path)
+            if isinstance(stored, dict) and _same_content(body, stored):
+                log.info("retried create of %s found our own object; continuing", object_path)
+                return stored
+            raise
+
+    # -- search -------------------------------------------------------------
+
+    def _sort_order(self, partial: bool) -> str | None:
+        if self.flavor is None:
+            self.get("/environments/_default")
+        if self.flavor == "goiardi":
+            # goiardi sorts partial results after wrapping them as {url, data},
+            # so only "url" gives a stable order across pages.
+            return "url asc" if partial else None
+        return "X_CHEF_id_CHEF_X asc"
+
+    def search(self, index: str, query: str = "*:*", *, rows: int = 1000) -> Iterator[dict[str, Any]]:
+        """Yield every object matching ``query`` in ``index``, page by page."""
+        yield from self._paged(index, query, rows, None)
+
+    def partial_search(
+        self,
+        index: str,
+        query: str,
+        keys: Mapping[str, Sequence[str]],
+        *,
+        rows: int = 1000,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield only the attributes named in ``keys`` for each match.
+
+        ``keys`` maps a result name to an attribute path, e.g.
+        ``{"name": ["name"], "mem": ["memory", "total"]}``.
+        """
+        body = {name: list(path) for name, path in keys.items()}
+        for row in self._paged(index, query, rows, body):
+            yield row.get("data") or {}
+
+    def _paged(
+        self, index: str, query: str, rows: int, body: dict[str, list[str]] | None
+    ) -> Iterator[dict[str, Any]]:
+        path = f"/search/{quote(index, safe='')}"
+        start = 0
+        sort = self._sort_order(body is not None)
+        while True:
+            params: dict[str, Any] = {"q": query, "start": start, "rows": rows}
+            if sort:
+                params["sort"] = sort
+            if body is None:
+                page = self.request("GET", path, params=params)
+            else:
+                page = self.request("POST", path, body, params=params)
+            found = page.get("rows") if isinstance(page, dict) else None
+            if not isinstance(found, list):
+                raise InvalidResponse(f"search {index}: answer has no rows")
+            yield from found
+            start += len(found)
+            total = page.get("total")
+            # goiardi reports the page size as "total"; a short page ends it.
+            if len(found) < rows or (isinstance(total, int) and total > len(found) and start >= total):
+                return
+
+
+def _same_content(sent: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
+    return all(stored.get(key) == value for key, value in sent.items()
+               if key not in ("json_class", "chef_type"))
+
+
+def _short_reason(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("Connection refused", "Connection reset", "Read timed out",
+                   "RemoteDisconnected", "Remote end closed", "timed out",
+                   "Name or service not known", "CERTIFICATE_VERIFY_FAILED"):
+        if marker in text:
+            if marker == "CERTIFICATE_VERIFY_FAILED":
+                return "TLS certificate verification failed; pass the server's CA with CHEF_SSL_CA_FILE"
+            return marker.lower()
+    return type(exc).__name__ + (": " + text[:120] if text else "")
+
+
+class Collection:
+    """A top-level collection of named Chef objects (nodes, roles, ...)."""
+
+    def __init__(self, client: ChefClient, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    def _path(self, name: str) -> str:
+        return f"/{self.name}/{quote(name, safe='')}"
+
+    def list(self) -> list[str]:
+        """Names of all objects in the collection."""
+        return sorted(self.client.get(f"/{self.name}") or {})
+
+    def get(self, name: str) -> dict[str, Any]:
+        """One object; raises NotFound."""
+        return self.client.get(self._path(name))
+
+    def find(self, name: str) -> dict[str, Any] | None:
+        """One object, or None when it does not exist."""
+        try:
+            return self.get(name)
+        except NotFound:
+            return None
+
+    def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create an object (``body["name"]`` names it); Conflict if it exists."""
+        return self.client.create(f"/{self.name}", body, self._path(str(body["name"])))
+
+    def update(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace an object with ``body`` (Chef PUT is a full overwrite)."""
+        return self.client.put(self._path(name), body)
+
+    def delete(self, name: str) -> None:
+        """Delete an object."""
+        self.client.delete(self._path(name))
+
+
+class DataBags:
+    """Data bags and their items."""
+
+    def __init__(self, client: ChefClient) -> None:
+        self.client = client
+
+    @staticmethod
+    def _bag(bag: str) -> str:
+        return f"/data/{quote(bag, safe='')}"
+
+    def _item(self, bag: str, item_id: str) -> str:
+        return f"{self._bag(bag)}/{quote(item_id, safe='')}"
+
+    def list(self) -> list[str]:
+        """Names of all data bags."""
+        return sorted(self.client.get("/data") or {})
+
+    def create(self, bag: str) -> None:
+        """Create a data bag; Conflict if it exists."""
+        self.client.create("/data", {"name": bag}, self._bag(bag))
+
+    def ensure(self, bag: str) -> None:
+        """Create a data bag unless it exists."""
+        try:
+            self.create(bag)
+        except HTTPError as exc:
+            if exc.status != 409:
+                raise
+
+    def delete(self, bag: str) -> None:
+        """Delete a data bag and all its items."""
+        self.client.delete(self._bag(bag))
+
+    def items(self, bag: str) -> list[str]:
+        """Ids of the items of a bag."""
+        return sorted(self.client.get(self._bag(bag)) or {})
+
+    def get_item(self, bag: str, item_id: str) -> dict[str, Any]:
+        """One item; raises NotFound."""
+        return self.client.get(self._item(bag, item_id))
+
+    def find_item(self, bag: str, item_id: str) -> dict[str, Any] | None:
+        """One item, or None."""
+        try:
+            return self.get_item(bag, item_id)
+        except NotFound:
+            return None
+
+    def create_item(self, bag: str, item: Mapping[str, Any]) -> dict[str, Any]:
+        """Create an item (atomic: Conflict if the id exists)."""
+        return self.client.create(self._bag(bag), item, self._item(bag, str(item["id"])))
+
+    def update_item(self, bag: str, item: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace an existing item; NotFound if it does not exist."""
+        return self.client.put(self._item(bag, str(item["id"])), item)
+
+    def delete_item(self, bag: str, item_id: str) -> None:
+        """Delete an item."""
+        self.client.delete(self._item(bag, item_id))

@@ -1,0 +1,61 @@
+"""The ``crowbar`` command: a thin shell over the public API.
+
+Exit codes: 0 success, 1 error (one line on stderr), 2 usage error,
+3 proposal queued (commit could not apply yet), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+import click
+
+from barclamp_sdk.cli.app import root
+from barclamp_sdk.errors import CrowbarError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_QUEUED = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns (and, as a console script, exits with) the status."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s" if debug else "warning: %(message)s",
+    )
+    try:
+        result = root.main(args=args, prog_name="crowbar", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except CrowbarError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+        if debug:
+            traceback.print_exc()
+        click.echo(
+            f"internal error: {type(exc).__name__}: {exc} "
+            "(please report it; rerun with --debug for details)",
+            err=True,
+        )
+        return EXIT_ERROR
+    return int(result) if isinstance(result, int) else EXIT_OK

@@ -1,0 +1,166 @@
+"""The root ``crowbar`` command group and the Chef-level commands."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from barclamp_sdk.cli.context import CLIState, output_options, pass_state
+from barclamp_sdk.errors import NotFoundError, ValidationError
+from barclamp_sdk.local import LocalChefServer
+
+DEFAULT_LOCAL_DIR = Path(
+    os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")
+) / "barclamp-sdk" / "local"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--profile", envvar="CHEF_PROFILE", help="Profile of ~/.chef/credentials to use.")
+@click.option("--server-url", help="Chef server URL (overrides CHEF_SERVER_URL).")
+@click.option("--client-name", help="Chef client name (overrides CHEF_CLIENT_NAME).")
+@click.option("--client-key", type=click.Path(dir_okay=False), help="Client key PEM file.")
+@click.option("--ca-file", type=click.Path(dir_okay=False), help="CA bundle for the server's TLS certificate.")
+@click.option("--insecure", is_flag=True, help="Do not verify the server's TLS certificate (warned).")
+@click.option("--debug", is_flag=True, help="Log requests and show tracebacks.")
+@output_options
+@click.version_option(package_name="barclamp-sdk", prog_name="crowbar")
+@click.pass_context
+def root(ctx: click.Context, **options: Any) -> None:
+    """Crowbar's barclamp model on any Chef server.
+
+    Configure the server with CHEF_SERVER_URL, CHEF_CLIENT_NAME and
+    CHEF_CLIENT_KEY, a ~/.chef/credentials profile, or knife.rb; or start a
+    local one with `eval "$(crowbar local start)"`.
+    """
+    state = ctx.ensure_object(CLIState)
+    for name, value in options.items():
+        setattr(state, name, value)
+
+
+# -- crowbar local -----------------------------------------------------------------
+
+
+@root.group()
+def local() -> None:
+    """A real local Chef server (goiardi) for trying things out and tests."""
+
+
+dir_option = click.option(
+    "--dir", "directory", type=click.Path(file_okay=False), default=str(DEFAULT_LOCAL_DIR),
+    envvar="CROWBAR_LOCAL_DIR", show_default=True, help="Directory for the server's keys and data.",
+)
+
+
+@local.command("start")
+@dir_option
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: a free one).")
+@click.option("--persist", is_flag=True, help="Keep data on disk across restarts.")
+@pass_state
+def local_start(state: CLIState, directory: str, port: int | None, persist: bool) -> None:
+    """Start goiardi in the background; prints `export` lines for eval."""
+    server = LocalChefServer(directory, port=port, persist=persist).start(detach=True)
+    click.echo(server.export_lines(), nl=False)
+    click.echo(
+        f"# Chef server running at {server.url} (data {'on disk' if persist else 'in memory'}); "
+        f"stop it with: crowbar local stop --dir {server.directory}",
+        err=True,
+    )
+
+
+@local.command("status")
+@dir_option
+@output_options
+@pass_state
+def local_status(state: CLIState, directory: str) -> int:
+    """Is the local server running, and where."""
+    info = LocalChefServer(directory).status()
+    if info is None:
+        state.emit({"running": False, "dir": directory},
+                   lambda: f"no local Chef server running from {directory}")
+        return 1
+    data = {"running": True, "dir": directory, **info}
+    state.emit(data, lambda: (f"running: {info['url']} (pid {info['pid']}, "
+                              f"{'persisted' if info.get('persist') else 'in memory'})"))
+    return 0
+
+
+@local.command("env")
+@dir_option
+@pass_state
+def local_env(state: CLIState, directory: str) -> int:
+    """Print `export` lines for the running local server (for eval)."""
+    server = LocalChefServer(directory)
+    if server.status() is None:
+        raise NotFoundError(
+            f"no local Chef server running from {directory}; start one with "
+            f"`crowbar local start --dir {directory}`"
+        )
+    click.echo(server.export_lines(), nl=False)
+    return 0
+
+
+@local.command("stop")
+@dir_option
+@pass_state
+def local_stop(state: CLIState, directory: str) -> int:
+    """Stop the local server."""
+    if LocalChefServer(directory).stop():
+        click.echo(f"stopped the Chef server in {directory}", err=True)
+        return 0
+    click.echo(f"no local Chef server was running from {directory}", err=True)
+    return 0
+
+
+# -- crowbar raw -----------------------------------------------------------------------
+
+
+@root.command()
+@click.argument("method", type=click.Choice(["GET", "PUT", "POST", "DELETE"], case_sensitive=False))
+@click.argument("path")
+@click.option("--data", "data_file", type=click.File("r"), help="Request body: a JSON file, or - for stdin.")
+@output_options
+@pass_state
+def raw(state: CLIState, method: str, path: str, data_file: Any) -> None:
+    """Send one signed request and print the answer (like `knife raw`).
+
+    \b
+    Examples:
+      crowbar raw GET /roles/crowbar-d52-54-00_example_com
+      crowbar raw PUT /roles/web --data role.json
+    """
+    if not path.startswith("/"):
+        raise ValidationError(f"PATH must start with / (got {path!r}), e.g. /nodes")
+    body = None
+    if data_file is not None:
+        text = data_file.read()
+        try:
+            body = json.loads(text)
+        except ValueError as exc:
+            raise ValidationError(f"--data is not valid JSON: {exc}") from None
+    elif method.upper() in ("PUT", "POST"):
+        raise ValidationError(f"{method.upper()} needs a body: --data FILE (or - for stdin)")
+    path, _, query = path.partition("?")
+    params = dict(p.split("=", 1) if "=" in p else (p, "") for p in query.split("&") if p)
+    result = state.client().request(method.upper(), path, body, params=params or None)
+    if state.output == "table":
+        state.output = "json"
+    state.emit(result)
+
+
+
+# -- crowbar demo ------------------------------------------------------------------
+
+
+@root.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".demo",
+              show_default=True, help="Directory for the demo's Chef server.")
+@pass_state
+def demo(state: CLIState, directory: str) -> int:
+    """Run the end-to-end demo on a local Chef server (left running)."""
+    from barclamp_sdk.demo import run_demo
+
+    return run_demo(Path(directory).resolve(), state.console)

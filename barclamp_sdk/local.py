@@ -1,0 +1,272 @@
+"""A real local Chef server for tests and demos: Debian's ``goiardi``.
+
+>>> with LocalChefServer("/tmp/chef") as server:
+...     server.client().roles.list()
+
+``start(detach=True)`` leaves the server running after this process ends (the
+CLI's ``crowbar local start``); ``LocalChefServer(dir).stop()`` from any
+process stops it again. The directory holds goiardi's keys, its log, an
+encrypted-data-bag secret and ``server.json`` (pid, port, URL).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from barclamp_sdk.chef.client import ChefClient
+from barclamp_sdk.chef.config import ChefConfig, RetryPolicy
+from barclamp_sdk.errors import ChefError, ConfigurationError, CrowbarError
+
+ADMIN = "admin"
+STATE_FILE = "server.json"
+SECRET_FILE = "encrypted_data_bag_secret"
+INSTALL_HINT = "install it with: sudo apt-get install -y goiardi"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    if b"goiardi" not in cmdline:
+        return False  # the pid was reused by another program
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class LocalChefServer:
+    """goiardi on 127.0.0.1 with its own directory, in memory or persisted."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        port: int | None = None,
+        persist: bool = False,
+        freeze_interval: int = 1,
+        executable: str = "goiardi",
+        extra_args: tuple[str, ...] = (),
+        tls: tuple[str | Path, str | Path] | None = None,
+    ) -> None:
+        self.directory = Path(directory).resolve()
+        self.port = port
+        self.persist = persist
+        self.freeze_interval = freeze_interval
+        self.executable = executable
+        self.extra_args = extra_args
+        #: (certificate, key) PEM files: serve HTTPS with them.
+        self.tls = (Path(tls[0]).resolve(), Path(tls[1]).resolve()) if tls else None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # -- paths and settings ---------------------------------------------------
+
+    @property
+    def key_path(self) -> Path:
+        return self.directory / f"{ADMIN}.pem"
+
+    @property
+    def secret_path(self) -> Path:
+        return self.directory / SECRET_FILE
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise CrowbarError("the local Chef server has not been started")
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def config(self, **options: Any) -> ChefConfig:
+        """Settings for an admin client of this server."""
+        settings: dict[str, Any] = {
+            "server_url": self.url,
+            "client_name": ADMIN,
+            "client_key_path": str(self.key_path),
+            "encrypted_data_bag_secret": str(self.secret_path),
+        }
+        if self.tls:
+            settings["verify"] = str(self.tls[0])
+        return ChefConfig(**{**settings, **options})
+
+    def client(self, **options: Any) -> ChefClient:
+        """A connected admin client."""
+        return ChefClient(self.config(**options))
+
+    def environment(self) -> dict[str, str]:
+        """The environment variables that point clients at this server."""
+        return {
+            "CHEF_SERVER_URL": self.url,
+            "CHEF_CLIENT_NAME": ADMIN,
+            "CHEF_CLIENT_KEY": str(self.key_path),
+            "CHEF_ENCRYPTED_DATA_BAG_SECRET": str(self.secret_path),
+        }
+
+    def export_lines(self) -> str:
+        """``export`` lines for ``eval`` in a shell."""
+        pairs = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.environment().items())
+        return f"export {pairs}\n"
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def _command(self) -> list[str]:
+        assert self.port is not None
+        command = [
+            self.executable, "-A",
+            "-I", "127.0.0.1", "-P", str(self.port), "-H", "127.0.0.1",
+            f"--conf-root={self.directory}",
+            "-L", str(self.directory / "goiardi.log"),
+        ]
+        if self.persist:
+            command += [
+                "-D", str(self.directory / "data.bin"),
+                "-i", str(self.directory / "index.bin"),
+                "-F", str(self.freeze_interval),
+            ]
+        if self.tls:
+            command += ["--use-ssl", f"--ssl-cert={self.tls[0]}", f"--ssl-key={self.tls[1]}"]
+        return command + list(self.extra_args)
+
+    def start(self, *, detach: bool = False, timeout: float = 20.0) -> LocalChefServer:
+        """Start goiardi and wait until an authenticated request succeeds."""
+        if shutil.which(self.executable) is None:
+            raise ConfigurationError(f"goiardi is not installed; {INSTALL_HINT}")
+        running = self.status()
+        if running is not None:
+            raise CrowbarError(
+                f"a local Chef server already runs from {self.directory} "
+                f"(pid {running['pid']}, {running['url']}); stop it with "
+                f"`crowbar local stop --dir {self.directory}`"
+            )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._ensure_secret()
+        fixed_port = self.port
+        for _ in range(5):
+            self.port = fixed_port or free_port()
+            if not self.persist:
+                self.key_path.unlink(missing_ok=True)  # regenerated on every start
+            log = open(self.directory / "goiardi.out", "ab")
+            try:
+                self.process = subprocess.Popen(
+                    self._command(),
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=detach,
+                )
+            finally:
+                log.close()
+            if self._wait_ready(timeout):
+                break
+            if fixed_port:
+                raise CrowbarError(
+                    f"goiardi could not start on port {fixed_port}; see "
+                    f"{self.directory / 'goiardi.out'}"
+                )
+        else:
+            raise CrowbarError(f"goiardi did not start; see {self.directory / 'goiardi.out'}")
+        assert self.process is not None
+        state = {
+            "pid": self.process.pid, "port": self.port, "url": self.url,
+            "persist": self.persist, "started_at": time.time(),
+            **self.environment(),
+        }
+        (self.directory / STATE_FILE).write_text(json.dumps(state, indent=2))
+        return self
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        assert self.process is not None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False  # exited: usually the port was taken
+            if self.key_path.exists():
+                try:
+                    with self.client(retry=RetryPolicy(attempts=1), read_timeout=5) as probe:
+                        probe.get("/nodes")
+                    return True
+                except (ChefError, ConfigurationError):
+                    pass
+            time.sleep(0.02)
+        self.process.kill()
+        raise CrowbarError(
+            f"goiardi did not answer within {timeout:.0f}s; see {self.directory / 'goiardi.out'}"
+        )
+
+    def _ensure_secret(self) -> None:
+        if not self.secret_path.exists():
+            fd = os.open(self.secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(base64.b64encode(secrets.token_bytes(384)).decode() + "\n")
+
+    def status(self) -> dict[str, Any] | None:
+        """The running server's state (pid, url ...), or None if it is not running."""
+        path = self.directory / STATE_FILE
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not _alive(int(state.get("pid", 0))):
+            return None
+        self.port = int(state["port"])
+        self.persist = bool(state.get("persist"))
+        return state
+
+    def stop(self, *, timeout: float = 10.0, kill: bool = False) -> bool:
+        """Stop the server (SIGTERM, or SIGKILL with ``kill``); False if none ran."""
+        state = self.status()
+        pid = self.process.pid if self.process is not None else (state or {}).get("pid")
+        if not pid:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None:
+                if self.process.poll() is not None:
+                    break
+            elif not _alive(pid):
+                break
+            time.sleep(0.02)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if self.process is not None:
+                self.process.wait(5)
+        self.process = None
+        (self.directory / STATE_FILE).unlink(missing_ok=True)
+        return True
+
+    def restart(self, *, kill: bool = False) -> LocalChefServer:
+        """Stop and start again on the same port (data survives when persisted)."""
+        self.stop(kill=kill)
+        return self.start()
+
+    def __enter__(self) -> LocalChefServer:
+        if self.process is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

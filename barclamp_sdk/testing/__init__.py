@@ -1,0 +1,10 @@
+"""Test helpers for barclamp-sdk and for barclamp authors.
+
+Real parts only: a real Chef server (see :mod:`barclamp_sdk.local`), a
+loopback fault proxy, and (in later modules) a simulated fleet of machines
+that behave like chef-client does.
+"""
+
+from barclamp_sdk.testing.faultproxy import FaultProxy
+
+__all__ = ["FaultProxy"]

@@ -1,0 +1,245 @@
+"""A loopback HTTP proxy that injects real network faults.
+
+Put it between a client and a real server to prove retries work::
+
+    with FaultProxy(server.url) as proxy:
+        proxy.fail_first(3, "503")
+        client = ChefClient(config.with_options(server_url=proxy.url))
+
+Fault kinds:
+
+``503`` / ``502`` / ``504``
+    answer that status without forwarding;
+``429``
+    answer 429 with ``Retry-After`` (``retry_after`` seconds);
+``drop``
+    close the connection before forwarding (the server never sees it);
+``drop_after``
+    forward, then close the connection instead of answering (the server
+    did the work but the client never hears: the case that makes retried
+    creates dangerous);
+``latency``
+    forward after ``latency`` seconds.
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+FAULT_KINDS = ("502", "503", "504", "429", "drop", "drop_after", "latency")
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+               "te", "trailers", "transfer-encoding", "upgrade", "content-length", "host"}
+
+
+class FaultProxy:
+    """Forwards HTTP to ``upstream`` and injects faults by plan."""
+
+    def __init__(self, upstream: str, *, seed: int | None = None,
+                 latency: float = 0.2, retry_after: float = 0.2) -> None:
+        parts = urlsplit(upstream)
+        self.upstream_host = parts.hostname or "127.0.0.1"
+        self.upstream_port = parts.port or 80
+        self.latency = latency
+        self.retry_after = retry_after
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._first: list[str] = []
+        self._rate = 0.0
+        self._rate_kinds: tuple[str, ...] = ()
+        self._always: str | None = None
+        self.requests = 0
+        self.faults: Counter[str] = Counter()
+        #: (method, path) of every request received, in order.
+        self.seen: list[tuple[str, str]] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._sockets: set[socket.socket] = set()
+
+    # -- plans --------------------------------------------------------------------
+
+    def fail_first(self, count: int, kind: str = "503") -> FaultProxy:
+        """The next ``count`` requests get ``kind``."""
+        _check(kind)
+        with self._lock:
+            self._first.extend([kind] * count)
+        return self
+
+    def fail_rate(self, rate: float, kinds: Iterable[str] = ("503", "drop", "latency")) -> FaultProxy:
+        """Each request gets a random fault of ``kinds`` with probability ``rate``."""
+        kinds = tuple(kinds)
+        for kind in kinds:
+            _check(kind)
+        with self._lock:
+            self._rate, self._rate_kinds = rate, kinds
+        return self
+
+    def fail_always(self, kind: str | None = "503") -> FaultProxy:
+        """Every request gets ``kind`` (a permanent outage); None ends it."""
+        if kind is not None:
+            _check(kind)
+        with self._lock:
+            self._always = kind
+        return self
+
+    def heal(self) -> FaultProxy:
+        """Stop injecting faults."""
+        with self._lock:
+            self._first.clear()
+            self._rate = 0.0
+            self._always = None
+        return self
+
+    def _next_fault(self, method: str, path: str) -> str | None:
+        with self._lock:
+            self.requests += 1
+            self.seen.append((method, path))
+            if self._always:
+                fault: str | None = self._always
+            elif self._first:
+                fault = self._first.pop(0)
+            elif self._rate and self._random.random() < self._rate:
+                fault = self._random.choice(self._rate_kinds)
+            else:
+                fault = None
+            if fault:
+                self.faults[fault] += 1
+            return fault
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() the proxy first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> FaultProxy:
+        proxy = self
+
+        class Handler(_Handler):
+            owner = proxy
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            with self._lock:
+                for sock in list(self._sockets):
+                    _reset(sock)
+            self._server = None
+
+    def __enter__(self) -> FaultProxy:
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _check(kind: str) -> None:
+    if kind not in FAULT_KINDS:
+        raise ValueError(f"unknown fault {kind!r}; use one of {', '.join(FAULT_KINDS)}")
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with RST, as a crashed peer or a dropped link would."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    except OSError:
+        pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    owner: FaultProxy
+
+    def setup(self) -> None:
+        super().setup()
+        self._upstream: http.client.HTTPConnection | None = None
+        with self.owner._lock:
+            self.owner._sockets.add(self.connection)
+
+    def finish(self) -> None:
+        with self.owner._lock:
+            self.owner._sockets.discard(self.connection)
+        if self._upstream is not None:
+            self._upstream.close()
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        return
+
+    def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+        for attempt in range(2):
+            if self._upstream is None:
+                self._upstream = http.client.HTTPConnection(
+                    self.owner.upstream_host, self.owner.upstream_port, timeout=60)
+            try:
+                self._upstream.request(self.command, self.path, body=body or None, headers=headers)
+                response = self._upstream.getresponse()
+                return response.status, response.getheaders(), response.read()
+            except (http.client.HTTPException, OSError):
+                self._upstream.close()
+                self._upstream = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        fault = self.owner._next_fault(self.command, self.path)
+        if fault == "drop":
+            self.close_connection = True
+            _reset(self.connection)
+            return
+        if fault in ("502", "503", "504", "429"):
+            payload = b'{"error":["injected fault"]}'
+            self.send_response(int(fault))
+            if fault == "429":
+                self.send_header("Retry-After", f"{self.owner.retry_after:g}")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        if fault == "latency":
+            time.sleep(self.owner.latency)
+        try:
+            status, headers, payload = self._forward(body)
+        except (http.client.HTTPException, OSError):
+            self.close_connection = True
+            _reset(self.connection)
+            return
+        if fault == "drop_after":
+            self.close_connection = True
+            _reset(self.connection)
+            return
+        self.send_response(status)
+        for key, value in headers:
+            if key.lower() not in _HOP_BY_HOP and key.lower() not in ("date", "server"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle

@@ -1,0 +1,100 @@
+"""pytest fixtures for barclamp authors (installed as the ``barclamp_sdk`` plugin).
+
+``chef_server``
+    session-scoped: a real goiardi on 127.0.0.1 and a connected admin client.
+``chef``
+    a :class:`~barclamp_sdk.chef.ChefClient` on an emptied server, per test.
+``fault_proxy``
+    a factory of :class:`~barclamp_sdk.testing.faultproxy.FaultProxy` in front
+    of the session server; stopped after the test.
+
+The fixtures need goiardi (``sudo apt-get install goiardi``); without it they
+fail with that instruction rather than skipping, so a missing server is never
+mistaken for a passing suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from barclamp_sdk.chef.client import ChefClient
+from barclamp_sdk.chef.config import ChefConfig
+from barclamp_sdk.local import LocalChefServer
+from barclamp_sdk.testing.faultproxy import FaultProxy
+
+# Clients goiardi creates for itself; never deleted by reset().
+_BUILTIN_CLIENTS = {"admin", "chef-validator", "chef-webui"}
+
+
+@dataclass
+class RunningChefServer:
+    """A started local server plus an admin client."""
+
+    server: LocalChefServer
+    client: ChefClient
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def config(self, **options: Any) -> ChefConfig:
+        """Admin client settings (optionally changed)."""
+        return self.server.config(**options)
+
+    def new_client(self, **options: Any) -> ChefClient:
+        """Another admin client with its own connection pool."""
+        return ChefClient(self.config(**options))
+
+    def reset(self) -> None:
+        """Delete every object the tests created."""
+        chef = self.client
+        for bag in chef.data_bags.list():
+            chef.data_bags.delete(bag)
+        for name in chef.nodes.list():
+            chef.nodes.delete(name)
+        for name in chef.roles.list():
+            chef.roles.delete(name)
+        for name in chef.environments.list():
+            if name != "_default":
+                chef.environments.delete(name)
+        for name in chef.clients.list():
+            if name not in _BUILTIN_CLIENTS:
+                chef.clients.delete(name)
+
+
+@pytest.fixture(scope="session")
+def chef_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningChefServer]:
+    """A real goiardi Chef server for the whole test session."""
+    server = LocalChefServer(tmp_path_factory.mktemp("chef-server")).start()
+    client = server.client()
+    try:
+        yield RunningChefServer(server, client)
+    finally:
+        client.close()
+        server.stop()
+
+
+@pytest.fixture
+def chef(chef_server: RunningChefServer) -> ChefClient:
+    """An admin client on an emptied Chef server."""
+    chef_server.reset()
+    return chef_server.client
+
+
+@pytest.fixture
+def fault_proxy(chef_server: RunningChefServer) -> Iterator[Callable[..., FaultProxy]]:
+    """Make fault-injecting proxies in front of the test server."""
+    proxies: list[FaultProxy] = []
+
+    def make(**options: Any) -> FaultProxy:
+        proxy = FaultProxy(chef_server.url, **options).start()
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.stop()
