@@ -1,5 +1,27 @@
-"""barclamp-sdk: Crowbar's barclamp model on any Chef server."""
+"""barclamp-sdk: Crowbar's barclamp model on any Chef server.
 
+>>> import barclamp_sdk
+>>> crowbar = barclamp_sdk.connect()
+>>> crowbar.proposals.create("nova", "default")
+"""
+
+from barclamp_sdk.api import Crowbar, connect
+from barclamp_sdk.barclamp import Attributes, Barclamp, Element, ProposalRef
+from barclamp_sdk.document import Proposal
 from barclamp_sdk.errors import CrowbarError
+from barclamp_sdk.inventory import Inventory, Machine
+from barclamp_sdk.secrets import Secret
 
-__all__ = ["CrowbarError"]
+__all__ = [
+    "Attributes",
+    "Barclamp",
+    "Crowbar",
+    "CrowbarError",
+    "Element",
+    "Inventory",
+    "Machine",
+    "Proposal",
+    "ProposalRef",
+    "Secret",
+    "connect",
+]

@@ -24,6 +24,7 @@ Model errors (what the library refuses to do)::
     CrowbarError
     ├── ConfigurationError            settings missing or unsafe
     ├── ValidationError               bad input; nothing was written
+    │   └── InvalidTransition         a machine cannot go to that state
     ├── NotFoundError                 no such machine, proposal, barclamp ...
     ├── ConcurrencyError              someone else changed it / holds it
     │   ├── LockTimeout
@@ -63,6 +64,10 @@ class ValidationError(CrowbarError):
         more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
         prefix = f"{subject}: " if subject else ""
         super().__init__(f"{prefix}{first}{more}")
+
+
+class InvalidTransition(ValidationError):
+    """A machine cannot go from its state to the one asked for."""
 
 
 class NotFoundError(CrowbarError):

@@ -7,6 +7,15 @@
 CLI's ``crowbar local start``); ``LocalChefServer(dir).stop()`` from any
 process stops it again. The directory holds goiardi's keys, its log, an
 encrypted-data-bag secret and ``server.json`` (pid, port, URL).
+
+goiardi runs with ``GOMAXPROCS=1``. Its in-memory store checks and saves in
+separate steps and keeps a data bag's items inside the bag object, so with
+several threads two concurrent creates of one id can both succeed and writes
+to different items of one bag can undo each other. Measured here with 8
+racing clients: 76 of 500 races had two "winners", and 657 of 1,600
+create/delete pairs were lost or resurrected; with one scheduler thread, 0 and
+0, at the same throughput. A real Chef Server stores items as separate rows
+with unique ids and needs nothing of the kind.
 """
 
 from __future__ import annotations
@@ -174,6 +183,7 @@ class LocalChefServer:
                     self._command(),
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=detach,
+                    env={**os.environ, "GOMAXPROCS": "1"},  # see the module docstring
                 )
             finally:
                 log.close()

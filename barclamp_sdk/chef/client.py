@@ -330,9 +330,13 @@ class ChefClient:
         ``keys`` maps a result name to an attribute path, e.g.
         ``{"name": ["name"], "mem": ["memory", "total"]}``.
         """
-        body = {name: list(path) for name, path in keys.items()}
+        # Neutral aliases: goiardi validates result names that match object
+        # fields ("run_list", "env_run_lists" ...) as if they were those fields.
+        names = list(keys)
+        body = {f"k{i}": list(keys[name]) for i, name in enumerate(names)}
         for row in self._paged(index, query, rows, body):
-            yield row.get("data") or {}
+            data = row.get("data") or {}
+            yield {name: data.get(f"k{i}") for i, name in enumerate(names)}
 
     def _paged(
         self, index: str, query: str, rows: int, body: dict[str, list[str]] | None
@@ -357,6 +361,14 @@ class ChefClient:
             # goiardi reports the page size as "total"; a short page ends it.
             if len(found) < rows or (isinstance(total, int) and total > len(found) and start >= total):
                 return
+
+
+_SOLR_SPECIAL = set('+-&|!(){}[]^"~*?:\\/ ')
+
+
+def solr_escape(value: str) -> str:
+    """Escape a term for a Chef (Solr/Lucene) search query."""
+    return "".join("\\" + c if c in _SOLR_SPECIAL else c for c in value)
 
 
 def _same_content(sent: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:

@@ -7,6 +7,13 @@
 ``fault_proxy``
     a factory of :class:`~barclamp_sdk.testing.faultproxy.FaultProxy` in front
     of the session server; stopped after the test.
+``barclamps_under_test``
+    override it in your ``conftest.py`` to return your barclamp classes.
+``crowbar``
+    a :class:`~barclamp_sdk.Crowbar` on the emptied server, with your barclamps
+    (plus the installed ones) and a test secret for encrypted data bags.
+``fleet``
+    a :class:`~barclamp_sdk.testing.fleet.Fleet` of simulated machines.
 
 The fixtures need goiardi (``sudo apt-get install goiardi``); without it they
 fail with that instruction rather than skipping, so a missing server is never
@@ -21,10 +28,15 @@ from typing import Any
 
 import pytest
 
+from barclamp_sdk.api import Crowbar
+from barclamp_sdk.barclamp import Barclamp
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.chef.config import ChefConfig
 from barclamp_sdk.local import LocalChefServer
 from barclamp_sdk.testing.faultproxy import FaultProxy
+from barclamp_sdk.testing.fleet import Fleet
+
+TEST_SECRET = b"barclamp-sdk test secret, not for production"
 
 # Clients goiardi creates for itself; never deleted by reset().
 _BUILTIN_CLIENTS = {"admin", "chef-validator", "chef-webui"}
@@ -98,3 +110,21 @@ def fault_proxy(chef_server: RunningChefServer) -> Iterator[Callable[..., FaultP
     yield make
     for proxy in proxies:
         proxy.stop()
+
+
+@pytest.fixture
+def barclamps_under_test() -> list[type[Barclamp]]:
+    """Barclamp classes to register besides the installed ones (override me)."""
+    return []
+
+
+@pytest.fixture
+def crowbar(chef: ChefClient, barclamps_under_test: list[type[Barclamp]]) -> Crowbar:
+    """The Crowbar API on an emptied server."""
+    return Crowbar(chef, barclamps=barclamps_under_test, secret=TEST_SECRET)
+
+
+@pytest.fixture
+def fleet(chef: ChefClient, crowbar: Crowbar) -> Fleet:
+    """Simulated machines (nodes, chef-client runs, boot scripts)."""
+    return Fleet(chef, crowbar=crowbar)

@@ -1,0 +1,116 @@
+"""A compact snapshot of every machine's ``crowbar-<node>`` role.
+
+Read with partial search in pages (one request per 1,000 machines), and kept
+small: per machine its state, allocation, role assignments (with the owning
+proposal), claimed disks, pending proposals and whether it drifted. Search
+can lag behind writes on a production Chef server, so a writer re-reads a
+role from its object endpoint (under its lock) before changing it; the
+snapshot only decides what needs looking at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from barclamp_sdk.chef.client import ChefClient
+from barclamp_sdk.noderoles import DRIFT, FINGERPRINT, REVISION, role_fingerprint
+
+ROLE_SEARCH = "name:crowbar-*"
+ROLE_SEARCH_KEYS = {
+    "name": ["name"],
+    "default_attributes": ["default_attributes"],
+    "run_list": ["run_list"],
+    "env_run_lists": ["env_run_lists"],
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One role on a machine's run-list map."""
+
+    owner: str
+    priority: int
+    states: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MachineRecord:
+    """What the snapshot knows about one machine."""
+
+    name: str
+    role: str
+    state: str
+    allocated: bool
+    entries: dict[str, Entry]
+    claims: dict[str, str]
+    pending: dict[str, tuple[str, ...]]
+    drifted: bool
+    revision: int
+    hardware: dict[str, Any]
+
+    def holds(self, role: str) -> bool:
+        return role in self.entries
+
+
+def record_from_role(row: dict[str, Any]) -> MachineRecord | None:
+    """A :class:`MachineRecord` from a role (or a partial-search row of one)."""
+    attributes = row.get("default_attributes") or {}
+    data = attributes.get("crowbar") if isinstance(attributes, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("node"), str):
+        return None  # a role named crowbar-* that is not a machine's
+    entries = {}
+    for role, spec in (data.get("run_list_map") or {}).items():
+        if isinstance(spec, dict):
+            entries[role] = Entry(str(spec.get("proposal", "")), int(spec.get("priority", 1000)),
+                                  tuple(spec.get("states") or ("all",)))
+    stored = data.get(FINGERPRINT)
+    drifted = bool(data.get(DRIFT)) or (stored is not None and stored != role_fingerprint(row))
+    return MachineRecord(
+        name=data["node"],
+        role=str(row.get("name", "")),
+        state=str(data.get("state", "")),
+        allocated=bool(data.get("allocated")),
+        entries=entries,
+        claims={str(k): str(v) for k, v in (data.get("claimed_disks") or {}).items()},
+        pending={str(k): tuple(v or ()) for k, v in (data.get("pending") or {}).items()},
+        drifted=drifted,
+        revision=int(data.get(REVISION, 0)),
+        hardware=dict(data.get("hardware") or {}),
+    )
+
+
+class ClusterView:
+    """Every machine's Crowbar record, from one paged partial search."""
+
+    def __init__(self, records: dict[str, MachineRecord]) -> None:
+        self._records = records
+
+    @classmethod
+    def load(cls, chef: ChefClient, *, rows: int = 1000) -> ClusterView:
+        records = {}
+        for row in chef.partial_search("role", ROLE_SEARCH, ROLE_SEARCH_KEYS, rows=rows):
+            record = record_from_role(row)
+            if record is not None:
+                records[record.name] = record
+        return cls(records)
+
+    def get(self, name: str) -> MachineRecord | None:
+        return self._records.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._records
+
+    def __iter__(self) -> Iterator[MachineRecord]:
+        return iter(self._records.values())
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def names(self) -> list[str]:
+        return sorted(self._records)
+
+    def holders(self, role: str) -> dict[str, str]:
+        """Machines holding ``role``: machine -> owning proposal key."""
+        return {r.name: r.entries[role].owner for r in self if role in r.entries}

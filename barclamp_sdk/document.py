@@ -1,0 +1,181 @@
+"""A proposal document, in Crowbar 1.x's shape::
+
+    {
+      "id": "bc-nova-default",
+      "description": "...",
+      "notes": ["controller on d52-...: most memory among non-storage machines", ...],
+      "attributes": {"nova": {...settings...}},
+      "deployment": {"nova": {
+          "crowbar-revision": 3,
+          "crowbar-status": "success",              # after a commit (or "failed")
+          "elements": {"nova-multi-controller": ["d52-....example.com"], ...},
+          "element_order": [["nova-multi-controller"], ["nova-multi-compute-kvm", ...]],
+          "element_run_list_order": {"nova-multi-controller": 95, ...},
+          "element_states": {"nova-multi-controller": ["readying", "ready", "applying"], ...},
+          "config": {"environment": "nova-config-default", "mode": "full",
+                     "transitions": false, "transition_list": []}
+      }}
+    }
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from barclamp_sdk.barclamp import ProposalRef
+from barclamp_sdk.errors import ValidationError
+from barclamp_sdk.naming import config_role_name
+
+if TYPE_CHECKING:
+    from barclamp_sdk.barclamp import Barclamp
+
+
+class Proposal:
+    """A proposal: settings plus the mapping of machines into elements."""
+
+    def __init__(self, barclamp: Barclamp, data: dict[str, Any]) -> None:
+        self.definition = barclamp
+        self.data = data
+        bc = barclamp.name
+        data.setdefault("attributes", {}).setdefault(bc, {})
+        deployment = data.setdefault("deployment", {}).setdefault(bc, {})
+        deployment.setdefault("elements", {})
+
+    # -- identity -------------------------------------------------------------------
+
+    @property
+    def barclamp(self) -> str:
+        return self.definition.name
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def name(self) -> str:
+        prefix = f"bc-{self.barclamp}-"
+        return self.id[len(prefix):] if self.id.startswith(prefix) else self.id
+
+    @property
+    def ref(self) -> ProposalRef:
+        return ProposalRef(self.barclamp, self.name)
+
+    @property
+    def config_role(self) -> str:
+        """The role this proposal becomes when committed."""
+        return config_role_name(self.barclamp, self.name)
+
+    def __repr__(self) -> str:
+        return f"<Proposal {self.barclamp}/{self.name} r{self.revision}>"
+
+    # -- parts ------------------------------------------------------------------------
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The settings, as JSON (``attributes.<barclamp>``)."""
+        return self.data["attributes"][self.barclamp]  # type: ignore[no-any-return]
+
+    @property
+    def deployment(self) -> dict[str, Any]:
+        """``deployment.<barclamp>``: elements, order, states, status."""
+        return self.data["deployment"][self.barclamp]  # type: ignore[no-any-return]
+
+    @property
+    def elements(self) -> dict[str, list[str]]:
+        """Element -> machine names."""
+        return self.deployment["elements"]  # type: ignore[no-any-return]
+
+    @property
+    def revision(self) -> int:
+        return int(self.deployment.get("crowbar-revision", 0))
+
+    @revision.setter
+    def revision(self, value: int) -> None:
+        self.deployment["crowbar-revision"] = int(value)
+
+    @property
+    def description(self) -> str:
+        return str(self.data.get("description", ""))
+
+    @description.setter
+    def description(self, text: str) -> None:
+        self.data["description"] = text
+
+    @property
+    def notes(self) -> list[str]:
+        """Why the proposal looks as it does (written by ``create_proposal``)."""
+        return self.data.setdefault("notes", [])  # type: ignore[no-any-return]
+
+    def note(self, text: str) -> None:
+        """Explain a choice to the reviewer."""
+        self.notes.append(text)
+
+    @property
+    def settings(self) -> BaseModel:
+        """The settings as the barclamp's typed attribute model (a copy)."""
+        try:
+            return self.definition.Attributes.model_validate(self.attributes)
+        except Exception as exc:  # noqa: BLE001 - reported as a validation error
+            raise ValidationError(str(exc).splitlines()[0], subject=f"{self.barclamp}/{self.name}") from None
+
+    @settings.setter
+    def settings(self, model: BaseModel) -> None:
+        self.data["attributes"][self.barclamp] = model.model_dump(mode="json")
+
+    # -- machines ------------------------------------------------------------------------
+
+    def nodes(self) -> list[str]:
+        """Every machine the proposal uses."""
+        return sorted({n for members in self.elements.values() for n in members})
+
+    def elements_of(self, node: str) -> list[str]:
+        """The elements ``node`` holds in this proposal, in declaration order."""
+        declared = [e.name for e in self.definition.elements]
+        held = [e for e, members in self.elements.items() if node in members]
+        return sorted(held, key=lambda e: (declared.index(e) if e in declared else len(declared), e))
+
+    def assign(self, element: str, *nodes: str) -> None:
+        """Put machines into an element (idempotent)."""
+        self.definition.element(element)
+        members = self.elements.setdefault(element, [])
+        for node in nodes:
+            if node not in members:
+                members.append(node)
+
+    def unassign(self, element: str, *nodes: str) -> None:
+        """Take machines out of an element."""
+        members = self.elements.get(element, [])
+        self.elements[element] = [n for n in members if n not in nodes]
+
+    def move(self, node: str, source: str, target: str) -> None:
+        """Move a machine from one element to another."""
+        if node not in self.elements.get(source, []):
+            raise ValidationError(f"{node} is not in {source} of {self.barclamp}/{self.name}")
+        self.unassign(source, node)
+        self.assign(target, node)
+
+    # -- copies ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self.data)
+
+    def copy(self) -> Proposal:
+        return Proposal(self.definition, copy.deepcopy(self.data))
+
+    def content(self) -> dict[str, Any]:
+        """The reviewable content: the document minus status bookkeeping."""
+        data = copy.deepcopy(self.data)
+        deployment = data["deployment"][self.barclamp]
+        for key in list(deployment):
+            if key.startswith("crowbar-"):
+                del deployment[key]
+        return data
+
+
+def status_keys() -> Iterable[str]:
+    """Bookkeeping keys in ``deployment.<bc>`` (not part of the content)."""
+    return ("crowbar-revision", "crowbar-status", "crowbar-failed", "crowbar-queued")

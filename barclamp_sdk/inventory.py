@@ -1,0 +1,337 @@
+"""The cluster inventory: typed facts read from Ohai data, tolerant of gaps.
+
+Facts owned by a node come from its node object: Ohai's automatic attributes
+and what the node reports about itself under ``crowbar_wall`` (BMC address,
+boot disk, rack, hypervisor host). Crowbar's own view of the machine (state,
+allocation, roles, claimed disks) comes from its ``crowbar-<node>`` role.
+
+Both are read with partial search, so only the attributes below travel:
+:data:`NODE_KEYS` and :data:`ROLE_KEYS`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from barclamp_sdk.naming import node_role_name
+
+#: Attributes read from each node (partial search key map).
+NODE_KEYS: dict[str, list[str]] = {
+    "name": ["name"],
+    "fqdn": ["fqdn"],
+    "platform": ["platform"],
+    "platform_version": ["platform_version"],
+    "cpu_total": ["cpu", "total"],
+    "cpu_real": ["cpu", "real"],
+    "cpu_flags": ["cpu", "0", "flags"],
+    "memory_total": ["memory", "total"],
+    "block_device": ["block_device"],
+    "filesystem": ["filesystem"],
+    "interfaces": ["network", "interfaces"],
+    "ipaddress": ["ipaddress"],
+    "dmi_system": ["dmi", "system"],
+    "virtualization": ["virtualization"],
+    "crowbar_wall": ["crowbar_wall"],
+}
+
+#: Attributes read from each ``crowbar-<node>`` role.
+ROLE_KEYS: dict[str, list[str]] = {
+    "role": ["name"],
+    "crowbar": ["default_attributes", "crowbar"],
+    "run_list": ["run_list"],
+}
+
+_UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?b?)\s*$", re.IGNORECASE)
+_PARTITION = re.compile(r"^(.*?\d)p\d+$|^(.*?[a-z])\d+$")
+
+
+def parse_size(value: Any) -> int:
+    """Ohai memory sizes ("16384000kB") to bytes; 0 when unreadable."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, (int, float)):
+        return int(value)
+    match = _SIZE.match(str(value)) if value is not None else None
+    if not match:
+        return 0
+    return int(float(match.group(1)) * _UNITS.get(match.group(2).lower(), 1))
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _flag(value: Any) -> bool | None:
+    if value is None:
+        return None
+    return str(value).strip().lower() in ("1", "true", "yes")
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ("" if value is None else str(value))
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def disk_of(device: str) -> str:
+    """The whole disk a partition lives on: sda1 -> sda, nvme0n1p2 -> nvme0n1."""
+    name = device.rsplit("/", 1)[-1]
+    match = _PARTITION.match(name)
+    if not match:
+        return name
+    return match.group(1) or match.group(2)
+
+
+class BlockDevice(BaseModel):
+    """A disk the machine has."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    size_bytes: int = 0
+    removable: bool = False
+    rotational: bool | None = None
+    model: str = ""
+    vendor: str = ""
+    os_disk: bool = False
+
+    @property
+    def size_gb(self) -> float:
+        return round(self.size_bytes / 1000**3, 1)
+
+
+class Interface(BaseModel):
+    """A network interface and its addresses."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    mac: str | None = None
+    ipv4: tuple[str, ...] = ()
+    ipv6: tuple[str, ...] = ()
+
+
+class BMCInfo(BaseModel):
+    """How to reach a machine's BMC (reported by the node under ``crowbar_wall.bmc``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    address: str
+    ipmi_port: int = 623
+    redfish_port: int | None = None
+    redfish_system: str | None = None
+
+
+class Machine(BaseModel):
+    """One machine: Ohai facts plus Crowbar's view from its role."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    fqdn: str = ""
+    platform: str = ""
+    platform_version: str = ""
+    cpu_count: int = 0
+    cpu_sockets: int = 0
+    cpu_flags: frozenset[str] = frozenset()
+    memory_bytes: int = 0
+    disks: tuple[BlockDevice, ...] = ()
+    interfaces: tuple[Interface, ...] = ()
+    ipaddress: str = ""
+    manufacturer: str = ""
+    product: str = ""
+    serial: str = ""
+    virtualization_system: str = ""
+    virtualization_role: str = ""
+    bmc: BMCInfo | None = None
+    rack: str = ""
+    hypervisor_host: str = ""
+    # Crowbar's view (from the crowbar-<node> role)
+    state: str = ""
+    allocated: bool = False
+    roles: tuple[str, ...] = ()
+    claimed_disks: Mapping[str, str] = {}
+    pending: Mapping[str, Any] = {}
+
+    @property
+    def role_name(self) -> str:
+        return node_role_name(self.name)
+
+    @property
+    def can_virtualize(self) -> bool:
+        """Hardware virtualisation (Intel VT-x ``vmx`` or AMD-V ``svm``)."""
+        return bool({"vmx", "svm"} & self.cpu_flags)
+
+    @property
+    def is_virtual(self) -> bool:
+        """The machine is itself a virtual machine (a guest)."""
+        return self.virtualization_role == "guest"
+
+    @property
+    def memory_gb(self) -> float:
+        return round(self.memory_bytes / 1024**3, 1)
+
+    @property
+    def data_disks(self) -> tuple[BlockDevice, ...]:
+        """Disks that are neither removable nor the OS disk."""
+        return tuple(d for d in self.disks if not d.os_disk and not d.removable)
+
+    def free_disks(self, owner: str | None = None) -> tuple[BlockDevice, ...]:
+        """Data disks not claimed by anyone but ``owner``."""
+        return tuple(d for d in self.data_disks
+                     if self.claimed_disks.get(d.name) in (None, owner))
+
+    @property
+    def storage_heavy(self) -> bool:
+        """Many data disks: a machine built for storage."""
+        return len(self.data_disks) >= 8
+
+    def disk(self, name: str) -> BlockDevice | None:
+        return next((d for d in self.disks if d.name == name), None)
+
+
+def _disks(block: Any, filesystem: Any, wall: dict[str, Any]) -> tuple[BlockDevice, ...]:
+    devices = _dict(block)
+    os_disk = _str(wall.get("boot_disk")) or _root_disk(filesystem)
+    found = []
+    for name in sorted(devices):
+        info = _dict(devices[name])
+        if re.match(r"^(loop|ram|dm-|sr|fd|md|zram|nbd)", name):
+            continue  # not a physical disk
+        found.append(BlockDevice(
+            name=name,
+            size_bytes=_int(info.get("size")) * 512,
+            removable=bool(_flag(info.get("removable"))),
+            rotational=_flag(info.get("rotational")),
+            model=_str(info.get("model")).strip(),
+            vendor=_str(info.get("vendor")).strip(),
+            os_disk=(name == disk_of(os_disk)) if os_disk else False,
+        ))
+    if found and not any(d.os_disk for d in found):
+        # Unknown boot disk: never offer the first fixed disk for data.
+        first = next((d for d in found if not d.removable), None)
+        if first is not None:
+            found = [d.model_copy(update={"os_disk": True}) if d is first else d for d in found]
+    return tuple(found)
+
+
+def _root_disk(filesystem: Any) -> str:
+    fs = _dict(filesystem)
+    by_mount = _dict(fs.get("by_mountpoint"))
+    if by_mount:  # Ohai >= 15 layout
+        devices = _dict(by_mount.get("/")).get("devices")
+        if isinstance(devices, list) and devices and str(devices[0]).startswith("/dev/"):
+            return str(devices[0])
+        return ""
+    for device, info in fs.items():
+        if _dict(info).get("mount") == "/" and str(device).startswith("/dev/"):
+            return str(device)
+    return ""
+
+
+def _interfaces(value: Any) -> tuple[Interface, ...]:
+    found = []
+    for name, info in sorted(_dict(value).items()):
+        if name == "lo":
+            continue
+        mac = None
+        ipv4, ipv6 = [], []
+        for address, details in _dict(_dict(info).get("addresses")).items():
+            family = _dict(details).get("family")
+            if family == "lladdr":
+                mac = address.lower()
+            elif family == "inet":
+                ipv4.append(address)
+            elif family == "inet6":
+                ipv6.append(address)
+        found.append(Interface(name=name, mac=mac, ipv4=tuple(ipv4), ipv6=tuple(ipv6)))
+    return tuple(found)
+
+
+def _bmc(wall: dict[str, Any]) -> BMCInfo | None:
+    bmc = _dict(wall.get("bmc")) or _dict(wall.get("ipmi"))
+    address = _str(bmc.get("address"))
+    if not address:
+        return None
+    redfish_port = bmc.get("redfish_port")
+    return BMCInfo(
+        address=address,
+        ipmi_port=_int(bmc.get("ipmi_port") or bmc.get("port"), 623),
+        redfish_port=_int(redfish_port) if redfish_port else None,
+        redfish_system=_str(bmc.get("redfish_system")) or None,
+    )
+
+
+def machine_from_search(node: Mapping[str, Any], role: Mapping[str, Any] | None) -> Machine:
+    """Build a :class:`Machine` from partial-search rows (odd shapes tolerated)."""
+    wall = _dict(node.get("crowbar_wall"))
+    dmi = _dict(node.get("dmi_system"))
+    virt = _dict(node.get("virtualization"))
+    crowbar = _dict((role or {}).get("crowbar"))
+    flags = node.get("cpu_flags")
+    run_list_map = _dict(crowbar.get("run_list_map"))
+    return Machine(
+        name=_str(node.get("name")),
+        fqdn=_str(node.get("fqdn")),
+        platform=_str(node.get("platform")),
+        platform_version=_str(node.get("platform_version")),
+        cpu_count=_int(node.get("cpu_total")),
+        cpu_sockets=_int(node.get("cpu_real")),
+        cpu_flags=frozenset(str(f) for f in flags) if isinstance(flags, list) else frozenset(),
+        memory_bytes=parse_size(node.get("memory_total")),
+        disks=_disks(node.get("block_device"), node.get("filesystem"), wall),
+        interfaces=_interfaces(node.get("interfaces")),
+        ipaddress=_str(node.get("ipaddress")),
+        manufacturer=_str(dmi.get("manufacturer")).strip(),
+        product=_str(dmi.get("product_name")).strip(),
+        serial=_str(dmi.get("serial_number")).strip(),
+        virtualization_system=_str(virt.get("system")),
+        virtualization_role=_str(virt.get("role")),
+        bmc=_bmc(wall),
+        rack=_str(wall.get("rack")),
+        hypervisor_host=_str(wall.get("hypervisor_host")),
+        state=_str(crowbar.get("state")),
+        allocated=bool(crowbar.get("allocated")),
+        roles=tuple(sorted(run_list_map)),
+        claimed_disks={str(k): str(v) for k, v in _dict(crowbar.get("claimed_disks")).items()},
+        pending=_dict(crowbar.get("pending")),
+    )
+
+
+UNUSABLE_STATES = frozenset({"delete", "delete-final", "reset", "problem"})
+
+
+class Inventory:
+    """Every Crowbar machine with its facts; what ``create_proposal`` reads."""
+
+    def __init__(self, machines: Iterable[Machine]) -> None:
+        self._machines = {m.name: m for m in sorted(machines, key=lambda m: m.name)}
+
+    def __iter__(self) -> Iterator[Machine]:
+        return iter(self._machines.values())
+
+    def __len__(self) -> int:
+        return len(self._machines)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._machines
+
+    def get(self, name: str) -> Machine | None:
+        return self._machines.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._machines)
+
+    def candidates(self) -> list[Machine]:
+        """Machines a new proposal may use (not being deleted, reset or broken)."""
+        return [m for m in self if m.state not in UNUSABLE_STATES]

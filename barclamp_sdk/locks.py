@@ -1,0 +1,340 @@
+"""Locks on a Chef server, which has no conditional writes.
+
+A lock is a data bag item in ``crowbar_locks``; taking it is a POST, which
+the server refuses with 409 when the item exists (an atomic create). The item
+says who holds it, why, and until when (a lease, renewed while held).
+
+* An expired lock is taken over safely: the taker first creates the one-shot
+  item ``<lock>--takeover--<holder's token>`` (again an atomic create), then
+  re-reads the lock and replaces it only if the same expired holder still
+  has it. Two takers can never both win.
+* Locks are always taken in one global order (proposals, then the queue, then
+  machine shards, then secrets, by name within a kind); a thread that breaks
+  the order gets an error instead of a possible deadlock.
+* A holder checks its lease before it writes (:meth:`LockManager.ensure_valid`),
+  so a process that stalled past its lease stops rather than clobbering the
+  process that took over.
+
+Clocks of the processes that share locks must agree within ``clock_skew``
+seconds (NTP); a lock counts as expired only that long after its lease ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from barclamp_sdk.chef.client import ChefClient
+from barclamp_sdk.errors import (
+    ConcurrencyError,
+    Conflict,
+    CrowbarError,
+    LockTimeout,
+    NotFound,
+)
+from barclamp_sdk.naming import LOCKS_BAG
+
+log = logging.getLogger(__name__)
+
+_RANKS = (("proposal-", 0), ("queue", 1), ("machines-", 2), ("secrets-", 3))
+TAKEOVER = "--takeover--"
+
+
+def lock_order(name: str) -> tuple[int, str]:
+    """The global order locks are taken in."""
+    for prefix, rank in _RANKS:
+        if name.startswith(prefix):
+            return rank, name
+    return 9, name
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Lock:
+    """A lock this process holds."""
+
+    name: str
+    token: str
+    owner: str
+    purpose: str
+    lease: float
+    acquired_at: float
+    expires_at: float
+    details: dict[str, Any] = field(default_factory=dict)
+    lost: bool = False
+    depth: int = 1
+
+    def item(self) -> dict[str, Any]:
+        return {
+            "id": self.name, "token": self.token, "owner": self.owner,
+            "purpose": self.purpose, "lease": self.lease,
+            "acquired_at": self.acquired_at, "expires_at": self.expires_at,
+            "details": self.details,
+        }
+
+
+def describe(item: dict[str, Any]) -> str:
+    """One line about a lock item: holder, purpose, since, lease."""
+    since = time.strftime("%H:%M:%S", time.localtime(float(item.get("acquired_at", 0))))
+    remaining = float(item.get("expires_at", 0)) - time.time()
+    lease = f"lease ends in {remaining:.0f}s" if remaining > 0 else f"lease expired {-remaining:.0f}s ago"
+    return f"held by {item.get('owner', '?')} for {item.get('purpose', '?')} since {since}, {lease}"
+
+
+class LockManager:
+    """Takes, renews and releases locks for one process (thread-safe)."""
+
+    def __init__(
+        self,
+        chef: ChefClient,
+        *,
+        owner: str | None = None,
+        lease: float = 30.0,
+        clock_skew: float = 5.0,
+        timeout: float = 300.0,
+        bag: str = LOCKS_BAG,
+    ) -> None:
+        self.chef = chef
+        self.owner = owner or default_owner()
+        self.lease = lease
+        self.clock_skew = clock_skew
+        self.timeout = timeout
+        self.bag = bag
+        self._held: dict[str, Lock] = {}
+        self._mutex = threading.Lock()
+        self._local = threading.local()
+        self._renewer: threading.Thread | None = None
+        self._bag_ready = False
+        #: Locks taken over from expired holders (for tests and reports).
+        self.takeovers = 0
+
+    # -- taking and releasing -------------------------------------------------------
+
+    def _thread_held(self) -> list[str]:
+        if not hasattr(self._local, "names"):
+            self._local.names = []
+        return self._local.names  # type: ignore[no-any-return]
+
+    def acquire(self, name: str, purpose: str, *, timeout: float | None = None) -> Lock:
+        """Take ``name``, waiting up to ``timeout`` seconds (LockTimeout after)."""
+        held = self._thread_held()
+        with self._mutex:
+            mine = self._held.get(name)
+        if mine is not None and name in held:
+            mine.depth += 1  # re-entrant within one thread
+            return mine
+        if held and lock_order(name) < max(lock_order(n) for n in held):
+            raise ConcurrencyError(
+                f"lock order violated: taking {name} while holding {', '.join(held)} "
+                "(a bug: locks must be taken in the global order)"
+            )
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        pause = 0.02
+        last_seen: dict[str, Any] | None = None
+        while True:
+            lock = self._try_create(name, purpose)
+            if lock is None:
+                existing = self._read(name)
+                if existing is not None:
+                    last_seen = existing
+                    if self._expired(existing):
+                        lock = self._take_over(name, purpose, existing)
+            if lock is not None:
+                with self._mutex:
+                    self._held[name] = lock
+                held.append(name)
+                self._start_renewer()
+                return lock
+            if time.monotonic() >= deadline:
+                about = describe(last_seen) if last_seen else "held by another process"
+                raise LockTimeout(
+                    f"could not lock {name} within {self.timeout if timeout is None else timeout:.0f}s: "
+                    f"{about}; retry later, or check that process"
+                )
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())) * random.uniform(0.5, 1.0))
+            pause = min(pause * 2, 0.5)
+
+    def _new_lock(self, name: str, purpose: str) -> Lock:
+        now = time.time()
+        return Lock(name=name, token=uuid.uuid4().hex, owner=f"{self.owner}:{threading.get_ident()}",
+                    purpose=purpose, lease=self.lease, acquired_at=now, expires_at=now + self.lease)
+
+    def _ensure_bag(self) -> None:
+        if not self._bag_ready:
+            self.chef.data_bags.ensure(self.bag)
+            self._bag_ready = True
+
+    def _try_create(self, name: str, purpose: str) -> Lock | None:
+        lock = self._new_lock(name, purpose)
+        for _ in range(2):
+            try:
+                self.chef.data_bags.create_item(self.bag, lock.item())
+                return lock
+            except Conflict:
+                return None
+            except NotFound:
+                self._bag_ready = False
+                self._ensure_bag()
+        return None
+
+    def _read(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.chef.data_bags.get_item(self.bag, name)
+        except NotFound:
+            return None
+
+    def _expired(self, item: dict[str, Any]) -> bool:
+        return time.time() > float(item.get("expires_at", 0)) + self.clock_skew
+
+    def _take_over(self, name: str, purpose: str, stale: dict[str, Any]) -> Lock | None:
+        marker = f"{name}{TAKEOVER}{stale.get('token', 'none')}"
+        try:
+            self.chef.data_bags.create_item(self.bag, {"id": marker, "owner": self.owner, "at": time.time()})
+        except Conflict:
+            return None  # someone else is taking it over right now
+        try:
+            current = self._read(name)
+            if current is None or current.get("token") != stale.get("token"):
+                return None  # released or already taken over meanwhile
+            lock = self._new_lock(name, purpose)
+            lock.details = {"took_over_from": {k: stale.get(k) for k in ("owner", "purpose", "details")}}
+            self.chef.data_bags.update_item(self.bag, lock.item())
+            self.takeovers += 1
+            log.warning("took over expired lock %s (%s)", name, describe(stale))
+            return lock
+        finally:
+            with contextlib.suppress(CrowbarError):
+                self.chef.data_bags.delete_item(self.bag, marker)
+
+    def release(self, lock: Lock) -> None:
+        """Release a lock (only if it is still ours)."""
+        if lock.depth > 1:
+            lock.depth -= 1
+            return
+        held = self._thread_held()
+        if lock.name in held:
+            held.remove(lock.name)
+        with self._mutex:
+            self._held.pop(lock.name, None)
+        if lock.lost:
+            return
+        if time.time() > lock.expires_at - 1.0:
+            current = self._read(lock.name)
+            if current is None or current.get("token") != lock.token:
+                log.warning("lock %s was taken over before release; leaving it", lock.name)
+                return
+        with contextlib.suppress(NotFound):
+            self.chef.data_bags.delete_item(self.bag, lock.name)
+
+    @contextlib.contextmanager
+    def holding(self, names: Iterable[str], purpose: str, *, timeout: float | None = None) -> Iterator[list[Lock]]:
+        """Hold several locks, taken in the global order, released in reverse."""
+        ordered = sorted(set(names), key=lock_order)
+        taken: list[Lock] = []
+        try:
+            for name in ordered:
+                taken.append(self.acquire(name, purpose, timeout=timeout))
+            yield taken
+        finally:
+            for lock in reversed(taken):
+                self.release(lock)
+
+    @contextlib.contextmanager
+    def hold(self, name: str, purpose: str, *, timeout: float | None = None) -> Iterator[Lock]:
+        """Hold one lock for the duration of a ``with`` block."""
+        lock = self.acquire(name, purpose, timeout=timeout)
+        try:
+            yield lock
+        finally:
+            self.release(lock)
+
+    # -- while holding -----------------------------------------------------------------
+
+    def ensure_valid(self, lock: Lock) -> None:
+        """Raise unless the lease still protects us (call before writing)."""
+        if lock.lost or time.time() > lock.expires_at:
+            lock.lost = True
+            raise ConcurrencyError(
+                f"lost lock {lock.name}: its lease ran out (this process stalled for "
+                f"over {lock.lease:.0f}s); nothing more was written, run the command again"
+            )
+
+    def update(self, lock: Lock, **details: Any) -> None:
+        """Record progress in the lock item (also renews the lease)."""
+        lock.details.update(details)
+        self._renew(lock)
+
+    def _renew(self, lock: Lock) -> None:
+        if lock.lost:
+            return
+        new_expiry = time.time() + lock.lease
+        if time.time() > lock.expires_at:
+            current = self._read(lock.name)
+            if current is None or current.get("token") != lock.token:
+                lock.lost = True
+                return
+        previous = lock.expires_at
+        lock.expires_at = new_expiry
+        try:
+            self.chef.data_bags.update_item(self.bag, lock.item())
+        except CrowbarError:
+            lock.expires_at = previous
+            raise
+
+    def _start_renewer(self) -> None:
+        with self._mutex:
+            if self._renewer is not None and self._renewer.is_alive():
+                return
+            self._renewer = threading.Thread(target=self._renew_loop, name="lock-renewer", daemon=True)
+            self._renewer.start()
+
+    def _renew_loop(self) -> None:
+        while True:
+            time.sleep(max(0.2, self.lease / 6))
+            with self._mutex:
+                held = list(self._held.values())
+            if not held:
+                continue
+            for lock in held:
+                if time.time() > lock.expires_at - lock.lease * 2 / 3:
+                    try:
+                        self._renew(lock)
+                    except CrowbarError as exc:
+                        log.warning("could not renew lock %s: %s", lock.name, exc)
+
+    # -- inspection ------------------------------------------------------------------------
+
+    def inspect(self, name: str) -> dict[str, Any] | None:
+        """The lock item, or None when nobody holds it."""
+        return self._read(name)
+
+    def all(self) -> list[dict[str, Any]]:
+        """Every lock item on the server (takeover markers excluded)."""
+        try:
+            ids = self.chef.data_bags.items(self.bag)
+        except NotFound:
+            return []
+        found = []
+        for item_id in ids:
+            if TAKEOVER in item_id:
+                continue
+            item = self._read(item_id)
+            if item is not None:
+                found.append(item)
+        return found
+
+    def expired(self, item: dict[str, Any]) -> bool:
+        """Whether a lock item's lease has run out (beyond clock skew)."""
+        return self._expired(item)

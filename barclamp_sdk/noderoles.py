@@ -1,0 +1,261 @@
+"""The per-node role ``crowbar-<node>``: its shape, and safe bulk updates.
+
+The role is mastered by the server (chef-client never writes roles), so it
+is where Crowbar keeps everything it owns about a machine::
+
+    default_attributes.crowbar = {
+        "node": "d52-54-00-00-00-01.example.com",
+        "state": "ready", "state_change_time": "...", "allocated": true,
+        "crowbar-revision": 7,                      # bumped on every write
+        "crowbar-fingerprint": "...",               # what we last wrote
+        "run_list_map": {"nova-multi-compute-kvm": {"priority": 97,
+                          "states": ["readying", "ready", "applying"],
+                          "proposal": "nova-default"}, ...},
+        "pending": {"nova-default": ["nova-multi-compute-kvm"]},
+        "claimed_disks": {"sdb": "ceph-default"},
+        "hardware": {"bios_set": "Virtualization", "raid_set": "..."},
+    }
+    run_list = the run_list_map entries active in the current state, by priority
+
+``override_attributes`` belong to Chef admins: the library never writes them
+and drift detection ignores them.
+
+:class:`NodeRoleStore` updates many roles at once: machines are locked by
+shard (:data:`~barclamp_sdk.naming.MACHINE_LOCK_SHARDS` lock items at most,
+whatever the number of machines), each role is read from the object endpoint
+under its shard's lock, changed, and written back only if it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from barclamp_sdk.chef.client import ChefClient
+from barclamp_sdk.errors import Conflict, CrowbarError, NotFound
+from barclamp_sdk.jsondoc import fingerprint
+from barclamp_sdk.locks import LockManager
+from barclamp_sdk.naming import machine_lock_name, machine_shard, node_role_name
+
+log = logging.getLogger(__name__)
+
+REVISION = "crowbar-revision"
+FINGERPRINT = "crowbar-fingerprint"
+DRIFT = "crowbar-drift"
+
+#: A change to one role: edit ``role`` in place; return True if it changed.
+Mutation = Callable[[dict[str, Any]], bool]
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def new_node_role(node: str, state: str) -> dict[str, Any]:
+    """A fresh ``crowbar-<node>`` role for a newly discovered machine."""
+    role = {
+        "name": node_role_name(node),
+        "json_class": "Chef::Role",
+        "chef_type": "role",
+        "description": (
+            f"Crowbar data for machine {node}, managed by barclamp-sdk: change it "
+            "through proposals; override_attributes are yours to edit"
+        ),
+        "default_attributes": {
+            "crowbar": {
+                "node": node,
+                "state": state,
+                "state_change_time": now_iso(),
+                "allocated": False,
+                REVISION: 0,
+                "run_list_map": {},
+                "pending": {},
+                "claimed_disks": {},
+                "hardware": {},
+                "network": {},
+            }
+        },
+        "override_attributes": {},
+        "run_list": [],
+        "env_run_lists": {},
+    }
+    seal(role)
+    return role
+
+
+def crowbar_data(role: dict[str, Any]) -> dict[str, Any]:
+    """``default_attributes.crowbar`` of a node role (created if absent)."""
+    attributes = role.setdefault("default_attributes", {})
+    data = attributes.get("crowbar")
+    if not isinstance(data, dict):
+        data = attributes["crowbar"] = {}
+    return data
+
+
+def active_run_list(data: Mapping[str, Any]) -> list[str]:
+    """The run list for the machine's current state, ordered by priority."""
+    state = data.get("state")
+    entries = []
+    for role, spec in (data.get("run_list_map") or {}).items():
+        states = spec.get("states") or ["all"]
+        if "all" in states or state in states:
+            entries.append((int(spec.get("priority", 1000)), role))
+    return [f"role[{role}]" for _, role in sorted(entries)]
+
+
+def role_fingerprint(role: Mapping[str, Any]) -> str:
+    """Hash of everything the library manages in a node role."""
+    data = dict((role.get("default_attributes") or {}).get("crowbar") or {})
+    data.pop(FINGERPRINT, None)
+    attributes = dict(role.get("default_attributes") or {})
+    attributes["crowbar"] = data
+    return fingerprint({
+        "run_list": role.get("run_list") or [],
+        "default_attributes": attributes,
+        "env_run_lists": role.get("env_run_lists") or {},
+    })
+
+
+def drifted(role: Mapping[str, Any]) -> bool:
+    """True when someone else changed the role since the library wrote it."""
+    data = (role.get("default_attributes") or {}).get("crowbar") or {}
+    if data.get(DRIFT):
+        return True
+    stored = data.get(FINGERPRINT)
+    return stored is not None and stored != role_fingerprint(role)
+
+
+def seal(role: dict[str, Any]) -> None:
+    """Rebuild the run list and record the fingerprint (before every write)."""
+    data = crowbar_data(role)
+    role["run_list"] = active_run_list(data)
+    data[FINGERPRINT] = role_fingerprint(role)
+
+
+@dataclass
+class UpdateReport:
+    """What a bulk update did, machine by machine."""
+
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    drifted: list[str] = field(default_factory=list)
+    failed: dict[str, CrowbarError] = field(default_factory=dict)
+
+    def merge(self, other: UpdateReport) -> None:
+        self.written += other.written
+        self.unchanged += other.unchanged
+        self.missing += other.missing
+        self.drifted += other.drifted
+        self.failed.update(other.failed)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.drifted or self.failed)
+
+
+class NodeRoleStore:
+    """Reads and writes ``crowbar-<node>`` roles under shard locks."""
+
+    def __init__(self, chef: ChefClient, locks: LockManager, *, concurrency: int = 8) -> None:
+        self.chef = chef
+        self.locks = locks
+        self.concurrency = concurrency
+
+    def get(self, node: str) -> dict[str, Any]:
+        """The role of machine ``node`` (NotFound if it is not a machine)."""
+        return self.chef.roles.get(node_role_name(node))
+
+    def find(self, node: str) -> dict[str, Any] | None:
+        return self.chef.roles.find(node_role_name(node))
+
+    def create(self, node: str, state: str) -> tuple[dict[str, Any], bool]:
+        """Create the role of a new machine; (role, created)."""
+        role = new_node_role(node, state)
+        try:
+            self.chef.roles.create(role)
+            return role, True
+        except Conflict:
+            return self.get(node), False
+
+    def update(
+        self,
+        mutations: Mapping[str, Mutation],
+        *,
+        purpose: str,
+        on_drift: str = "mark",
+        progress: Callable[[int], None] | None = None,
+    ) -> UpdateReport:
+        """Apply ``mutations`` (node -> change) under shard locks.
+
+        ``on_drift`` says what to do with a role changed by hand since we
+        wrote it: ``"skip"`` (leave it, report it), ``"overwrite"`` (write,
+        clearing the drift mark) or ``"mark"`` (write, keeping a drift mark
+        so the next commit reports it).
+        """
+        shards: dict[int, list[str]] = defaultdict(list)
+        for node in mutations:
+            shards[machine_shard(node)].append(node)
+        report = UpdateReport()
+        if not shards:
+            return report
+
+        def run_shard(shard: int) -> UpdateReport:
+            part = UpdateReport()
+            with self.locks.hold(machine_lock_name(shard), purpose) as lock:
+                for node in sorted(shards[shard]):
+                    self._update_one(node, mutations[node], part, on_drift, lock, purpose)
+                    if progress is not None:
+                        progress(1)
+            return part
+
+        order = sorted(shards)
+        if len(order) == 1 or self.concurrency <= 1:
+            for shard in order:
+                report.merge(run_shard(shard))
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(order)),
+                                    thread_name_prefix="roles") as pool:
+                for part in pool.map(run_shard, order):
+                    report.merge(part)
+        return report
+
+    def _update_one(self, node: str, mutate: Mutation, report: UpdateReport,
+                    on_drift: str, lock: Any, purpose: str) -> None:
+        name = node_role_name(node)
+        try:
+            role = self.chef.roles.get(name)
+        except NotFound:
+            report.missing.append(node)
+            return
+        was_drifted = drifted(role)
+        if was_drifted and on_drift == "skip":
+            report.drifted.append(node)
+            return
+        try:
+            changed = mutate(role)
+        except CrowbarError as exc:
+            report.failed[node] = exc
+            return
+        data = crowbar_data(role)
+        if was_drifted:
+            if on_drift == "overwrite":
+                changed = True  # rewrite what we manage, dropping the hand edit
+                data.pop(DRIFT, None)
+            elif DRIFT not in data:
+                data[DRIFT] = {"detected_at": now_iso(), "during": purpose}
+                changed = True
+            report.drifted.append(node)
+        if not changed:
+            report.unchanged.append(node)
+            return
+        data[REVISION] = int(data.get(REVISION, 0)) + 1
+        seal(role)
+        self.locks.ensure_valid(lock)
+        self.chef.roles.update(name, role)
+        report.written.append(node)

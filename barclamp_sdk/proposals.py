@@ -1,0 +1,419 @@
+"""The proposal lifecycle: create, edit, review, commit.
+
+Every edit happens under the proposal's lock, is validated before anything
+is written, bumps the revision and is kept in the history. Edits come in
+three forms, one way each:
+
+* :meth:`Proposals.update` applies a function to the current document (under
+  the lock, so concurrent updates never lose each other);
+* :meth:`Proposals.set` sets or unsets dotted keys, typed by the barclamp's
+  attribute model (what ``crowbar ... proposal edit --set`` uses);
+* :meth:`Proposals.replace` stores a whole document (an editor's, a file's),
+  refusing it if the proposal changed since that document was read.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from barclamp_sdk.barclamp import ProposalRef
+from barclamp_sdk.commit import STATUS_KEYS, CommitResult, Committer
+from barclamp_sdk.context import Context
+from barclamp_sdk.document import Proposal
+from barclamp_sdk.errors import NotFoundError, RevisionConflict, ValidationError
+from barclamp_sdk.jsondoc import Change, diff, get_path, set_path, unified_diff, unset_path
+from barclamp_sdk.locks import Lock
+from barclamp_sdk.naming import check_proposal_name, config_role_name, proposal_lock_name
+from barclamp_sdk.secrets import secret_paths
+from barclamp_sdk.store import ProposalStore
+from barclamp_sdk.validation import parse_setting, pydantic_messages, validate
+
+if TYPE_CHECKING:
+    from barclamp_sdk.api import Crowbar
+
+
+@dataclass
+class ProposalStatus:
+    """Where a proposal stands (Crowbar's statuses, plus ``interrupted``).
+
+    ``ready`` applied; ``pending`` queued; ``failed`` the last commit failed;
+    ``unready`` a commit is running; ``hold`` never committed;
+    ``interrupted`` a commit stopped half way (commit again to finish).
+    """
+
+    proposal: ProposalRef
+    status: str
+    revision: int
+    applied_revision: int | None
+    detail: str
+    reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"proposal": str(self.proposal), "status": self.status, "revision": self.revision,
+                "applied_revision": self.applied_revision, "detail": self.detail,
+                "reasons": self.reasons}
+
+
+@dataclass
+class ProposalDiff:
+    """Differences between two versions of a proposal."""
+
+    old_label: str
+    new_label: str
+    changes: list[Change]
+    text: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"old": self.old_label, "new": self.new_label,
+                "changes": [c.as_dict() for c in self.changes]}
+
+
+class Proposals:
+    """Every barclamp's proposals."""
+
+    def __init__(self, crowbar: Crowbar) -> None:
+        self.crowbar = crowbar
+        self.store = ProposalStore(crowbar.chef, crowbar.barclamps)
+        self.committer = Committer(crowbar)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get(self, barclamp: str, name: str) -> Proposal:
+        """The current document (NotFoundError says how to create it)."""
+        return self.store.get(barclamp, name)
+
+    def list(self, barclamp: str | None = None) -> list[dict[str, Any]]:
+        """A summary of each proposal."""
+        if barclamp is not None:
+            self.crowbar.barclamps.get(barclamp)
+        return [
+            {"barclamp": p.barclamp, "name": p.name, "revision": p.revision,
+             "status": _head_status(p), "machines": len(p.nodes()), "description": p.description}
+            for p in self.store.documents(barclamp)
+        ]
+
+    def committed(self, barclamp: str) -> list[Proposal]:
+        """Proposals of ``barclamp`` that have been committed."""
+        found = []
+        prefix = config_role_name(barclamp, "")
+        for row in self.crowbar.chef.partial_search("role", f"name:{barclamp}-config-*", {"name": ["name"]}):
+            name = str(row.get("name", ""))[len(prefix):]
+            proposal = self.store.find(barclamp, name) if name else None
+            if proposal is not None:
+                found.append(proposal)
+        return found
+
+    def history(self, barclamp: str, name: str) -> list[dict[str, Any]]:
+        """Who saved which revision, when, and what changed."""
+        self.store.get(barclamp, name)
+        return self.store.history(barclamp, name)
+
+    def revision(self, barclamp: str, name: str, revision: int) -> Proposal:
+        return self.store.revision(barclamp, name, revision)
+
+    def applied(self, barclamp: str, name: str) -> Proposal | None:
+        """The revision last committed (recorded in its config role), or None."""
+        definition = self.crowbar.barclamps.get(barclamp)
+        role = self.crowbar.chef.roles.find(config_role_name(barclamp, name))
+        if role is None:
+            return None
+        deployment = copy.deepcopy((role.get("override_attributes") or {}).get(barclamp, {}))
+        revision = int(deployment.get("crowbar-revision") or 0)
+        if revision:
+            try:
+                return self.store.revision(barclamp, name, revision)
+            except NotFoundError:
+                pass  # history lost: rebuild what the role holds
+        deployment.pop("crowbar-fingerprint", None)
+        data = {"id": f"bc-{barclamp}-{name}",
+                "attributes": {barclamp: (role.get("default_attributes") or {}).get(barclamp, {})},
+                "deployment": {barclamp: deployment}}
+        return Proposal(definition, data)
+
+    def diff(self, barclamp: str, name: str, old: int | None = None, new: int | None = None) -> ProposalDiff:
+        """Compare revisions; with none given, what is applied against the current one."""
+        current = self.store.get(barclamp, name)
+        if old is None:
+            before = self.applied(barclamp, name)
+            before_doc = _comparable(before) if before else {}
+            old_label = (f"applied (r{before.revision})" if before else "not committed")
+        else:
+            before_doc = _comparable(self.store.revision(barclamp, name, old))
+            old_label = f"r{old}"
+        if new is None:
+            after_doc, new_label = _comparable(current), f"current (r{current.revision})"
+        else:
+            after_doc, new_label = _comparable(self.store.revision(barclamp, name, new)), f"r{new}"
+        return ProposalDiff(old_label, new_label, diff(before_doc, after_doc),
+                            unified_diff(before_doc, after_doc, old_label, new_label))
+
+    def status(self, barclamp: str, name: str) -> ProposalStatus:
+        """Where the proposal stands, with the reasons when it waits or failed."""
+        proposal = self.store.get(barclamp, name)
+        ref = proposal.ref
+        applied = self.applied(barclamp, name)
+        applied_revision = applied.revision if applied else None
+        lock = self.crowbar.locks.inspect(proposal_lock_name(barclamp, name))
+        queued = [i for i in self.crowbar.queue.items()
+                  if i.get("barclamp") == barclamp and i.get("inst") == name]
+        deployment = proposal.deployment
+        if lock is not None and str(lock.get("purpose", "")).startswith("commit"):
+            progress = lock.get("details") or {}
+            where = (f" (batch {progress['batch']} of {progress['batches']} done)"
+                     if "batch" in progress else "")
+            if self.crowbar.locks.expired(lock):
+                return ProposalStatus(ref, "interrupted", proposal.revision, applied_revision,
+                                      f"a commit by {lock.get('owner')} stopped{where}; "
+                                      f"commit again to finish it")
+            return ProposalStatus(ref, "unready", proposal.revision, applied_revision,
+                                  f"being committed by {lock.get('owner')}{where}")
+        if queued or deployment.get("crowbar-queued"):
+            reasons = []
+            for item in self.crowbar.queue.explain():
+                if item.get("barclamp") == barclamp and item.get("inst") == name:
+                    reasons = list(item.get("reasons") or [])
+            return ProposalStatus(ref, "pending", proposal.revision, applied_revision,
+                                  "queued: " + "; ".join(reasons), reasons)
+        status = deployment.get("crowbar-status")
+        if status in ("failed", "interrupted"):
+            return ProposalStatus(ref, status, proposal.revision, applied_revision,
+                                  str(deployment.get("crowbar-failed", "")) + "; commit again to retry",
+                                  [str(deployment.get("crowbar-failed", ""))])
+        if applied is None:
+            return ProposalStatus(ref, "hold", proposal.revision, None, "never committed")
+        if applied_revision != proposal.revision:
+            return ProposalStatus(ref, "ready", proposal.revision, applied_revision,
+                                  f"r{applied_revision} applied; r{proposal.revision} has changes not "
+                                  "committed yet (see `proposal diff`)")
+        return ProposalStatus(ref, "ready", proposal.revision, applied_revision,
+                              f"r{applied_revision} applied")
+
+    # -- writing --------------------------------------------------------------------------
+
+    def create(self, barclamp: str, name: str, *, description: str | None = None,
+               settings: Mapping[str, Any] | None = None, from_inventory: bool = True) -> Proposal:
+        """A new proposal from the template and the barclamp's reading of the inventory."""
+        definition = self.crowbar.barclamps.get(barclamp)
+        check_proposal_name(name)
+        if self.store.find(barclamp, name) is not None:
+            raise ValidationError(f"proposal {barclamp}/{name} already exists; edit it, or delete it first")
+        if not definition.allow_multiple_proposals and self.store.documents(barclamp):
+            raise ValidationError(f"barclamp {barclamp} allows only one proposal")
+        proposal = Proposal(definition, definition.template(name))
+        if description is not None:
+            proposal.description = description
+        for key, value in (settings or {}).items():
+            self._set_one(proposal, key, value)
+        inventory = self.crowbar.machines.inventory() if from_inventory else None
+        if inventory is not None:
+            definition.create_proposal(proposal, inventory, Context(self.crowbar, definition))
+        with self.crowbar.locks.hold(proposal_lock_name(barclamp, name), f"create {barclamp}/{name}"):
+            self._check_and_seal(proposal)
+            machines = f" from an inventory of {len(inventory)} machine(s)" if inventory is not None else ""
+            return self.store.create(proposal, change=f"created{machines}")
+
+    def update(self, barclamp: str, name: str, mutate: Callable[[Proposal], None], *,
+               change: str = "edited", expected_revision: int | None = None) -> Proposal:
+        """Apply ``mutate`` to the current document and save it as a new revision.
+
+        The change is first tried on a copy and validated without taking any
+        lock, so bad input and no-op edits write nothing at all; then it is
+        applied again, under the lock, to the document as it is by then.
+        """
+        preview = self._edited(self.store.get(barclamp, name), mutate, expected_revision)
+        if preview is None:
+            return self.store.get(barclamp, name)
+        self._check(preview)
+        with self.crowbar.locks.hold(proposal_lock_name(barclamp, name), f"edit {barclamp}/{name}") as lock:
+            current = self.store.get(barclamp, name)
+            edited = self._edited(current, mutate, expected_revision)
+            if edited is None:
+                return current
+            self._note_takeover(lock, edited)
+            self._check_and_seal(edited)
+            return self.store.save(edited, expected_revision=current.revision, change=change)
+
+    def _edited(self, current: Proposal, mutate: Callable[[Proposal], None],
+                expected_revision: int | None) -> Proposal | None:
+        """``current`` with the change applied; None when nothing changes."""
+        if expected_revision is not None and current.revision != expected_revision:
+            raise RevisionConflict(
+                f"proposal {current.barclamp}/{current.name} changed since you read it (revision "
+                f"{expected_revision} -> {current.revision}); re-read it and edit again")
+        edited = current.copy()
+        mutate(edited)
+        for key in STATUS_KEYS:  # bookkeeping is not the editor's
+            if key in current.deployment:
+                edited.deployment[key] = current.deployment[key]
+            else:
+                edited.deployment.pop(key, None)
+        edited.revision = current.revision
+        return None if _comparable(edited) == _comparable(current) else edited
+
+    def set(self, barclamp: str, name: str, values: Mapping[str, Any] | None = None,
+            unset: Iterable[str] = (), *, expected_revision: int | None = None) -> Proposal:
+        """Set (or unset, back to the default) dotted keys.
+
+        Keys name settings (``volume.volume_type``), ``elements.<element>``
+        (a list of machines, or comma-separated text) or ``description``.
+        Text values are typed by the attribute model.
+        """
+        values = dict(values or {})
+        unset = list(unset)
+        if not values and not unset:
+            raise ValidationError("nothing to change: give KEY=VALUE pairs or keys to unset")
+        definition = self.crowbar.barclamps.get(barclamp)
+        probe = Proposal(definition, definition.template(name))
+        for key, value in values.items():  # refuse typos before taking any lock
+            self._set_one(probe, key, value)
+        for key in unset:
+            self._unset_one(probe, key, check_only=True)
+
+        def apply(proposal: Proposal) -> None:
+            for key, value in values.items():
+                self._set_one(proposal, key, value)
+            for key in unset:
+                self._unset_one(proposal, key)
+
+        summary = ", ".join([*(f"set {k}" for k in values), *(f"unset {k}" for k in unset)])
+        return self.update(barclamp, name, apply, change=summary, expected_revision=expected_revision)
+
+    def replace(self, barclamp: str, name: str, document: Mapping[str, Any], *,
+                expected_revision: int | None = None, change: str = "replaced the document") -> Proposal:
+        """Store a whole edited document (from an editor or a file)."""
+        definition = self.crowbar.barclamps.get(barclamp)
+        if not isinstance(document, Mapping):
+            raise ValidationError("a proposal document must be a JSON object")
+        incoming = Proposal(definition, copy.deepcopy(dict(document)))
+        if document.get("id") != incoming.data.get("id") or incoming.name != name:
+            raise ValidationError(f"the document's id must stay bc-{barclamp}-{name}")
+        if expected_revision is None:
+            expected_revision = int((document.get("deployment") or {}).get(barclamp, {}).get("crowbar-revision", 0)) or None
+
+        def adopt(proposal: Proposal) -> None:
+            proposal.data.clear()
+            proposal.data.update(copy.deepcopy(dict(document)))
+
+        return self.update(barclamp, name, adopt, change=change, expected_revision=expected_revision)
+
+    def delete(self, barclamp: str, name: str) -> None:
+        """Delete a proposal that is not committed (deactivate it first)."""
+        with self.crowbar.locks.hold(proposal_lock_name(barclamp, name), f"delete {barclamp}/{name}"):
+            proposal = self.store.get(barclamp, name)
+            if self.crowbar.chef.roles.find(proposal.config_role) is not None:
+                raise ValidationError(
+                    f"proposal {barclamp}/{name} is committed; deactivate it first with "
+                    f"`crowbar {barclamp} proposal deactivate {name}`")
+            self.crowbar.queue.remove(proposal.ref)
+            self.store.delete(proposal)
+            if self.crowbar.secrets.configured:
+                self.crowbar.secrets.delete(f"{barclamp}-{name}")
+
+    def deactivate(self, barclamp: str, name: str) -> CommitResult:
+        """Take a committed proposal off its machines and delete its config role."""
+        return self.committer.deactivate(barclamp, name)
+
+    def commit(self, barclamp: str, name: str, *, dry_run: bool = False, force: bool = False,
+               progress: Callable[[int], None] | None = None) -> CommitResult:
+        """Apply the proposal (or queue it, saying why); see :mod:`barclamp_sdk.commit`."""
+        return self.committer.commit(barclamp, name, dry_run=dry_run, force=force, progress=progress)
+
+    def dequeue(self, barclamp: str, name: str) -> None:
+        """Take a queued proposal out of the queue."""
+        self.crowbar.queue.dequeue(barclamp, name)
+
+    def validate(self, proposal: Proposal) -> None:
+        """Raise ValidationError listing every problem (writes nothing)."""
+        validate(self.crowbar, proposal)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _check_and_seal(self, proposal: Proposal) -> None:
+        """Validate, normalise settings, then move secrets into the store."""
+        self._check(proposal)
+        self._seal_secrets(proposal)
+
+    def _check(self, proposal: Proposal) -> None:
+        """Validate and normalise settings (reads only)."""
+        try:
+            model = proposal.definition.Attributes.model_validate(proposal.attributes)
+        except PydanticValidationError as exc:
+            raise ValidationError(pydantic_messages(exc, f"attributes.{proposal.barclamp}"),
+                                  subject=f"{proposal.barclamp}/{proposal.name}") from None
+        proposal.data["attributes"][proposal.barclamp] = model.model_dump(mode="json")
+        validate(self.crowbar, proposal, draft=True)
+
+    def _seal_secrets(self, proposal: Proposal) -> None:
+        plain = {}
+        for path in secret_paths(proposal.definition.Attributes):
+            value = get_path(proposal.attributes, path, None)
+            if isinstance(value, str) and value:
+                plain[path] = value
+        if not plain:
+            return
+        refs = self.crowbar.secrets.put(f"{proposal.barclamp}-{proposal.name}", plain)
+        for path, ref in refs.items():
+            set_path(proposal.attributes, path, ref.model_dump())
+
+    def _set_one(self, proposal: Proposal, key: str, value: Any) -> None:
+        if key == "description":
+            proposal.description = str(value)
+            return
+        if key.startswith("elements."):
+            element = key[len("elements."):]
+            try:
+                proposal.definition.element(element)
+            except NotFoundError as exc:
+                raise ValidationError(str(exc)) from None
+            if isinstance(value, str):
+                members = [v.strip() for v in value.split(",") if v.strip()]
+            elif isinstance(value, list):
+                members = [str(v) for v in value]
+            else:
+                raise ValidationError(f"{key} takes a list of machine names")
+            proposal.elements[element] = members
+            return
+        path = key[len("attributes."):] if key.startswith("attributes.") else key
+        parsed = parse_setting(proposal.definition.Attributes, path, value)
+        set_path(proposal.attributes, path, parsed)
+
+    def _unset_one(self, proposal: Proposal, key: str, *, check_only: bool = False) -> None:
+        path = key[len("attributes."):] if key.startswith("attributes.") else key
+        parse_setting(proposal.definition.Attributes, path, None)
+        if not check_only:
+            unset_path(proposal.attributes, path)
+
+    def _note_takeover(self, lock: Lock, proposal: Proposal) -> None:
+        previous = lock.details.get("took_over_from") or {}
+        if str(previous.get("purpose", "")).startswith("commit"):
+            proposal.deployment["crowbar-status"] = "interrupted"
+            proposal.deployment["crowbar-failed"] = (
+                f"{previous.get('purpose')} by {previous.get('owner')} was interrupted")
+
+
+def _head_status(proposal: Proposal) -> str:
+    deployment = proposal.deployment
+    if deployment.get("crowbar-queued"):
+        return "pending"
+    status = deployment.get("crowbar-status")
+    if status == "success":
+        return "ready"
+    return str(status) if status else "hold"
+
+
+def _comparable(proposal: Proposal) -> dict[str, Any]:
+    return proposal.content()
+
+
+def proposal_ref(text: str) -> ProposalRef:
+    """``"nova/default"`` -> ProposalRef."""
+    barclamp, _, name = text.partition("/")
+    if not barclamp or not name:
+        raise ValidationError(f"{text!r} is not BARCLAMP/PROPOSAL")
+    return ProposalRef(barclamp, name)
+

@@ -1,0 +1,237 @@
+"""The proposal queue: commits that wait, and why.
+
+Item ``queue`` of data bag ``crowbar`` (Crowbar's shape, plus the reasons)::
+
+    {"id": "queue", "proposal_queue": [
+        {"barclamp": "nova", "inst": "default", "revision": 4,
+         "queued_at": "...", "reasons": ["depends on ceph/default, which is not applied yet: commit it"],
+         "deps": [{"barclamp": "ceph", "inst": "default"}],
+         "elements": {"d52-...": ["nova-multi-compute-kvm"]}}]}
+
+A queued proposal marks its machines allocated, with the proposal pending on
+them (so paused machines proceed to install). The queue is processed again
+whenever a machine reaches ``ready`` and whenever a proposal is applied; an
+item stays only while something still blocks it, and its reasons are kept
+current, so nothing waits "for no obvious reason".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from barclamp_sdk.barclamp import ProposalRef
+from barclamp_sdk.context import Context
+from barclamp_sdk.document import Proposal
+from barclamp_sdk.errors import CrowbarError, NotFound, NotFoundError
+from barclamp_sdk.naming import PROPOSALS_BAG, QUEUE_ITEM
+from barclamp_sdk.noderoles import crowbar_data
+
+if TYPE_CHECKING:
+    from barclamp_sdk.api import Crowbar
+    from barclamp_sdk.commit import CommitResult
+
+log = logging.getLogger(__name__)
+
+
+class Queue:
+    """Queued commits: list, explain, add, remove, process."""
+
+    def __init__(self, crowbar: Crowbar) -> None:
+        self.crowbar = crowbar
+        self.chef = crowbar.chef
+        self._local = threading.local()  # re-entrancy guard, per thread
+
+    def items(self) -> list[dict[str, Any]]:
+        """The queued proposals, oldest first."""
+        try:
+            item = self.chef.data_bags.get_item(PROPOSALS_BAG, QUEUE_ITEM)
+        except NotFound:
+            return []
+        return [_normalized(e) for e in item.get("proposal_queue") or [] if isinstance(e, dict)]
+
+    def _write(self, entries: list[dict[str, Any]], existed: bool) -> None:
+        body = {"id": QUEUE_ITEM, "proposal_queue": entries}
+        if existed:
+            self.chef.data_bags.update_item(PROPOSALS_BAG, body)
+        else:
+            self.chef.data_bags.ensure(PROPOSALS_BAG)
+            self.chef.data_bags.create_item(PROPOSALS_BAG, body)
+
+    def _modify(self, change: Any, purpose: str) -> bool:
+        """Read-modify-write the queue item under the queue lock."""
+        with self.crowbar.locks.hold("queue", purpose):
+            try:
+                item = self.chef.data_bags.get_item(PROPOSALS_BAG, QUEUE_ITEM)
+                existed = True
+            except NotFound:
+                item, existed = {"id": QUEUE_ITEM, "proposal_queue": []}, False
+            entries = [_normalized(e) for e in item.get("proposal_queue") or [] if isinstance(e, dict)]
+            updated = change(entries)
+            if updated is None or updated == entries:
+                return False
+            self._write(updated, existed)
+            return True
+
+    def enqueue(self, proposal: Proposal, reasons: list[str]) -> CommitResult:
+        """Queue a blocked commit, marking its machines pending.
+
+        Idempotent: when the proposal is already queued at this revision and
+        its machines are marked, nothing is written (the queue is looked at
+        each time a machine becomes ready). ``crowbar queue`` shows fresh
+        reasons; the stored ones are those of the last change.
+        """
+        from barclamp_sdk.commit import CommitResult
+
+        ref = proposal.ref
+        definition = proposal.definition
+        deps = [{"barclamp": d.barclamp, "inst": d.name}
+                for d in definition.dependencies(proposal, Context(self.crowbar, definition))]
+        elements = {node: proposal.elements_of(node) for node in proposal.nodes()}
+        entry = {"barclamp": ref.barclamp, "inst": ref.name, "revision": proposal.revision,
+                 "reasons": reasons, "deps": deps, "elements": elements}
+
+        def same(existing: dict[str, Any]) -> bool:
+            return all(existing.get(k) == entry[k] for k in ("revision", "deps", "elements"))
+
+        def change(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            for index, existing in enumerate(entries):
+                if existing.get("barclamp") == ref.barclamp and existing.get("inst") == ref.name:
+                    if same(existing):
+                        return entries
+                    merged = {**entry, "queued_at": existing.get("queued_at", _now())}
+                    return [*entries[:index], merged, *entries[index + 1:]]
+            return [*entries, {**entry, "queued_at": _now()}]
+
+        queued = any(i.get("barclamp") == ref.barclamp and i.get("inst") == ref.name and same(i)
+                     for i in self.items())
+        todo = self._pending_marks(proposal)
+        if queued and not todo and proposal.deployment.get("crowbar-queued"):
+            return CommitResult(ref, proposal.revision, "queued", reasons=reasons)
+        with self.crowbar.locks.hold(f"proposal-{ref.barclamp}-{ref.name}", f"queue {ref}"):
+            self._modify(change, f"queue {ref}")
+            if todo:
+                self.crowbar.machines.roles.update(todo, purpose=f"queue {ref}")
+            current = self.crowbar.proposals.store.get(ref.barclamp, ref.name)
+            if not current.deployment.get("crowbar-queued"):
+                current.deployment["crowbar-queued"] = True
+                self.crowbar.proposals.store.write_status(current)
+        return CommitResult(ref, proposal.revision, "queued", reasons=reasons)
+
+    def _pending_marks(self, proposal: Proposal) -> dict[str, Any]:
+        """Mutations marking machines allocated with the proposal pending."""
+        key = proposal.ref.key
+
+        def mutation(node: str) -> Any:
+            elements = proposal.elements_of(node)
+
+            def mark(role: dict[str, Any]) -> bool:
+                data = crowbar_data(role)
+                pending = data.setdefault("pending", {})
+                changed = pending.get(key) != elements or not data.get("allocated")
+                pending[key] = elements
+                data["allocated"] = True
+                return changed
+
+            return mark
+
+        cluster = self.crowbar.machines.cluster()
+        todo = {}
+        for node in proposal.nodes():
+            record = cluster.get(node)
+            if record is None:
+                continue
+            if record.pending.get(key) != tuple(proposal.elements_of(node)) or not record.allocated:
+                todo[node] = mutation(node)
+        return todo
+
+    def remove(self, ref: ProposalRef) -> bool:
+        """Take a proposal out of the queue (no write if it was not queued)."""
+        if not any(i.get("barclamp") == ref.barclamp and i.get("inst") == ref.name for i in self.items()):
+            return False
+
+        def change(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [e for e in entries if not (e.get("barclamp") == ref.barclamp and e.get("inst") == ref.name)]
+
+        return self._modify(change, f"dequeue {ref}")
+
+    def dequeue(self, barclamp: str, name: str) -> None:
+        """Operator action: stop waiting; clear the machines' pending marks."""
+        ref = ProposalRef(barclamp, name)
+        proposal = self.crowbar.proposals.store.get(barclamp, name)
+        if not self.remove(ref) and not proposal.deployment.get("crowbar-queued"):
+            raise NotFoundError(f"proposal {ref} is not queued")
+        key = ref.key
+
+        def clear(role: dict[str, Any]) -> bool:
+            return crowbar_data(role).get("pending", {}).pop(key, None) is not None
+
+        cluster = self.crowbar.machines.cluster()
+        todo = {r.name: clear for r in cluster if key in r.pending}
+        if todo:
+            self.crowbar.machines.roles.update(todo, purpose=f"dequeue {ref}")
+        proposal.deployment.pop("crowbar-queued", None)
+        self.crowbar.proposals.store.write_status(proposal)
+
+    def explain(self) -> list[dict[str, Any]]:
+        """Each queued proposal with fresh reasons (reads only)."""
+        cluster = self.crowbar.machines.cluster()
+        explained = []
+        for item in self.items():
+            entry = dict(item)
+            try:
+                proposal = self.crowbar.proposals.store.get(item["barclamp"], item["inst"])
+                entry["reasons"] = self.crowbar.proposals.committer.blockers(proposal, cluster) or [
+                    "nothing blocks it any more: it will be applied when the queue is next processed"]
+            except CrowbarError as exc:
+                entry["reasons"] = [f"cannot be evaluated: {exc}"]
+            explained.append(entry)
+        return explained
+
+    def process(self, *, trigger: str | None = None) -> list[CommitResult]:
+        """Commit every queued proposal that nothing blocks any more.
+
+        ``trigger`` (a machine that just became ready) limits the first pass
+        to items that use it or wait on dependencies; once anything is
+        applied, every item is looked at again (a dependency may have landed).
+        """
+        if getattr(self._local, "processing", False):
+            return []  # a commit made while processing asked again: the loop covers it
+        self._local.processing = True
+        results: list[CommitResult] = []
+        try:
+            for _ in range(len(self.items()) + 2):
+                applied = False
+                for item in self.items():
+                    ident = (str(item.get("barclamp")), str(item.get("inst")))
+                    if trigger and trigger not in (item.get("elements") or {}) and not item.get("deps"):
+                        continue
+                    try:
+                        result = self.crowbar.proposals.committer.commit(*ident, in_queue=True)
+                    except NotFoundError:
+                        self.remove(ProposalRef(*ident))  # its proposal was deleted
+                        continue
+                    except CrowbarError as exc:
+                        log.warning("queued proposal %s/%s could not be applied: %s", *ident, exc)
+                        continue
+                    results.append(result)
+                    applied = applied or result.status == "applied"
+                if not applied:
+                    break
+                trigger = None
+            return results
+        finally:
+            self._local.processing = False
+
+
+def _normalized(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry with its lists and maps present (goiardi stores an empty list
+    nested in a list as null)."""
+    return {**entry, "deps": list(entry.get("deps") or []), "reasons": list(entry.get("reasons") or []),
+            "elements": {k: list(v or []) for k, v in (entry.get("elements") or {}).items()}}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,169 @@
+"""Proposal persistence: the ``crowbar`` data bag and every revision.
+
+The current document of proposal ``nova/default`` is item ``bc-nova-default``
+of data bag ``crowbar`` (Crowbar's place for it). Every saved revision is also
+kept, whole, as item ``nova-default-<revision>`` of ``crowbar_history`` with
+who saved it, when, and a one-line summary of the change.
+
+Writers hold the proposal's lock (see :mod:`barclamp_sdk.proposals`); the store
+itself only checks revisions, so an edit based on an old revision fails with
+:class:`~barclamp_sdk.errors.RevisionConflict` instead of overwriting.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+from typing import Any
+
+from barclamp_sdk.barclamp import BarclampRegistry
+from barclamp_sdk.chef.client import ChefClient
+from barclamp_sdk.document import Proposal
+from barclamp_sdk.errors import Conflict, NotFound, NotFoundError, RevisionConflict, ValidationError
+from barclamp_sdk.naming import HISTORY_BAG, PROPOSALS_BAG, history_item_id, proposal_item_id
+
+HISTORY_KEYS = {
+    "id": ["id"], "barclamp": ["barclamp"], "proposal": ["proposal"], "revision": ["revision"],
+    "saved_at": ["saved_at"], "saved_by": ["saved_by"], "change": ["change"],
+}
+
+
+def who() -> str:
+    """``user@host`` of this process, for the history."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+class ProposalStore:
+    """Reads and writes proposal documents and their history."""
+
+    def __init__(self, chef: ChefClient, registry: BarclampRegistry) -> None:
+        self.chef = chef
+        self.registry = registry
+        self._bags_ready = False
+
+    def _ensure_bags(self) -> None:
+        if not self._bags_ready:
+            self.chef.data_bags.ensure(PROPOSALS_BAG)
+            self.chef.data_bags.ensure(HISTORY_BAG)
+            self._bags_ready = True
+
+    def find(self, barclamp: str, name: str) -> Proposal | None:
+        definition = self.registry.get(barclamp)
+        try:
+            data = self.chef.data_bags.get_item(PROPOSALS_BAG, proposal_item_id(barclamp, name))
+        except NotFound:
+            return None
+        return Proposal(definition, data)
+
+    def get(self, barclamp: str, name: str) -> Proposal:
+        proposal = self.find(barclamp, name)
+        if proposal is None:
+            raise NotFoundError(
+                f"no proposal {barclamp}/{name}; create it with "
+                f"`crowbar {barclamp} proposal create {name}`"
+            )
+        return proposal
+
+    def documents(self, barclamp: str | None = None) -> list[Proposal]:
+        """Every proposal (of one barclamp, or of all known barclamps)."""
+        query = f"id:bc-{barclamp}-*" if barclamp else "id:bc-*"
+        try:
+            rows = list(self.chef.search(PROPOSALS_BAG, query))
+        except NotFound:
+            return []
+        found = []
+        for row in rows:
+            data = row.get("raw_data", row)
+            item_id = str(data.get("id", ""))
+            if item_id.startswith("bc-template-"):
+                continue
+            bc = item_id[3:].split("-", 1)[0]
+            if bc in self.registry and (barclamp is None or bc == barclamp):
+                found.append(Proposal(self.registry.get(bc), data))
+        return sorted(found, key=lambda p: (p.barclamp, p.name))
+
+    def create(self, proposal: Proposal, *, change: str) -> Proposal:
+        """Store revision 1 of a new proposal (ValidationError if it exists)."""
+        self._ensure_bags()
+        proposal.revision = 1
+        self._record(proposal, change)
+        try:
+            self.chef.data_bags.create_item(PROPOSALS_BAG, proposal.data)
+        except Conflict:
+            raise ValidationError(
+                f"proposal {proposal.barclamp}/{proposal.name} already exists; edit it, or "
+                "delete it first"
+            ) from None
+        return proposal
+
+    def save(self, proposal: Proposal, *, expected_revision: int, change: str) -> Proposal:
+        """Store a new revision; RevisionConflict if someone saved since."""
+        current = self.get(proposal.barclamp, proposal.name)
+        if current.revision != expected_revision:
+            raise RevisionConflict(
+                f"proposal {proposal.barclamp}/{proposal.name} changed since you read it "
+                f"(revision {expected_revision} -> {current.revision}); re-read it and edit again"
+            )
+        proposal.revision = expected_revision + 1
+        self._record(proposal, change)
+        self.chef.data_bags.update_item(PROPOSALS_BAG, proposal.data)
+        return proposal
+
+    def write_status(self, proposal: Proposal) -> None:
+        """Store bookkeeping changes (status keys) without a new revision."""
+        self.chef.data_bags.update_item(PROPOSALS_BAG, proposal.data)
+
+    def _record(self, proposal: Proposal, change: str) -> None:
+        item = {
+            "id": history_item_id(proposal.barclamp, proposal.name, proposal.revision),
+            "barclamp": proposal.barclamp,
+            "proposal": proposal.id,
+            "revision": proposal.revision,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "saved_by": who(),
+            "change": change,
+            "document": proposal.data,
+        }
+        try:
+            self.chef.data_bags.create_item(HISTORY_BAG, item)
+        except Conflict:
+            # Left by a writer that died before updating the proposal itself:
+            # that revision never became current, so it is replaced.
+            self.chef.data_bags.update_item(HISTORY_BAG, item)
+
+    def delete(self, proposal: Proposal) -> None:
+        """Delete a proposal and its history."""
+        for revision in range(1, proposal.revision + 1):
+            try:
+                self.chef.data_bags.delete_item(
+                    HISTORY_BAG, history_item_id(proposal.barclamp, proposal.name, revision))
+            except NotFound:
+                pass
+        self.chef.data_bags.delete_item(PROPOSALS_BAG, proposal.id)
+
+    def history(self, barclamp: str, name: str) -> list[dict[str, Any]]:
+        """One summary per saved revision, oldest first."""
+        query = f"proposal:{proposal_item_id(barclamp, name)}"
+        try:
+            rows = list(self.chef.partial_search(HISTORY_BAG, query, HISTORY_KEYS))
+        except NotFound:
+            return []
+        return sorted((r for r in rows if r.get("revision")), key=lambda r: int(r["revision"]))
+
+    def revision(self, barclamp: str, name: str, revision: int) -> Proposal:
+        """The proposal as it was at ``revision``."""
+        definition = self.registry.get(barclamp)
+        try:
+            item = self.chef.data_bags.get_item(HISTORY_BAG, history_item_id(barclamp, name, revision))
+        except NotFound:
+            raise NotFoundError(
+                f"proposal {barclamp}/{name} has no revision {revision}; see "
+                f"`crowbar {barclamp} proposal history {name}`"
+            ) from None
+        return Proposal(definition, item["document"])
