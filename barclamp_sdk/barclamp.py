@@ -24,7 +24,9 @@ Installed packages add barclamps through the entry-point group
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "barclamp_sdk.barclamps"
+#: Extra barclamps to load, not installed as packages: ``module:Class,...``.
+EXTRA_ENV = "CROWBAR_BARCLAMPS"
 
 #: Crowbar's usual element states: on the run list once the OS is up.
 DEFAULT_ELEMENT_STATES = ("readying", "ready", "applying")
@@ -253,6 +257,10 @@ class Barclamp:
     def on_transition(self, ctx: Context, proposal: Proposal, machine: Machine, state: str) -> None:
         """A machine entered one of :attr:`transition_states` (per committed proposal)."""
 
+    def cli_commands(self) -> list[Any]:
+        """Extra ``click`` commands for ``crowbar <barclamp> ...`` (thin shells over an API)."""
+        return []
+
 
 def check_barclamp_class(cls: type[Barclamp]) -> None:
     """Refuse a barclamp whose declarations do not hold together."""
@@ -298,6 +306,7 @@ class BarclampRegistry:
         self.load_errors: dict[str, str] = {}
         if entry_points_group:
             self._load_entry_points(entry_points_group)
+            self._load_from_environment()
         for cls in classes:
             self.register(cls)
 
@@ -309,6 +318,16 @@ class BarclampRegistry:
             except Exception as exc:  # noqa: BLE001 - one broken package must not stop the rest
                 self.load_errors[point.name] = f"{type(exc).__name__}: {exc}"
                 log.warning("barclamp %s (%s) could not be loaded: %s", point.name, point.value, exc)
+
+    def _load_from_environment(self) -> None:
+        for spec in filter(None, (s.strip() for s in os.environ.get(EXTRA_ENV, "").split(","))):
+            module_name, _, class_name = spec.partition(":")
+            try:
+                cls = getattr(importlib.import_module(module_name), class_name)
+                self.register(cls)
+            except Exception as exc:  # noqa: BLE001 - reported, the rest still load
+                self.load_errors[spec] = f"{type(exc).__name__}: {exc}"
+                log.warning("barclamp %s from %s could not be loaded: %s", spec, EXTRA_ENV, exc)
 
     def register(self, cls: type[Barclamp]) -> type[Barclamp]:
         """Add a barclamp class (usable as a class decorator)."""

@@ -53,6 +53,21 @@ class MachineRecord:
     def holds(self, role: str) -> bool:
         return role in self.entries
 
+    @property
+    def elements(self) -> list[str]:
+        """Barclamp elements held (config roles left out), by priority."""
+        return [r for r, e in sorted(self.entries.items(), key=lambda i: (i[1].priority, i[0]))
+                if "-config-" not in r]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "role": self.role, "state": self.state, "allocated": self.allocated,
+            "elements": self.elements, "roles": sorted(self.entries),
+            "pending": {k: list(v) for k, v in self.pending.items()},
+            "claimed_disks": dict(self.claims), "drifted": self.drifted, "revision": self.revision,
+            "hardware": dict(self.hardware),
+        }
+
 
 def record_from_role(row: dict[str, Any]) -> MachineRecord | None:
     """A :class:`MachineRecord` from a role (or a partial-search row of one)."""

@@ -29,7 +29,7 @@ from barclamp_sdk.errors import NotFoundError, RevisionConflict, ValidationError
 from barclamp_sdk.jsondoc import Change, diff, get_path, set_path, unified_diff, unset_path
 from barclamp_sdk.locks import Lock
 from barclamp_sdk.naming import check_proposal_name, config_role_name, proposal_lock_name
-from barclamp_sdk.secrets import secret_paths
+from barclamp_sdk.secrets import MASK, secret_paths
 from barclamp_sdk.store import ProposalStore
 from barclamp_sdk.validation import parse_setting, pydantic_messages, validate
 
@@ -247,6 +247,10 @@ class Proposals:
                 f"{expected_revision} -> {current.revision}); re-read it and edit again")
         edited = current.copy()
         mutate(edited)
+        for path in secret_paths(current.definition.Attributes):
+            value = get_path(edited.attributes, path, None)
+            if isinstance(value, str) and value.startswith(MASK):  # a masked copy came back
+                set_path(edited.attributes, path, get_path(current.attributes, path, None))
         for key in STATUS_KEYS:  # bookkeeping is not the editor's
             if key in current.deployment:
                 edited.deployment[key] = current.deployment[key]

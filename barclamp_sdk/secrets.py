@@ -38,6 +38,8 @@ from barclamp_sdk.locks import LockManager
 from barclamp_sdk.naming import SECRETS_BAG
 
 CIPHER = "aes-256-gcm"
+#: How the CLI shows a secret to people; never stored as a value.
+MASK = "********"
 
 
 class SecretRef(BaseModel):

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from barclamp_sdk.cli.context import CLIState, output_options, pass_state
+from barclamp_sdk.cli.context import CLIState, output_options, pass_state, shared_registry
 from barclamp_sdk.errors import NotFoundError, ValidationError
 from barclamp_sdk.local import LocalChefServer
 
@@ -18,7 +18,32 @@ DEFAULT_LOCAL_DIR = Path(
 ) / "barclamp-sdk" / "local"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class RootGroup(click.Group):
+    """The built-in commands plus one group per installed barclamp."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(super().list_commands(ctx)) + shared_registry().names()
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            return command
+        registry = shared_registry()
+        if name in registry:
+            from barclamp_sdk.cli.proposals import make_group
+
+            return make_group(registry.get(name))
+        return None
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        name = click.utils.make_str(args[0]) if args else ""
+        if args and self.get_command(ctx, name) is None and not name.startswith("-"):
+            known = ", ".join(shared_registry().names()) or "none installed"
+            raise click.UsageError(f"no command or barclamp {name!r} (barclamps: {known}); see `crowbar --help`")
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--profile", envvar="CHEF_PROFILE", help="Profile of ~/.chef/credentials to use.")
 @click.option("--server-url", help="Chef server URL (overrides CHEF_SERVER_URL).")
 @click.option("--client-name", help="Chef client name (overrides CHEF_CLIENT_NAME).")
@@ -164,3 +189,13 @@ def demo(state: CLIState, directory: str) -> int:
     from barclamp_sdk.demo import run_demo
 
     return run_demo(Path(directory).resolve(), state.console)
+
+
+def _register() -> None:
+    from barclamp_sdk.cli import machines, sim
+
+    for command in (machines.machines, machines.roles, machines.queue, machines.barclamps, sim.sim):
+        root.add_command(command)
+
+
+_register()

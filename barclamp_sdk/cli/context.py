@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import click
 import yaml
 from rich.console import Console, RenderableType
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from barclamp_sdk.barclamp import BarclampRegistry
 
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.chef.config import ChefConfig
@@ -32,6 +38,13 @@ class CLIState:
     debug: bool = False
     _client: ChefClient | None = field(default=None, repr=False)
     _crowbar: Any = field(default=None, repr=False)
+    _registry: BarclampRegistry | None = field(default=None, repr=False)
+
+    def registry(self) -> BarclampRegistry:
+        """Installed barclamps (entry points and CROWBAR_BARCLAMPS)."""
+        if self._registry is None:
+            self._registry = shared_registry()
+        return self._registry
 
     def chef_config(self) -> ChefConfig:
         return ChefConfig.load(
@@ -54,14 +67,16 @@ class CLIState:
         if self._crowbar is None:
             from barclamp_sdk.api import Crowbar
 
-            self._crowbar = Crowbar(self.client())
+            self._crowbar = Crowbar(self.client(), barclamps=self.registry())
         return self._crowbar
 
     # -- output ---------------------------------------------------------------
 
     @property
     def console(self) -> Console:
-        return Console(soft_wrap=False, highlight=False)
+        # Piped output is not wrapped at 80 columns: lines stay greppable.
+        width = None if sys.stdout.isatty() else 200
+        return Console(soft_wrap=False, highlight=False, width=width)
 
     @property
     def err_console(self) -> Console:
@@ -86,6 +101,20 @@ class CLIState:
         else:
             click.echo(json.dumps(data, indent=2, default=str))
 
+    def markup(self, text: str) -> Text:
+        """Rich markup as text to print."""
+        return Text.from_markup(text)
+
+    def diff_text(self, text: str) -> Text:
+        """A unified diff, coloured."""
+        rendered = Text()
+        for line in text.splitlines(keepends=True):
+            style = ("green" if line.startswith("+") and not line.startswith("+++") else
+                     "red" if line.startswith("-") and not line.startswith("---") else
+                     "cyan" if line.startswith("@@") else "")
+            rendered.append(line, style=style)
+        return rendered
+
     def note(self, message: str) -> None:
         """A human message on stderr (never mixed into JSON on stdout)."""
         if not self.machine_readable or sys.stderr.isatty():
@@ -97,6 +126,34 @@ def _plain(data: Any) -> Any:
 
 
 pass_state = click.make_pass_decorator(CLIState, ensure=True)
+
+_REGISTRY: BarclampRegistry | None = None
+
+
+def shared_registry() -> BarclampRegistry:
+    """One registry per process (loading entry points once)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = BarclampRegistry()
+    return _REGISTRY
+
+
+@contextlib.contextmanager
+def progress(state: CLIState, total: int, description: str) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr for work on many machines; silent when not a terminal."""
+    if total < 2 or state.machine_readable or not sys.stderr.isatty():
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=state.err_console, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        guard = threading.Lock()
+
+        def advance(count: int) -> None:
+            with guard:
+                bar.advance(task, count)
+
+        yield advance
 
 
 def output_options(command: Callable[..., Any]) -> Callable[..., Any]:

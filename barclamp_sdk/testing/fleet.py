@@ -28,8 +28,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from barclamp_sdk.chef.client import ChefClient
-from barclamp_sdk.errors import NotFound, ValidationError
+from barclamp_sdk.errors import ValidationError
 from barclamp_sdk.jsondoc import deep_merge
+from barclamp_sdk.runlist import expand
 
 if TYPE_CHECKING:
     from barclamp_sdk.api import Crowbar
@@ -234,41 +235,6 @@ class Fleet:
 
     # -- chef-client ---------------------------------------------------------------------
 
-    def expand_run_list(self, run_list: Iterable[str],
-                        cache: dict[str, dict[str, Any] | None] | None = None) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-        """Expand a run list through nested roles: (roles, recipes, role objects)."""
-        cache = {} if cache is None else cache
-        roles: list[str] = []
-        recipes: list[str] = []
-        applied: list[dict[str, Any]] = []
-
-        def visit(items: Iterable[str], depth: int) -> None:
-            if depth > 20:
-                raise ValidationError("role nesting deeper than 20 levels (a loop?)")
-            for item in items:
-                if item.startswith("role[") and item.endswith("]"):
-                    name = item[5:-1]
-                    if name in roles:
-                        continue
-                    if name not in cache:
-                        cache[name] = self.chef.roles.find(name)
-                    role = cache[name]
-                    if role is None:
-                        raise NotFound("GET", f"/roles/{name}", 404,
-                                       [f"run list names role {name}, which does not exist"])
-                    roles.append(name)
-                    applied.append(role)
-                    visit(role.get("run_list") or [], depth + 1)
-                elif item.startswith("recipe[") and item.endswith("]"):
-                    recipe = item[7:-1]
-                    if recipe not in recipes:
-                        recipes.append(recipe)
-                elif item not in recipes:
-                    recipes.append(item)
-
-        visit(run_list, 0)
-        return roles, recipes, applied
-
     def converge(
         self,
         name: str,
@@ -283,7 +249,8 @@ class Fleet:
         real run's convergence does (widening the multi-master window).
         """
         node = self.chef.nodes.get(name)
-        roles, recipes, applied = self.expand_run_list(node.get("run_list") or [], cache)
+        expansion = expand(self.chef, node.get("run_list") or [], cache=cache)
+        roles, recipes, applied = expansion.roles, expansion.recipes, expansion.applied
         if pause:
             time.sleep(pause)
         default: dict[str, Any] = {}

@@ -88,4 +88,25 @@ class Gizmo(Barclamp):
         return [ProposalRef("widget", after)] if after != "none" else []
 
 
-TEST_BARCLAMPS = [Widget, Gizmo]
+
+class Sprocket(Barclamp):
+    """One element on every machine: for concurrency tests."""
+
+    name = "sprocket"
+    order = 60
+    elements = (Element("sprocket-node", recipes=("sprocket::default",), priority=60),)
+
+    def create_proposal(self, proposal, inventory, ctx):
+        proposal.assign("sprocket-node", *[m.name for m in inventory.candidates()])
+
+
+class Cog(Barclamp):
+    name = "cog"
+    order = 70
+    elements = (Element("cog-node", recipes=("cog::default",), priority=70),)
+
+    def create_proposal(self, proposal, inventory, ctx):
+        proposal.assign("cog-node", *[m.name for m in inventory.candidates()])
+
+
+TEST_BARCLAMPS = [Widget, Gizmo, Sprocket, Cog]

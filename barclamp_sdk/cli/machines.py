@@ -1,0 +1,205 @@
+"""``crowbar machines``, ``crowbar roles``, ``crowbar queue``, ``crowbar barclamps``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
+from barclamp_sdk.naming import node_role_name
+from barclamp_sdk.runlist import expand
+from barclamp_sdk.states import STATES
+
+
+def machine_table(records: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("NAME", "STATE", "ALLOCATED", "ELEMENTS", "PENDING"):
+        table.add_column(column)
+    for record in records:
+        state = record["state"]
+        style = {"ready": "green", "problem": "red", "discovered": "yellow"}.get(state, "")
+        table.add_row(record["name"], f"[{style}]{state}[/{style}]" if style else state,
+                      "yes" if record["allocated"] else "no", ", ".join(record["elements"]) or "-",
+                      ", ".join(k.replace("-", "/", 1) for k in record["pending"]) or "-")
+    return table
+
+
+@click.group()
+def machines() -> None:
+    """Discover, allocate and follow machines."""
+
+
+@machines.command("list")
+@output_options
+@pass_state
+def machines_list(state: CLIState) -> None:
+    """Every machine with its state and elements."""
+    records = [r.as_dict() for r in state.crowbar().machines.list()]
+    state.emit(records, lambda: machine_table(records) if records else
+               "no machines yet: run chef-client on some, then `crowbar machines discover`")
+
+
+@machines.command("show")
+@click.argument("name")
+@output_options
+@pass_state
+def machines_show(state: CLIState, name: str) -> None:
+    """One machine: facts, state, roles, claimed disks."""
+    shown = state.crowbar().machines.show(name)
+
+    def table() -> Table:
+        grid = Table.grid(padding=(0, 2))
+        facts = shown.get("facts") or {}
+        rows = [
+            ("state", shown["state"] + (" (allocated)" if shown["allocated"] else " (not allocated)")),
+            ("role", shown["role"]),
+            ("run list", ", ".join(shown["run_list"]) or "-"),
+            ("hardware", f"{facts.get('manufacturer', '?')} {facts.get('product', '')}".strip()),
+            ("cpus", str(facts.get("cpu_count", "?"))),
+            ("memory", f"{(facts.get('memory_bytes') or 0) / 1024**3:.0f} GiB"),
+            ("disks", ", ".join(f"{d['name']} {d['size_bytes'] / 1000**3:.0f}G"
+                                + (" (os)" if d.get("os_disk") else "") for d in facts.get("disks", [])) or "-"),
+            ("claimed", ", ".join(f"{d}: {o}" for d, o in shown["claimed_disks"].items()) or "-"),
+            ("pending", ", ".join(shown["pending"]) or "-"),
+            ("bmc", (facts.get("bmc") or {}).get("address", "-")),
+        ]
+        if shown["drifted"]:
+            rows.append(("drift", "[red]its role was edited by hand[/red]"))
+        for key, value in rows:
+            grid.add_row(f"[bold]{key}[/bold]", value)
+        return grid
+
+    state.emit(shown, table)
+
+
+@machines.command("allocate")
+@click.argument("names", nargs=-1, required=True)
+@output_options
+@pass_state
+def machines_allocate(state: CLIState, names: tuple[str, ...]) -> None:
+    """Let paused machines go on to install."""
+    with progress(state, len(names), "allocating") as advance:
+        changed = state.crowbar().machines.allocate(names, progress=advance)
+    state.emit({"allocated": changed},
+               lambda: f"allocated {len(changed)} machine(s)" + (
+                   f"; {len(names) - len(changed)} already were" if len(changed) < len(names) else ""))
+
+
+@machines.command("transition")
+@click.argument("name")
+@click.argument("new_state", metavar="STATE", type=click.Choice(STATES))
+@output_options
+@pass_state
+def machines_transition(state: CLIState, name: str, new_state: str) -> None:
+    """Record that a machine entered STATE (what boot scripts call)."""
+    record = state.crowbar().machines.transition(name, new_state)
+    state.emit(record.as_dict(), lambda: f"{name}: {record.state}")
+
+
+@machines.command("discover")
+@click.argument("names", nargs=-1)
+@output_options
+@pass_state
+def machines_discover(state: CLIState, names: tuple[str, ...]) -> None:
+    """Make Chef nodes (all, or NAMES) Crowbar machines."""
+    found = state.crowbar().machines.discover(names or None)
+    state.emit({"discovered": found}, lambda: f"discovered {len(found)} new machine(s)")
+
+
+# -- roles ----------------------------------------------------------------------------
+
+
+@click.group()
+def roles() -> None:
+    """Inspect the roles barclamp-sdk generates."""
+
+
+@roles.command("show")
+@click.argument("node")
+@output_options
+@pass_state
+def roles_show(state: CLIState, node: str) -> None:
+    """A machine's crowbar role and its run list, expanded."""
+    crowbar = state.crowbar()
+    role = crowbar.role(node_role_name(node))
+    expansion = expand(crowbar.chef, [f"role[{role['name']}]"], strict=False)
+    data = {"role": role, "expanded": {"roles": expansion.roles, "recipes": expansion.recipes,
+                                       "missing_roles": expansion.missing}}
+
+    def table() -> str:
+        lines = [f"role {role['name']}  (crowbar raw GET /roles/{role['name']})",
+                 f"  run list: {', '.join(role.get('run_list') or []) or '-'}",
+                 f"  expands to roles: {', '.join(expansion.roles)}",
+                 f"  recipes, in order: {', '.join(expansion.recipes) or '-'}"]
+        if expansion.missing:
+            lines.append(f"  [red]missing roles: {', '.join(expansion.missing)}[/red]")
+        return "\n".join(lines)
+
+    state.emit(data, lambda: state.markup(table()))
+
+
+# -- queue -------------------------------------------------------------------------------
+
+
+@click.command()
+@output_options
+@pass_state
+def queue(state: CLIState) -> None:
+    """What waits to be applied, and why."""
+    items = state.crowbar().queue.explain()
+
+    def table() -> Table | str:
+        if not items:
+            return "the queue is empty"
+        grid = Table(box=None, header_style="bold")
+        for column in ("PROPOSAL", "REVISION", "QUEUED AT", "WAITING FOR"):
+            grid.add_column(column)
+        for item in items:
+            grid.add_row(f"{item['barclamp']}/{item['inst']}", str(item.get("revision", "")),
+                         str(item.get("queued_at", "")), "\n".join(item.get("reasons") or []))
+        return grid
+
+    state.emit(items, table)
+
+
+# -- barclamps --------------------------------------------------------------------------
+
+
+@click.group()
+def barclamps() -> None:
+    """The barclamps installed."""
+
+
+@barclamps.command("list")
+@output_options
+@pass_state
+def barclamps_list(state: CLIState) -> None:
+    """Every installed barclamp, in run order."""
+    registry = state.registry()
+    items = [b.info() for b in registry.all()]
+
+    def table() -> Table:
+        grid = Table(box=None, header_style="bold")
+        for column in ("NAME", "ORDER", "ELEMENTS", "DESCRIPTION"):
+            grid.add_column(column)
+        for item in items:
+            grid.add_row(item["name"], str(item["run_order"]), ", ".join(item["elements"]), item["description"])
+        for name, error in registry.load_errors.items():
+            grid.add_row(f"[red]{name}[/red]", "", "", f"[red]failed to load: {error}[/red]")
+        return grid
+
+    state.emit(items, table)
+
+
+@barclamps.command("install")
+@click.argument("names", nargs=-1)
+@output_options
+@pass_state
+def barclamps_install(state: CLIState, names: tuple[str, ...]) -> None:
+    """Upload the element roles of barclamps (all by default)."""
+    uploaded = state.crowbar().install(*names)
+    state.emit({"uploaded": uploaded},
+               lambda: f"uploaded {len(uploaded)} role(s)" + (f": {', '.join(uploaded)}" if uploaded else
+                                                             " (all were up to date)"))

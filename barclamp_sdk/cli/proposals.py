@@ -1,0 +1,317 @@
+"""``crowbar BARCLAMP proposal ...``: one command group per installed barclamp."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from rich.table import Table
+
+from barclamp_sdk.barclamp import Barclamp
+from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
+from barclamp_sdk.commit import CommitResult
+from barclamp_sdk.document import Proposal
+from barclamp_sdk.errors import CrowbarError, ValidationError
+from barclamp_sdk.secrets import MASK, is_reference
+
+EXIT_QUEUED = 3
+
+
+def masked(value: Any) -> Any:
+    """For people: secret references shown masked (JSON/YAML keep the reference)."""
+    if is_reference(value):
+        return f"{MASK} ({value['data_bag']}/{value['item']}:{value['key']})"
+    if isinstance(value, dict):
+        return {k: masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    return value
+
+
+def flat(settings: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Settings as (dotted key, value) pairs."""
+    if isinstance(settings, dict) and settings and not is_reference(settings):
+        pairs: list[tuple[str, Any]] = []
+        for key, value in settings.items():
+            pairs += flat(value, f"{prefix}{key}.")
+        return pairs
+    return [(prefix.rstrip("."), settings)]
+
+
+def parse_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--set")
+        values[key.strip()] = value
+    return values
+
+
+def proposal_view(proposal: Proposal, status: str | None = None) -> str:
+    lines = [f"[bold]{proposal.barclamp}/{proposal.name}[/bold]  revision {proposal.revision}"
+             + (f"  [{status}]" if status else "")]
+    if proposal.description:
+        lines.append(proposal.description)
+    lines.append("")
+    lines.append("[bold]elements[/bold]")
+    for element in proposal.definition.elements:
+        members = proposal.elements.get(element.name, [])
+        lines.append(f"  {element.name} ({len(members)}): {', '.join(members) or '-'}")
+    lines.append("")
+    lines.append("[bold]settings[/bold]")
+    for key, value in flat(masked(proposal.attributes)):
+        lines.append(f"  {key} = {json.dumps(value) if not isinstance(value, str) else value}")
+    if proposal.notes:
+        lines.append("")
+        lines.append("[bold]notes[/bold]")
+        lines += [f"  - {note}" for note in proposal.notes]
+    return "\n".join(lines)
+
+
+def commit_view(result: CommitResult) -> str:
+    ref = str(result.proposal)
+    if result.status == "queued":
+        return "\n".join([f"[yellow]{ref} r{result.revision} is queued[/yellow] because:",
+                          *(f"  - {reason}" for reason in result.reasons),
+                          "it is applied automatically once nothing blocks it (see `crowbar queue`)"])
+    if result.status == "planned":
+        lines = [f"dry run of {ref} r{result.revision}: {len(result.changes)} role(s) would change"]
+        for reason in result.reasons:
+            lines.append(f"  [yellow]would be queued: {reason}[/yellow]")
+        for change in result.changes:
+            lines.append(f"  {change.action} {change.role}")
+            if change.added:
+                lines.append(f"      + {', '.join(change.added)}")
+            if change.removed:
+                lines.append(f"      - {', '.join(change.removed)}")
+            if change.node is not None:
+                lines.append(f"      run list: {', '.join(change.run_list_after) or '-'}")
+            lines += [f"      {c}" for c in change.changes[:10]]
+        return "\n".join(lines)
+    if result.status == "unchanged":
+        return f"{ref} r{result.revision} is already applied: nothing to do"
+    extra = f"; repaired the run list of {len(result.repaired_nodes)} node(s)" if result.repaired_nodes else ""
+    return f"[green]applied {ref} r{result.revision}[/green]: {result.machines_written} machine role(s) written " \
+           f"in {result.seconds:.1f}s{extra}"
+
+
+def _edit_in_editor(state: CLIState, barclamp: str, name: str) -> None:
+    """Crowbar's raw attribute mode: $EDITOR on the document, re-opened on errors."""
+    crowbar = state.crowbar()
+    proposal = crowbar.proposals.get(barclamp, name)
+    base_revision = proposal.revision
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    text = yaml.safe_dump(proposal.to_dict(), sort_keys=False, default_flow_style=False)
+    header = (f"# Edit proposal {barclamp}/{name} (revision {base_revision}). Save and quit to apply;\n"
+              "# an empty file cancels. Problems are shown and the file reopens, nothing lost.\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{barclamp}-{name}.yaml"
+        path.write_text(header + text)
+        while True:
+            status = subprocess.call([*shlex.split(editor), str(path)])
+            if status != 0:
+                raise CrowbarError(f"the editor ({editor}) exited with status {status}; nothing saved")
+            content = path.read_text()
+            body = "\n".join(line for line in content.splitlines() if not line.startswith("#"))
+            if not body.strip():
+                click.echo("empty file: nothing saved", err=True)
+                return
+            try:
+                document = yaml.safe_load(body)
+                saved = crowbar.proposals.replace(barclamp, name, document, expected_revision=base_revision,
+                                                  change="edited in an editor")
+            except yaml.YAMLError as exc:
+                problem = f"not valid YAML: {str(exc).splitlines()[0]}"
+            except ValidationError as exc:
+                problem = "; ".join(exc.errors) if exc.errors else str(exc)
+            except CrowbarError as exc:
+                raise exc
+            else:
+                if saved.revision == base_revision:
+                    click.echo("no changes", err=True)
+                else:
+                    click.echo(f"saved {barclamp}/{name} revision {saved.revision}", err=True)
+                return
+            click.echo(f"error: {problem}", err=True)
+            if not sys.stdin.isatty() and os.environ.get("CROWBAR_EDIT_RETRY") != "1":
+                raise ValidationError(problem)
+            if not click.confirm("Reopen the editor to fix it?", default=True, err=True):
+                kept = Path(tempfile.gettempdir()) / f"crowbar-{barclamp}-{name}-r{base_revision}.yaml"
+                kept.write_text(content)
+                raise ValidationError(f"{problem} (your edit is kept in {kept})")
+            path.write_text(f"# ERROR: {problem}\n" + content)
+
+
+def make_group(barclamp: Barclamp) -> click.Group:
+    """The command group of one barclamp."""
+    bc = barclamp.name
+
+    @click.group(name=bc, help=f"{barclamp.title}: {barclamp.description}".rstrip(": "))
+    def group() -> None:
+        pass
+
+    @group.group()
+    def proposal() -> None:
+        """Proposals: create, review, edit, commit."""
+
+    @proposal.command("list")
+    @output_options
+    @pass_state
+    def list_(state: CLIState) -> None:
+        """The proposals of this barclamp."""
+        items = state.crowbar().proposals.list(bc)
+
+        def table() -> Table | str:
+            if not items:
+                return f"no {bc} proposals; create one with `crowbar {bc} proposal create default`"
+            grid = Table(box=None, header_style="bold")
+            for column in ("NAME", "REVISION", "STATUS", "MACHINES", "DESCRIPTION"):
+                grid.add_column(column)
+            for item in items:
+                grid.add_row(item["name"], str(item["revision"]), item["status"], str(item["machines"]),
+                             item["description"])
+            return grid
+
+        state.emit(items, table)
+
+    @proposal.command()
+    @click.argument("name")
+    @click.option("--description", help="Describe the proposal.")
+    @click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE", help="Set a setting first.")
+    @click.option("--empty", is_flag=True, help="Assign no machines (do not read the inventory).")
+    @output_options
+    @pass_state
+    def create(state: CLIState, name: str, description: str | None, pairs: tuple[str, ...], empty: bool) -> None:
+        """Create a proposal from the inventory."""
+        created = state.crowbar().proposals.create(bc, name, description=description, settings=parse_pairs(pairs),
+                                                   from_inventory=not empty)
+        state.emit(created.to_dict(), lambda: state.markup(proposal_view(created, "created")))
+
+    @proposal.command()
+    @click.argument("name")
+    @click.option("--revision", type=int, help="Show an earlier revision.")
+    @output_options
+    @pass_state
+    def show(state: CLIState, name: str, revision: int | None) -> None:
+        """Show a proposal (secrets masked)."""
+        crowbar = state.crowbar()
+        shown = crowbar.proposals.revision(bc, name, revision) if revision else crowbar.proposals.get(bc, name)
+        status = crowbar.proposals.status(bc, name).status if not revision else None
+        state.emit(shown.to_dict(), lambda: state.markup(proposal_view(shown, status)))
+
+    @proposal.command()
+    @click.argument("name")
+    @click.option("--file", "file", type=click.File("r"), help="A whole document (JSON or YAML; - for stdin).")
+    @click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE", help="Set one setting (repeatable).")
+    @click.option("--unset", "unset", multiple=True, metavar="KEY", help="Reset a setting to its default.")
+    @output_options
+    @pass_state
+    def edit(state: CLIState, name: str, file: Any, pairs: tuple[str, ...], unset: tuple[str, ...]) -> None:
+        """Edit a proposal: --set/--unset keys, --file a document, or $EDITOR."""
+        crowbar = state.crowbar()
+        if file is not None and (pairs or unset):
+            raise click.UsageError("use --file, or --set/--unset, not both")
+        if file is not None:
+            try:
+                document = yaml.safe_load(file.read())
+            except yaml.YAMLError as exc:
+                raise ValidationError(f"--file is not valid JSON or YAML: {str(exc).splitlines()[0]}") from None
+            saved = crowbar.proposals.replace(bc, name, document)
+        elif pairs or unset:
+            saved = crowbar.proposals.set(bc, name, parse_pairs(pairs), unset)
+        else:
+            _edit_in_editor(state, bc, name)
+            return
+        state.emit(saved.to_dict(), lambda: f"saved {bc}/{name} revision {saved.revision}")
+
+    @proposal.command()
+    @click.argument("name")
+    @pass_state
+    def delete(state: CLIState, name: str) -> None:
+        """Delete a proposal that is not committed."""
+        state.crowbar().proposals.delete(bc, name)
+        click.echo(f"deleted {bc}/{name}", err=True)
+
+    @proposal.command()
+    @click.argument("name")
+    @click.option("--dry-run", is_flag=True, help="Show the role changes; write nothing.")
+    @click.option("--force", is_flag=True, help="Overwrite roles edited by hand.")
+    @output_options
+    @pass_state
+    def commit(state: CLIState, name: str, dry_run: bool, force: bool) -> int:
+        """Apply a proposal (exit 3 when it has to wait in the queue)."""
+        crowbar = state.crowbar()
+        total = len(crowbar.proposals.get(bc, name).nodes())
+        with progress(state, total, f"committing {bc}/{name}") as advance:
+            result = crowbar.proposals.commit(bc, name, dry_run=dry_run, force=force, progress=advance)
+        state.emit(result.as_dict(), lambda: state.markup(commit_view(result)))
+        return EXIT_QUEUED if result.status == "queued" else 0
+
+    @proposal.command()
+    @click.argument("name")
+    @pass_state
+    def dequeue(state: CLIState, name: str) -> None:
+        """Take a proposal out of the queue."""
+        state.crowbar().proposals.dequeue(bc, name)
+        click.echo(f"{bc}/{name} is no longer queued", err=True)
+
+    @proposal.command()
+    @click.argument("name")
+    @output_options
+    @pass_state
+    def status(state: CLIState, name: str) -> None:
+        """Where a proposal stands (ready, pending, failed, unready, hold, interrupted)."""
+        result = state.crowbar().proposals.status(bc, name)
+        state.emit(result.as_dict(), lambda: f"{result.proposal}: {result.status} ({result.detail})")
+
+    @proposal.command()
+    @click.argument("name")
+    @output_options
+    @pass_state
+    def history(state: CLIState, name: str) -> None:
+        """Every saved revision."""
+        entries = state.crowbar().proposals.history(bc, name)
+
+        def table() -> Table:
+            grid = Table(box=None, header_style="bold")
+            for column in ("REVISION", "SAVED AT", "BY", "CHANGE"):
+                grid.add_column(column)
+            for entry in entries:
+                grid.add_row(str(entry["revision"]), str(entry["saved_at"]), str(entry["saved_by"]), str(entry["change"]))
+            return grid
+
+        state.emit(entries, table)
+
+    @proposal.command()
+    @click.argument("name")
+    @click.argument("old", type=int, required=False)
+    @click.argument("new", type=int, required=False)
+    @output_options
+    @pass_state
+    def diff(state: CLIState, name: str, old: int | None, new: int | None) -> None:
+        """Compare revisions OLD and NEW (default: what is applied, and the current one)."""
+        result = state.crowbar().proposals.diff(bc, name, old, new)
+        state.emit(result.as_dict(), lambda: state.diff_text(result.text) if result.text
+                   else f"no differences between {result.old_label} and {result.new_label}")
+
+    @proposal.command()
+    @click.argument("name")
+    @output_options
+    @pass_state
+    def deactivate(state: CLIState, name: str) -> None:
+        """Take a committed proposal off its machines."""
+        result = state.crowbar().proposals.deactivate(bc, name)
+        state.emit(result.as_dict(), lambda: f"deactivated {bc}/{name}: {result.machines_written} machine role(s) written")
+
+    for command in barclamp.cli_commands():
+        group.add_command(command)
+    return group
