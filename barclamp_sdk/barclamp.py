@@ -27,7 +27,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -60,7 +60,7 @@ class Attributes(BaseModel):
     Every field needs a default: the defaults are the proposal template.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
 
 class ProposalRef(NamedTuple):
@@ -79,14 +79,40 @@ class ProposalRef(NamedTuple):
 
 
 @dataclass(frozen=True)
+class Link:
+    """A setting that names another barclamp's proposal.
+
+    When the link applies (``when(settings)``, default always) and the
+    setting is empty, the committed proposal of ``barclamp`` (or the only
+    one) is found and recorded there; a named one must exist. A linked
+    proposal is a commit dependency. ``optional`` links may hold ``none``
+    (no dependency), as Crowbar's ``*_instance`` settings did; a link that
+    does not apply is reset to the empty value.
+    """
+
+    barclamp: str
+    setting: str
+    when: Callable[[Any], bool] | None = None
+    optional: bool = False
+
+    @property
+    def empty(self) -> str:
+        return "none" if self.optional else ""
+
+    def applies(self, settings: Any) -> bool:
+        return self.when is None or bool(self.when(settings))
+
+
+@dataclass(frozen=True)
 class Element:
     """A Chef role a barclamp assigns to machines, with placement rules.
 
     ``count`` exactly that many machines; ``min``/``max`` bounds; ``odd`` an odd
     number (quorum); ``unique`` its machines hold no other element of the
     barclamp; ``conflicts`` element names (of any barclamp) that may not share
-    a machine with it. ``states`` are the machine states in which the role is
-    on the run list (Crowbar's ``element_states``).
+    a machine with it; ``accepts`` a check of each machine's facts, returning
+    why it cannot hold the element (or None). ``states`` are the machine
+    states in which the role is on the run list (Crowbar's ``element_states``).
     """
 
     name: str
@@ -101,6 +127,7 @@ class Element:
     conflicts: tuple[str, ...] = ()
     description: str = ""
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    accepts: Callable[[Machine], str | None] | None = None
 
     def check_count(self, count: int, *, draft: bool = False) -> str | None:
         """Why ``count`` machines break this element's rules, or None.
@@ -138,6 +165,8 @@ class Barclamp:
     Attributes: ClassVar[type[BaseModel]] = Attributes
     elements: ClassVar[tuple[Element, ...]] = ()
     element_order: ClassVar[tuple[tuple[str, ...], ...] | None] = None
+    #: Settings naming other barclamps' proposals (see :class:`Link`).
+    links: ClassVar[tuple[Link, ...]] = ()
     #: Machine states whose transitions call :meth:`on_transition`.
     transition_states: ClassVar[tuple[str, ...]] = ()
     #: States a machine must be in for a commit to apply (else it is queued).
@@ -178,7 +207,7 @@ class Barclamp:
 
     def default_attributes(self) -> dict[str, Any]:
         """The attribute template: the model's defaults as JSON."""
-        return self.Attributes().model_dump(mode="json")
+        return self.Attributes().model_dump(mode="json", by_alias=True)
 
     def template(self, proposal_name: str) -> dict[str, Any]:
         """A new proposal document, in Crowbar's shape."""
@@ -219,6 +248,26 @@ class Barclamp:
             for e in self.elements
         ]
 
+    def linked(self, proposal: Proposal) -> list[ProposalRef]:
+        """Proposals named by this proposal's links (where they apply)."""
+        from barclamp_sdk.jsondoc import get_path
+
+        settings = proposal.settings
+        refs = []
+        for link in self.links:
+            value = get_path(proposal.attributes, link.setting, "")
+            if link.applies(settings) and value not in ("", None, link.empty):
+                refs.append(ProposalRef(link.barclamp, str(value)))
+        return refs
+
+    def all_dependencies(self, proposal: Proposal, ctx: Context) -> list[ProposalRef]:
+        """Linked proposals plus :meth:`dependencies`, without repeats."""
+        refs = self.linked(proposal)
+        for ref in self.dependencies(proposal, ctx):
+            if ref not in refs:
+                refs.append(ref)
+        return refs
+
     def info(self) -> dict[str, Any]:
         """Metadata as a dict (for listings)."""
         return {
@@ -236,8 +285,14 @@ class Barclamp:
     def create_proposal(self, proposal: Proposal, inventory: Inventory, ctx: Context) -> None:
         """Fill a new proposal from the inventory (elements, attributes, notes)."""
 
+    def prepare(self, proposal: Proposal, ctx: Context) -> None:
+        """Adjust a proposal before each save is validated (derived settings, links)."""
+
     def validate(self, proposal: Proposal, ctx: Context) -> Iterable[str]:
-        """Extra checks; yield one message per problem (nothing is written)."""
+        """Extra checks; yield one message per problem (nothing is written).
+
+        ``ctx.draft`` is true while saving: only a commit needs everything.
+        """
         return ()
 
     def dependencies(self, proposal: Proposal, ctx: Context) -> Iterable[ProposalRef]:

@@ -250,7 +250,7 @@ class Committer:
         reasons = []
         definition = proposal.definition
         ctx = Context(self.crowbar, definition)
-        for dep in definition.dependencies(proposal, ctx):
+        for dep in definition.all_dependencies(proposal, ctx):
             other = self.crowbar.proposals.store.find(dep.barclamp, dep.name)
             if other is None:
                 reasons.append(f"depends on {dep}, which does not exist: create and commit it")

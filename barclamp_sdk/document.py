@@ -21,10 +21,10 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
 
 from barclamp_sdk.barclamp import ProposalRef
 from barclamp_sdk.errors import ValidationError
@@ -32,6 +32,19 @@ from barclamp_sdk.naming import config_role_name
 
 if TYPE_CHECKING:
     from barclamp_sdk.barclamp import Barclamp
+
+
+def pydantic_messages(exc: PydanticValidationError, prefix: str) -> list[str]:
+    """One line per pydantic error, with the dotted field path."""
+    lines = []
+    for error in exc.errors():
+        path = ".".join(str(p) for p in error["loc"])
+        where = f"{prefix}.{path}" if path else prefix
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        lines.append(f"{where}: {message}")
+    return lines
 
 
 class Proposal:
@@ -119,12 +132,13 @@ class Proposal:
         """The settings as the barclamp's typed attribute model (a copy)."""
         try:
             return self.definition.Attributes.model_validate(self.attributes)
-        except Exception as exc:  # noqa: BLE001 - reported as a validation error
-            raise ValidationError(str(exc).splitlines()[0], subject=f"{self.barclamp}/{self.name}") from None
+        except PydanticValidationError as exc:
+            raise ValidationError(pydantic_messages(exc, f"attributes.{self.barclamp}"),
+                                  subject=f"{self.barclamp}/{self.name}") from None
 
     @settings.setter
     def settings(self, model: BaseModel) -> None:
-        self.data["attributes"][self.barclamp] = model.model_dump(mode="json")
+        self.data["attributes"][self.barclamp] = model.model_dump(mode="json", by_alias=True)
 
     # -- machines ------------------------------------------------------------------------
 
@@ -175,7 +189,3 @@ class Proposal:
                 del deployment[key]
         return data
 
-
-def status_keys() -> Iterable[str]:
-    """Bookkeeping keys in ``deployment.<bc>`` (not part of the content)."""
-    return ("crowbar-revision", "crowbar-status", "crowbar-failed", "crowbar-queued")

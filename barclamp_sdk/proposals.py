@@ -24,14 +24,14 @@ from pydantic import ValidationError as PydanticValidationError
 from barclamp_sdk.barclamp import ProposalRef
 from barclamp_sdk.commit import STATUS_KEYS, CommitResult, Committer
 from barclamp_sdk.context import Context
-from barclamp_sdk.document import Proposal
+from barclamp_sdk.document import Proposal, pydantic_messages
 from barclamp_sdk.errors import NotFoundError, RevisionConflict, ValidationError
 from barclamp_sdk.jsondoc import Change, diff, get_path, set_path, unified_diff, unset_path
 from barclamp_sdk.locks import Lock
 from barclamp_sdk.naming import check_proposal_name, config_role_name, proposal_lock_name
 from barclamp_sdk.secrets import MASK, secret_paths
 from barclamp_sdk.store import ProposalStore
-from barclamp_sdk.validation import parse_setting, pydantic_messages, validate
+from barclamp_sdk.validation import parse_setting, validate
 
 if TYPE_CHECKING:
     from barclamp_sdk.api import Crowbar
@@ -343,14 +343,33 @@ class Proposals:
         self._seal_secrets(proposal)
 
     def _check(self, proposal: Proposal) -> None:
-        """Validate and normalise settings (reads only)."""
+        """Resolve links, let the barclamp prepare, then validate (reads only)."""
+        ctx = Context(self.crowbar, proposal.definition, draft=True)
+        self._resolve_links(proposal, ctx)
+        proposal.definition.prepare(proposal, ctx)
         try:
             model = proposal.definition.Attributes.model_validate(proposal.attributes)
         except PydanticValidationError as exc:
             raise ValidationError(pydantic_messages(exc, f"attributes.{proposal.barclamp}"),
                                   subject=f"{proposal.barclamp}/{proposal.name}") from None
-        proposal.data["attributes"][proposal.barclamp] = model.model_dump(mode="json")
+        proposal.data["attributes"][proposal.barclamp] = model.model_dump(mode="json", by_alias=True)
         validate(self.crowbar, proposal, draft=True)
+
+    @staticmethod
+    def _resolve_links(proposal: Proposal, ctx: Context) -> None:
+        settings = proposal.settings
+        for link in proposal.definition.links:
+            value = get_path(proposal.attributes, link.setting, "")
+            if not link.applies(settings):
+                if value not in ("", None, link.empty):
+                    set_path(proposal.attributes, link.setting, link.empty)
+                continue
+            if link.optional and value in (None, "", link.empty):
+                continue
+            found = ctx.find_proposal(link.barclamp, value or None, purpose=f"{link.setting}")
+            if value != found.name:
+                set_path(proposal.attributes, link.setting, found.name)
+                proposal.note(f"{link.setting}: linked {link.barclamp}/{found.name}")
 
     def _seal_secrets(self, proposal: Proposal) -> None:
         plain = {}

@@ -88,7 +88,7 @@ class Queue:
         ref = proposal.ref
         definition = proposal.definition
         deps = [{"barclamp": d.barclamp, "inst": d.name}
-                for d in definition.dependencies(proposal, Context(self.crowbar, definition))]
+                for d in definition.all_dependencies(proposal, Context(self.crowbar, definition))]
         elements = {node: proposal.elements_of(node) for node in proposal.nodes()}
         entry = {"barclamp": ref.barclamp, "inst": ref.name, "revision": proposal.revision,
                  "reasons": reasons, "deps": deps, "elements": elements}

@@ -76,8 +76,8 @@ def is_reference(value: Any) -> bool:
 def secret_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
     """Dotted paths of every :data:`Secret` field of a model (nested too)."""
     paths = []
-    for name, field in model.model_fields.items():
-        path = f"{prefix}{name}"
+    for field_name, field in model.model_fields.items():
+        path = f"{prefix}{field.alias or field_name}"
         if any(m is SECRET for m in field.metadata):
             paths.append(path)
             continue

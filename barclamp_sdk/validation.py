@@ -20,7 +20,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from barclamp_sdk.barclamp import ProposalRef
 from barclamp_sdk.context import Context
-from barclamp_sdk.document import Proposal
+from barclamp_sdk.document import Proposal, pydantic_messages
 from barclamp_sdk.errors import CrowbarError, ValidationError
 from barclamp_sdk.naming import proposal_item_id
 
@@ -28,19 +28,6 @@ if TYPE_CHECKING:
     from barclamp_sdk.api import Crowbar
     from barclamp_sdk.cluster import ClusterView
     from barclamp_sdk.inventory import Inventory
-
-
-def pydantic_messages(exc: PydanticValidationError, prefix: str) -> list[str]:
-    """One line per pydantic error, with the dotted field path."""
-    lines = []
-    for error in exc.errors():
-        path = ".".join(str(p) for p in error["loc"])
-        where = f"{prefix}.{path}" if path else prefix
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown setting"
-        lines.append(f"{where}: {message}")
-    return lines
 
 
 def check_shape(proposal: Proposal) -> list[str]:
@@ -116,6 +103,20 @@ def check_elements(proposal: Proposal, cluster: ClusterView, *, draft: bool = Fa
     return errors
 
 
+def check_machines(proposal: Proposal, inventory: Inventory) -> list[str]:
+    """Each element's ``accepts`` check, for every machine it holds."""
+    errors = []
+    for element in proposal.definition.elements:
+        if element.accepts is None:
+            continue
+        for node in proposal.elements.get(element.name, []):
+            machine = inventory.get(node)
+            reason = element.accepts(machine) if machine is not None else None
+            if reason:
+                errors.append(f"{node} cannot hold {element.name}: {reason}")
+    return errors
+
+
 def check_claims(proposal: Proposal, claims: Mapping[str, Iterable[str]], inventory: Inventory,
                  cluster: ClusterView, others: Iterable[Proposal]) -> list[str]:
     """Claimed disks exist, and nobody else owns them."""
@@ -155,7 +156,7 @@ def dependency_cycle(crowbar: Crowbar, proposal: Proposal, docs: Mapping[str, Pr
     """A cycle through ``proposal`` in the dependency graph, or None."""
     def deps(p: Proposal) -> list[ProposalRef]:
         try:
-            return list(p.definition.dependencies(p, Context(crowbar, p.definition)))
+            return list(p.definition.all_dependencies(p, Context(crowbar, p.definition)))
         except CrowbarError:
             return []
 
@@ -189,6 +190,9 @@ def validate(crowbar: Crowbar, proposal: Proposal, *, cluster: ClusterView | Non
     errors += check_attributes(proposal)
     cluster = cluster if cluster is not None else crowbar.machines.cluster()
     errors += check_elements(proposal, cluster, draft=draft)
+    if any(e.accepts for e in proposal.definition.elements if proposal.elements.get(e.name)):
+        inventory = inventory if inventory is not None else crowbar.machines.inventory(proposal.nodes())
+        errors += check_machines(proposal, inventory)
     all_docs = crowbar.proposals.store.documents()
     try:
         claims = {n: list(d) for n, d in proposal.definition.claims(proposal).items()}
@@ -200,7 +204,7 @@ def validate(crowbar: Crowbar, proposal: Proposal, *, cluster: ClusterView | Non
         errors += check_claims(proposal, claims, inventory, cluster, all_docs)
     if not errors:  # the barclamp's checks may rely on valid settings
         try:
-            errors += list(proposal.definition.validate(proposal, Context(crowbar, proposal.definition)))
+            errors += list(proposal.definition.validate(proposal, Context(crowbar, proposal.definition, draft=draft)))
         except ValidationError as exc:
             errors += exc.errors
         docs = {p.id: p for p in all_docs}
@@ -220,7 +224,7 @@ def _field_for(model: type[BaseModel], path: list[str]) -> tuple[Any, bool]:
     current: Any = model
     for index, part in enumerate(path):
         if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(part)
+            field = _field_named(current, part)
             if field is None:
                 return None, False
             current = field.annotation
@@ -235,10 +239,19 @@ def _field_for(model: type[BaseModel], path: list[str]) -> tuple[Any, bool]:
     return current, True
 
 
-def setting_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    """Every settable dotted key of a model."""
-    keys = []
+def _field_named(model: type[BaseModel], key: str) -> Any:
+    """A model's field by its key in documents (its alias, or its name)."""
     for name, field in model.model_fields.items():
+        if key in (field.alias, name):
+            return field
+    return None
+
+
+def setting_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every settable dotted key of a model (as documents spell them)."""
+    keys = []
+    for field_name, field in model.model_fields.items():
+        name = field.alias or field_name
         annotation = field.annotation
         nested = next((a for a in (annotation, *getattr(annotation, "__args__", ()))
                        if isinstance(a, type) and issubclass(a, BaseModel)

@@ -63,8 +63,9 @@ def test_bad_proposal_names_are_refused_and_nothing_written(crowbar, ready, chef
 
 def test_unknown_barclamp_lists_the_known_ones(crowbar, chef):
     before = writes(chef)
-    with pytest.raises(NotFoundError, match="unknown barclamp .nope.; available: cog, gizmo, sprocket, widget"):
+    with pytest.raises(NotFoundError, match="unknown barclamp 'nope'; available: ") as info:
         crowbar.proposals.create("nope", "default")
+    assert "gizmo" in str(info.value) and "widget" in str(info.value) and "nova" in str(info.value)
     assert writes(chef) == before
 
 
