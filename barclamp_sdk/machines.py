@@ -194,7 +194,8 @@ class Machines:
             record = self._write_state(name, state)
         if record is None:
             record = self.record(name)
-        self._run_hooks(record, state)
+        if self._run_hooks(record, state):
+            record = self.record(name)  # a hook may have changed it (say, to problem)
         if state == "ready":
             self.crowbar.queue.process(trigger=name)
         return record
@@ -239,22 +240,26 @@ class Machines:
         self.roles.update({name: change}, purpose=f"mark {name} problem")
         return self.record(name)
 
-    def _run_hooks(self, record: MachineRecord, state: str) -> None:
+    def _run_hooks(self, record: MachineRecord, state: str) -> bool:
+        """Call the barclamps' transition hooks; True if any ran."""
         hooked = [b for b in self.crowbar.barclamps.all()
                   if state in b.transition_states or "all" in b.transition_states]
         if not hooked:
-            return
+            return False
         facts = self.inventory([record.name]).get(record.name)
         if facts is None:
-            return
+            return False
+        ran = False
         for barclamp in hooked:
             for proposal in self.crowbar.proposals.committed(barclamp.name):
+                ran = True
                 try:
                     barclamp.on_transition(Context(self.crowbar, barclamp), proposal, facts, state)
                 except CrowbarError as exc:
                     log.warning("%s hook for %s entering %s failed: %s",
                                 barclamp.name, record.name, state, exc)
                     self.set_problem(record.name, f"{barclamp.name}: {exc}")
+        return ran
 
     # -- operator actions ------------------------------------------------------------------
 

@@ -1,0 +1,162 @@
+"""Out-of-band access to a machine's BMC, with pyghmi behind it.
+
+:class:`BMC` is the library's own interface (barclamps never import pyghmi):
+Redfish for BIOS settings, IPMI for power and the next boot device. This is
+the one place that knows pyghmi's quirks:
+
+* pyghmi caches Redfish GETs for 30 s on a session, so settings are read back
+  for verification on a fresh session;
+* ``ipmi_sim`` (and some real BMCs) never report the boot device back, so a
+  successful "set next boot" answer is taken as the result;
+* an unreachable IPMI BMC surfaces as ``IpmiException(None)`` after pyghmi's
+  own retries, an unreachable Redfish one as a raw socket error;
+* pyghmi caches IPMI sessions: a second ``Command`` for a BMC it already has
+  a session with waits forever, and logging out breaks the cached session.
+  So one IPMI command object per BMC and credentials lives for the process,
+  used by one caller at a time, and is dropped after a failure;
+* Redfish BMCs present self-signed certificates: the first one seen is
+  returned (``certificate_sha256``) for the caller to pin, and a pinned one
+  must match on every later connection.
+
+Every failure is a :class:`~barclamp_sdk.errors.BMCError` whose ``kind`` is
+``unreachable``, ``auth``, ``rejected`` or ``failed``, and whose message is
+one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from barclamp_sdk.errors import BMCError
+
+DEFAULT_REDFISH_PORT = 443
+
+_IPMI: dict[tuple[str, int, str, str], tuple[Any, threading.Lock]] = {}
+_IPMI_GUARD = threading.Lock()
+
+
+@dataclass(frozen=True)
+class BMCEndpoint:
+    """Where a BMC is and how to log in."""
+
+    address: str
+    username: str
+    password: str
+    ipmi_port: int = 623
+    redfish_port: int | None = None
+    redfish_system: str | None = None
+    certificate_sha256: str | None = None  # pinned Redfish certificate
+
+    def __repr__(self) -> str:  # never print the password
+        return f"BMCEndpoint({self.address!r}, user={self.username!r})"
+
+
+def _error(kind: str, endpoint: BMCEndpoint, what: str, detail: str) -> BMCError:
+    error = BMCError(f"BMC {endpoint.address}: {what}: {detail}")
+    error.kind = kind  # type: ignore[attr-defined]
+    return error
+
+
+def _classify(exc: BaseException, endpoint: BMCEndpoint, what: str, port: int) -> BMCError:
+    text = str(exc) if exc.args and exc.args[0] is not None else ""
+    lowered = text.lower()
+    if isinstance(exc, (ConnectionError, socket.timeout, TimeoutError, OSError)) and not isinstance(exc, BMCError):
+        return _error("unreachable", endpoint, what, f"no answer on port {port} ({type(exc).__name__})")
+    if not text or "timeout" in lowered or "timed out" in lowered or "unable to establish" in lowered:
+        return _error("unreachable", endpoint, what, f"no answer on port {port}")
+    if any(word in lowered for word in ("password", "access denied", "unauthorized", "unauthorised")):
+        return _error("auth", endpoint, what, "the BMC refused the user name or password")
+    if "not a valid value" in lowered or "read only" in lowered or "generalerror" in lowered or "invalid" in lowered:
+        return _error("rejected", endpoint, what, f"the BMC rejected the value ({text})")
+    return _error("failed", endpoint, what, text or type(exc).__name__)
+
+
+class BMC:
+    """One machine's BMC: BIOS settings (Redfish), power and boot (IPMI)."""
+
+    def __init__(self, endpoint: BMCEndpoint) -> None:
+        self.endpoint = endpoint
+        #: SHA-256 of the Redfish certificate seen (to pin it next time).
+        self.certificate_sha256: str | None = None
+
+    # -- Redfish -------------------------------------------------------------------
+
+    def _verify(self, certificate: bytes) -> bool:
+        seen = hashlib.sha256(certificate).hexdigest()
+        self.certificate_sha256 = seen
+        pinned = self.endpoint.certificate_sha256
+        return pinned is None or pinned == seen
+
+    def _redfish(self) -> Any:
+        from pyghmi.redfish.command import Command
+
+        endpoint = self.endpoint
+        port = endpoint.redfish_port or DEFAULT_REDFISH_PORT
+        try:
+            return Command(endpoint.address, endpoint.username, endpoint.password,
+                           verifycallback=self._verify, port=port, sysurl=endpoint.redfish_system)
+        except Exception as exc:  # noqa: BLE001 - pyghmi raises many kinds
+            if self.endpoint.certificate_sha256 and self.certificate_sha256 not in (None, self.endpoint.certificate_sha256):
+                raise _error("failed", endpoint, "Redfish",
+                             "its certificate changed since it was first seen (pinned); "
+                             "if the BMC was replaced, clear hardware.bmc_certificate in its crowbar role") from None
+            raise _classify(exc, endpoint, "Redfish", port) from None
+
+    def bios_settings(self) -> dict[str, Any]:
+        """Current BIOS attributes (pending values where a change is staged)."""
+        client = self._redfish()
+        try:
+            settings = client.get_system_configuration()
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, self.endpoint, "reading BIOS settings", self.endpoint.redfish_port or 443) from None
+        return {name: info.get("value") for name, info in settings.items()}
+
+    def set_bios_settings(self, changes: dict[str, Any]) -> None:
+        """Stage BIOS attribute changes (applied by the BMC, or at next boot)."""
+        if not changes:
+            return
+        client = self._redfish()
+        try:
+            client.set_system_configuration(dict(changes))
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, self.endpoint, f"setting {', '.join(sorted(changes))}",
+                            self.endpoint.redfish_port or 443) from None
+
+    # -- IPMI ------------------------------------------------------------------------
+
+    def _ipmi_call(self, what: str, call: Callable[[Any], Any]) -> Any:
+        """Run ``call(command)`` on this BMC's one IPMI session."""
+        from pyghmi.ipmi.command import Command
+
+        endpoint = self.endpoint
+        key = (endpoint.address, endpoint.ipmi_port, endpoint.username, endpoint.password)
+        with _IPMI_GUARD:
+            if key not in _IPMI:
+                _IPMI[key] = (None, threading.Lock())
+            command, lock = _IPMI[key]
+        with lock:
+            try:
+                if command is None:
+                    command = Command(bmc=endpoint.address, userid=endpoint.username,
+                                      password=endpoint.password, port=endpoint.ipmi_port)
+                    _IPMI[key] = (command, lock)
+                return call(command)
+            except Exception as exc:  # noqa: BLE001 - pyghmi raises many kinds
+                _IPMI[key] = (None, lock)
+                raise _classify(exc, endpoint, what, endpoint.ipmi_port) from None
+
+    def power_state(self) -> str:
+        """``on`` or ``off``."""
+        return str(self._ipmi_call("reading the power state", lambda c: c.get_power())["powerstate"])
+
+    def boot_from_network_next(self) -> None:
+        """Make the next boot a network (PXE) boot."""
+        answer = self._ipmi_call("setting the next boot device",
+                                 lambda c: c.set_bootdev("network", persist=False))
+        if answer.get("bootdev") != "network":
+            raise _error("failed", self.endpoint, "setting the next boot device", f"the BMC answered {answer}")

@@ -1,0 +1,152 @@
+"""swift: OpenStack object storage.
+
+Disk selection is data, not code: ``devices`` lists, for each storage
+machine, the disks it claims with each one's zone and weight (its size in
+TB). Crowbar stored Ruby expressions evaluated on the node instead. Zones
+are balanced across machines and, where machines report their rack, across
+racks (a rack is a failure domain). Elements keep Crowbar's order: storage
+runs again after the rings are computed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import defaultdict
+from typing import Literal
+
+from pydantic import Field
+
+from barclamp_sdk import Attributes, Barclamp, Element, Secret
+from barclamp_sdk.barclamp import Link
+from barclamp_sdk.placement import best_controller, general_purpose, short
+
+
+class Device(Attributes):
+    name: str
+    zone: int = Field(ge=1)
+    weight: float = Field(gt=0)
+
+
+class Middlewares(Attributes):
+    staticweb: bool = False
+    tempurl: bool = False
+    formpost: bool = False
+    s3: bool = False
+    ratelimit: bool = False
+    bulk: bool = True
+    domain_remap: bool = False
+    cname_lookup: bool = False
+
+
+class SwiftAttributes(Attributes):
+    replicas: int = Field(3, ge=1, le=10)
+    partitions: int = Field(16, ge=6, le=24, description="ring partition power")
+    zones: int = Field(3, ge=1, le=64)
+    min_part_hours: int = Field(24, ge=0, le=168)
+    cluster_hash: Secret = None
+    auth_method: Literal["keystone", "swauth"] = "keystone"
+    keystone_instance: str = "none"
+    frontend: Literal["native", "apache", "uwsgi"] = "native"
+    replication_interval: int = Field(60, ge=1)
+    middlewares: Middlewares = Middlewares()
+    devices: dict[str, list[Device]] = {}
+
+
+def balanced_zones(machines: list, zones: int) -> dict[str, int]:
+    """A zone per machine, zones within one machine of each other in size.
+
+    Where every machine reports its rack and whole racks fill the zones evenly,
+    each rack goes whole into one zone (a rack is a failure domain); otherwise
+    machines go round-robin, alternating racks, so each zone spans racks evenly.
+    """
+    racks: dict[str, list] = defaultdict(list)
+    for machine in sorted(machines, key=lambda m: m.name):
+        racks[machine.rack].append(machine)
+    if "" not in racks and len(racks) >= zones:
+        load = {zone: 0 for zone in range(1, zones + 1)}
+        placed = {}
+        for rack in sorted(racks, key=lambda r: (-len(racks[r]), r)):
+            zone = min(load, key=lambda z: (load[z], z))
+            load[zone] += len(racks[rack])
+            placed.update({m.name: zone for m in racks[rack]})
+        if max(load.values()) - min(load.values()) <= 1:
+            return placed
+    order = [m for depth in range(max(len(v) for v in racks.values()))
+             for rack in sorted(racks) for m in racks[rack][depth:depth + 1]]
+    return {m.name: index % zones + 1 for index, m in enumerate(order)}
+
+
+class Swift(Barclamp):
+    name = "swift"
+    display_name = "Swift"
+    description = "OpenStack object storage"
+    order = 80
+    member = ("openstack", "storage")
+    Attributes = SwiftAttributes
+    elements = (
+        Element("swift-ring-compute", recipes=("swift::ring-compute",), priority=80, count=1),
+        Element("swift-proxy", recipes=("swift::proxy",), priority=81, min=1),
+        Element("swift-storage", recipes=("swift::storage",), priority=82, min=1),
+        Element("swift-dispersion", recipes=("swift::dispersion",), priority=83, max=1),
+    )
+    element_order = (("swift-storage",), ("swift-ring-compute",), ("swift-proxy",), ("swift-dispersion",),
+                     ("swift-storage",))
+    links = (Link("keystone", "keystone_instance", optional=True),)
+
+    def create_proposal(self, proposal, inventory, ctx):
+        machines = general_purpose(inventory.candidates())
+        free = {m.name: ctx.free_disks(m, proposal) for m in machines}
+        storage = [m for m in machines if m.storage_heavy and free[m.name]]
+        if not storage:
+            storage = sorted((m for m in machines if free[m.name]), key=lambda m: (m.is_virtual, -len(free[m.name]), m.name))
+            proposal.note("no storage servers with free disks: using the machines with the most unused disks")
+        settings = proposal.settings
+        settings.zones = max(1, min(3, len(storage)))
+        settings.replicas = min(3, settings.zones)
+        zone_of = balanced_zones(storage, settings.zones)
+        for machine in storage:
+            settings.devices[machine.name] = [
+                Device(name=d.name, zone=zone_of[machine.name], weight=max(0.01, round(d.size_bytes / 1e12, 2)))
+                for d in free[machine.name]]
+        proposal.assign("swift-storage", *[m.name for m in storage])
+        proposal.note(f"storage on {short([m.name for m in storage])} in {settings.zones} zone(s), "
+                      f"{settings.replicas} replica(s); device weights are sizes in TB")
+        front = best_controller([m for m in machines if m not in storage]) or (storage[0] if storage else None)
+        if front is not None:
+            for element in ("swift-proxy", "swift-ring-compute", "swift-dispersion"):
+                proposal.assign(element, front.name)
+            proposal.note(f"proxy, ring computation and dispersion reports on {front.name}")
+        settings.cluster_hash = secrets.token_hex(16)
+        if "keystone" in ctx.crowbar.barclamps and ctx.crowbar.proposals.store.documents("keystone"):
+            settings.keystone_instance = ctx.find_proposal("keystone").name
+        else:
+            settings.auth_method = "swauth"
+            proposal.note("auth: swauth, since there is no keystone proposal")
+        proposal.settings = settings
+
+    def claims(self, proposal):
+        storage = set(proposal.elements.get("swift-storage", []))
+        return {node: [d.name for d in devices] for node, devices in proposal.settings.devices.items() if node in storage}
+
+    def validate(self, proposal, ctx):
+        settings = proposal.settings
+        storage = proposal.elements.get("swift-storage", [])
+        for node in settings.devices:
+            if node not in storage:
+                yield f"devices lists {node}, which is not in swift-storage"
+        zones_used = {d.zone for devices in settings.devices.values() for d in devices}
+        if any(zone > settings.zones for zone in zones_used):
+            yield f"a device is in zone {max(zones_used)}, but there are only {settings.zones} zones"
+        if ctx.draft:
+            return
+        if not len(storage) >= settings.zones >= settings.replicas:
+            yield (f"swift needs storage machines >= zones >= replicas; has {len(storage)} >= {settings.zones} "
+                   f">= {settings.replicas}")
+        for node in storage:
+            if not settings.devices.get(node):
+                yield f"{node} is a storage machine but devices lists no disk for it"
+        empty = sorted(set(range(1, settings.zones + 1)) - zones_used)
+        if storage and empty:
+            yield f"zone(s) {', '.join(map(str, empty))} have no device"
+        if settings.auth_method == "keystone" and settings.keystone_instance == "none":
+            yield "auth_method keystone needs keystone_instance (or use auth_method swauth)"

@@ -1,0 +1,224 @@
+"""swift (zones, devices as data) and bios (real BMC peers, never a mock)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+
+import pytest
+
+from barclamp_sdk.cli import context as cli_context
+from barclamp_sdk.cli import main
+from barclamp_sdk.errors import ValidationError
+from barclamp_sdk.testing.bmcpeers import FACTORY_BIOS, BmcLab
+from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
+from barclamp_sdk.validation import validate
+from barclamps.bios import target_settings
+
+RACKS = ("r1", "r2", "r3", "r4")
+
+
+def add(crowbar, fleet, mix, *, racks=False):
+    names = []
+    for profile, count in mix.items():
+        names += fleet.add(count, profile, clients=False,
+                           wall=(lambda n, i: {"rack": RACKS[i % len(RACKS)]}) if racks else None)
+    crowbar.machines.discover(names)
+    return names
+
+
+@pytest.mark.parametrize("mix", [
+    {"compute": 1},
+    {"compute": 2, "storage": 2, "vm": 1},
+    {"compute": 10, "storage": 24, "vm": 6},
+], ids=["1", "5", "40"])
+def test_swift_proposals_balance_zones_and_take_no_ceph_disk(crowbar, fleet, mix):
+    size = sum(mix.values())
+    add(crowbar, fleet, mix, racks=size == 40)
+    if size > 1:
+        ceph = crowbar.proposals.create("ceph", "default")
+        if size == 40:  # review: give half of the storage servers back to swift
+            keep = ceph.elements["ceph-osd"][:12]
+            crowbar.proposals.set("ceph", "default", {
+                "elements.ceph-osd": ",".join(keep),
+                "osd_devices": json.dumps({n: d for n, d in ceph.attributes["osd_devices"].items() if n in keep})})
+        ceph = crowbar.proposals.get("ceph", "default")
+        ceph_disks = {(n, d) for n, ds in ceph.attributes["osd_devices"].items() for d in ds}
+    else:
+        ceph_disks = set()
+    swift = crowbar.proposals.create("swift", "default")
+    inventory = crowbar.machines.inventory()
+    settings = swift.attributes
+    storage = swift.elements["swift-storage"]
+    assert len(storage) >= settings["zones"] >= settings["replicas"] >= 1
+    assert len(swift.elements["swift-ring-compute"]) == 1 and swift.elements["swift-proxy"]
+    claimed = set()
+    machines_per_zone: Counter[int] = Counter()
+    for node, devices in settings["devices"].items():
+        machine = inventory.get(node)
+        zones = {d["zone"] for d in devices}
+        assert len(zones) == 1  # a machine is one failure domain
+        machines_per_zone[zones.pop()] += 1
+        for device in devices:
+            disk = machine.disk(device["name"])
+            assert disk is not None and not disk.os_disk  # every device exists, never the OS disk
+            assert device["weight"] == max(0.01, round(disk.size_bytes / 1e12, 2))
+            claimed.add((node, device["name"]))
+    assert not claimed & ceph_disks  # nothing ceph claims
+    assert set(machines_per_zone) == set(range(1, settings["zones"] + 1))
+    assert max(machines_per_zone.values()) - min(machines_per_zone.values()) <= 1
+    if size == 40:
+        assert settings["zones"] == 3 and len(storage) == 12
+        racks_of_zone = defaultdict(Counter)
+        for node, devices in settings["devices"].items():
+            racks_of_zone[devices[0]["zone"]][inventory.get(node).rack] += 1
+        # 4 racks of 3 cannot fill 3 zones evenly whole: each zone spans racks instead.
+        assert all(len(racks) >= 3 for racks in racks_of_zone.values())
+    assert settings["auth_method"] == "swauth"
+    assert any("zone(s)" in note for note in swift.notes)
+    validate(crowbar, swift)
+
+
+def test_zones_keep_whole_racks_only_when_that_stays_balanced():
+    from barclamp_sdk.inventory import Machine
+    from barclamps.swift import balanced_zones
+
+    def machines(layout):
+        return [Machine(name=f"m{r}{i}", rack=r) for r, count in layout.items() for i in range(count)]
+
+    even = balanced_zones(machines({"a": 2, "b": 2, "c": 2}), 3)
+    assert {even[f"m{r}{i}"] for r in "abc" for i in range(2)} == {1, 2, 3}
+    assert all(even[f"m{r}0"] == even[f"m{r}1"] for r in "abc")  # whole racks
+    uneven = balanced_zones(machines({"a": 3, "b": 3, "c": 3, "d": 3}), 3)
+    assert sorted(Counter(uneven.values()).values()) == [4, 4, 4]
+    unknown = balanced_zones([Machine(name=f"n{i}") for i in range(7)], 3)
+    assert sorted(Counter(unknown.values()).values()) == [2, 2, 3]
+
+
+def test_swift_validation(crowbar, fleet):
+    add(crowbar, fleet, {"compute": 1, "storage": 2})
+    crowbar.proposals.create("swift", "default")
+    crowbar.proposals.set("swift", "default", {"replicas": "3", "zones": "3"})
+    with pytest.raises(ValidationError) as info:
+        validate(crowbar, crowbar.proposals.get("swift", "default"))
+    assert "swift needs storage machines >= zones >= replicas; has 2 >= 3 >= 3" in info.value.errors[0]
+    with pytest.raises(ValidationError) as info:
+        crowbar.proposals.set("swift", "default", {"elements.swift-ring-compute": ""})
+        validate(crowbar, crowbar.proposals.get("swift", "default"))
+    assert any("swift-ring-compute needs exactly 1" in e for e in info.value.errors)
+
+
+def test_swift_cannot_take_a_disk_ceph_claimed(crowbar, fleet):
+    names = add(crowbar, fleet, {"storage": 3})
+    crowbar.proposals.create("ceph", "default")
+    crowbar.proposals.create("swift", "scratch", from_inventory=False)
+    with pytest.raises(ValidationError) as info:
+        crowbar.proposals.set("swift", "scratch", {
+            "elements.swift-storage": names[0],
+            "devices": json.dumps({names[0]: [{"name": "sdb", "zone": 1, "weight": 8.0}]})})
+    assert any(f"disk sdb on {names[0]} is claimed by ceph/default" in e for e in info.value.errors)
+
+
+# -- bios --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lab(tmp_path):
+    names = [f"bmc{i}.example.com" for i in range(5)]
+    faults = {names[2]: "wrong-password", names[3]: "unreachable", names[4]: "strict"}
+    with BmcLab(tmp_path / "bmcs", names, faults=faults) as running:
+        yield running
+
+
+def test_bios_through_real_bmcs_on_the_way_to_ready(crowbar, fleet, lab):
+    ok, ok2, wrong_password, unreachable, strict = lab.names
+    fleet.add(5, "compute", names=lab.names, wall=lambda n, i: lab.wall(n))
+    [vm] = fleet.add(1, "vm")
+    everyone = [*lab.names, vm]
+    fleet.boot(everyone)  # discovered, paused
+    # Operators decide what machines are for: nova compute on one, ceph OSD on another.
+    crowbar.proposals.create("nova", "default", from_inventory=False)
+    crowbar.proposals.set("nova", "default", {"elements.nova-multi-controller": vm,
+                                              "elements.nova-multi-compute-kvm": ok})
+    assert crowbar.proposals.commit("nova", "default").status == "queued"  # marks ok pending nova
+    bios = crowbar.proposals.create("bios", "default", settings={"bmc_username": "admin", "bmc_password": "password"})
+    assert sorted(bios.elements["bios-settings"]) == sorted(lab.names)
+    assert any(vm in note and "no known BMC" in note for note in bios.notes)
+    assert crowbar.proposals.commit("bios", "default").status == "applied"
+    crowbar.machines.allocate(everyone)
+    states = fleet.boot(everyone)
+    assert states[ok] == "ready" and states[ok2] == "ready" and states[vm] == "ready"
+    assert {states[wrong_password], states[unreachable], states[strict]} == {"problem"}
+
+    # Redfish: exactly the chosen set, read back; IPMI: next boot from the network.
+    machine = crowbar.machines.inventory([ok]).get(ok)
+    virtualization = target_settings(machine, "Virtualization")
+    assert {k: lab.bios(ok)[k] for k in virtualization} == virtualization
+    assert lab.bios(ok)["ProcVirtualization"] == "Enabled" and lab.bios(ok2)["ProcVirtualization"] == "Disabled"
+    assert lab.ipmi[ok].boot_device == "pxe" and lab.ipmi[ok2].boot_device == "pxe"
+    hardware = crowbar.machines.record(ok).hardware
+    assert (hardware["bios_set"], hardware["raid_set"]) == ("Virtualization", "SingleRaid10")
+    assert hardware["bios"]["status"] == "applied" and "ProcVirtualization" in hardware["bios"]["changed"]
+    assert hardware["bios"]["reason"] == "Virtualization: because of nova-multi-compute-kvm"
+    assert len(hardware["bmc_certificate"]) == 64
+    assert crowbar.machines.record(ok2).hardware["bios_set"] == "default"
+
+    reasons = {n: crowbar.machines.show(n)["hardware"]["bios"]["reason"] for n in (wrong_password, unreachable, strict)}
+    assert "refused the user name or password" in reasons[wrong_password]
+    assert "no answer on port" in reasons[unreachable]
+    assert "rejected the value" in reasons[strict] and "is not a valid value for" in reasons[strict]
+    for name in (wrong_password, unreachable, strict):
+        assert crowbar.machines.record(name).state == "problem"
+    assert lab.bios(strict) == FACTORY_BIOS  # the rejected change was not half applied
+    # Its Redfish side accepted the settings; the IPMI side then refused the password.
+    assert crowbar.machines.record(wrong_password).hardware["bios"]["changed"] == ["BootMode"]
+    assert lab.ipmi[wrong_password].boot_device == "default"
+
+
+def test_bios_apply_from_the_cli(chef_server, crowbar, fleet, lab, monkeypatch, capsys, tmp_path):
+    ok, ok2, wrong_password = lab.names[:3]
+    fleet.add(3, "compute", names=[ok, ok2, wrong_password], wall=lambda n, i: lab.wall(n))
+    crowbar.machines.discover()
+    for key, value in chef_server.server.environment().items():
+        monkeypatch.setenv(key, value)
+    secret = tmp_path / "secret"
+    secret.write_bytes(TEST_SECRET)
+    secret.chmod(0o600)
+    monkeypatch.setenv("CHEF_ENCRYPTED_DATA_BAG_SECRET", str(secret))
+    monkeypatch.setattr(cli_context, "_REGISTRY", None)
+
+    def run(*args, expect=0):
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        assert code == expect, (code, out, err)
+        return out, err
+
+    run("bios", "proposal", "create", "default", "--set", "bmc_username=admin", "--set", "bmc_password=password")
+    out, _ = run("bios", "apply", ok, ok2, "--json")
+    results = {r["machine"]: r for r in json.loads(out)}
+    assert results[ok]["status"] == "applied" and results[ok]["changed"] == {"BootMode": "Uefi"}
+    out, _ = run("bios", "apply", ok, "--json")
+    assert json.loads(out)[0]["status"] == "unchanged"  # nothing differs: nothing set
+    out, err = run("bios", "apply", ok, wrong_password, expect=1)
+    assert "problem" in out and "refused the user name or password" in out
+    assert err.strip() == ("error: 1 of 2 machine(s) are in problem (see above); "
+                           "fix their BMCs and run `crowbar bios apply` again")
+    _, err = run("bios", "apply", "nope.example.com", expect=1)
+    assert "not in bios/default's bios-settings" in err
+
+
+def test_a_pinned_bmc_certificate_that_changes_is_refused(crowbar, fleet, lab):
+    ok = lab.names[0]
+    fleet.add(1, "compute", names=[ok], wall=lambda n, i: lab.wall(n))
+    crowbar.machines.discover()
+    crowbar.proposals.create("bios", "default", settings={"bmc_username": "admin", "bmc_password": "password"})
+    from barclamp_sdk.context import Context
+    from barclamps.bios.apply import apply
+
+    bios = crowbar.barclamps.get("bios")
+    proposal = crowbar.proposals.get("bios", "default")
+    assert apply(Context(crowbar, bios), proposal, [ok])[0].status == "applied"
+    lab.redfish.stop()  # a new self-signed certificate on restart: another BMC, or an impostor
+    lab.redfish.start()
+    [result] = apply(Context(crowbar, bios), proposal, [ok])
+    assert result.status == "problem" and "certificate changed" in result.reason
