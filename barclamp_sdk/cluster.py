@@ -103,9 +103,9 @@ class ClusterView:
         self._records = records
 
     @classmethod
-    def load(cls, chef: ChefClient, *, rows: int = 1000) -> ClusterView:
+    def load(cls, chef: ChefClient) -> ClusterView:
         records = {}
-        for row in chef.partial_search("role", ROLE_SEARCH, ROLE_SEARCH_KEYS, rows=rows):
+        for row in chef.partial_search("role", ROLE_SEARCH, ROLE_SEARCH_KEYS):
             record = record_from_role(row)
             if record is not None:
                 records[record.name] = record

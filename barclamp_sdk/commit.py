@@ -1,19 +1,28 @@
 """Committing a proposal: from document to Chef roles.
 
-1. Plan without writing: validate; find what blocks (dependencies not
-   applied, machines not ready); compute the ``<bc>-config-<name>`` role and,
-   for every machine, the run-list entries, claimed disks and pending marks
-   this proposal owns. A machine whose role already matches is left alone, so
-   committing an unchanged proposal writes nothing (and takes no lock).
-2. Blocked: queue the proposal with the reasons (see :mod:`barclamp_sdk.queue`).
-3. Otherwise, under the proposal's lock: write the config role first (nodes
-   must never name a role that does not exist), then the machines' roles batch
-   by batch in ``element_order``, each read from its object endpoint and
-   written under its shard lock. Progress is recorded in the lock item, so an
-   interrupted commit shows as such; committing again finishes the job.
+What a commit does, and what it reads and writes, depends on how much changed
+since the revision last applied (recorded in the ``<bc>-config-<name>`` role):
 
-A dry run returns the exact role changes (each affected role is read) and
-writes nothing.
+* Checks that need no lock come first (document shape, settings, element
+  counts, machines that exist), so bad input writes nothing at all.
+* A new proposal, or one that changed on many machines: the shard locks of
+  every machine involved are taken (one lock item per shard, never per
+  machine), each role is read once from its object endpoint, the proposal is
+  validated against those fresh roles, and the changed roles are written,
+  batch by batch in ``element_order``. That is the least a commit can do:
+  one read and at most one write per machine.
+* A small change, or the same proposal again: one paged partial search says
+  which machines differ from what the proposal wants (or were edited by hand);
+  only those are locked, re-read and written. An unchanged proposal writes
+  nothing and takes no lock.
+* Something blocks it (a dependency not applied, a machine not ready): it is
+  queued with the reasons (see :mod:`barclamp_sdk.queue`).
+
+The config role is written before any machine role (a node must never name
+a role that does not exist). Progress is recorded in the proposal's lock
+item, so an interrupted commit shows as such; committing again finishes the
+job. A dry run reads what a commit would read and reports the exact role
+changes, writing nothing.
 """
 
 from __future__ import annotations
@@ -21,26 +30,25 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from barclamp_sdk.barclamp import Barclamp, ProposalRef
-from barclamp_sdk.cluster import ClusterView, Entry
+from barclamp_sdk.cluster import ClusterView, Entry, MachineRecord, record_from_role
 from barclamp_sdk.context import Context
 from barclamp_sdk.document import Proposal
-from barclamp_sdk.errors import CrowbarError, DriftError, NotFound
+from barclamp_sdk.errors import CrowbarError, DriftError, NotFound, ValidationError
 from barclamp_sdk.jsondoc import canonical_json, diff, fingerprint
 from barclamp_sdk.naming import node_role_name, proposal_lock_name
 from barclamp_sdk.noderoles import (
     DRIFT,
     FINGERPRINT,
-    UpdateReport,
     active_run_list,
     crowbar_data,
     drifted,
 )
-from barclamp_sdk.validation import validate
+from barclamp_sdk.validation import check_attributes, check_elements, check_shape, validate
 
 if TYPE_CHECKING:
     from barclamp_sdk.api import Crowbar
@@ -48,6 +56,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATUS_KEYS = ("crowbar-status", "crowbar-failed", "crowbar-queued")
+#: Changed on at most this share of its machines, a commit plans by search.
+SMALL_CHANGE = 0.3
 
 
 @dataclass
@@ -73,7 +83,7 @@ class CommitResult:
 
     proposal: ProposalRef
     revision: int
-    status: str  # applied | unchanged | queued | planned
+    status: str  # applied | unchanged | queued | planned | deactivated
     reasons: list[str] = field(default_factory=list)
     changes: list[RoleChange] = field(default_factory=list)
     machines_written: int = 0
@@ -97,8 +107,7 @@ class CommitResult:
 
 def config_role(proposal: Proposal) -> dict[str, Any]:
     """The role a committed proposal becomes (attributes default, deployment override)."""
-    deployment = {k: copy.deepcopy(v) for k, v in proposal.deployment.items()
-                  if k not in STATUS_KEYS}
+    deployment = {k: copy.deepcopy(v) for k, v in proposal.deployment.items() if k not in STATUS_KEYS}
     role = {
         "name": proposal.config_role,
         "json_class": "Chef::Role",
@@ -127,8 +136,24 @@ def config_role_drifted(role: Mapping[str, Any], barclamp: str) -> bool:
     return stored is not None and stored != _config_fingerprint(role, barclamp)
 
 
+def _strip_volatile(role: Mapping[str, Any]) -> dict[str, Any]:
+    """A role minus what the server adds and our own fingerprints."""
+    body = copy.deepcopy(dict(role))
+    for key in ("json_class", "chef_type"):
+        body.pop(key, None)
+    for attributes in ("default_attributes", "override_attributes"):
+        for value in (body.get(attributes) or {}).values():
+            if isinstance(value, dict):
+                value.pop(FINGERPRINT, None)
+                value.pop(DRIFT, None)
+    body.setdefault("env_run_lists", {})
+    return body
+
+
 @dataclass
-class _MachinePlan:
+class MachinePlan:
+    """What a proposal wants on one machine."""
+
     node: str
     entries: dict[str, dict[str, Any]]
     claims: dict[str, str]
@@ -136,22 +161,70 @@ class _MachinePlan:
 
 
 @dataclass
-class Plan:
-    """What a commit has to write."""
+class Desired:
+    """What a proposal wants on all its machines, and in its config role."""
 
     proposal: Proposal
+    entries: dict[str, dict[str, dict[str, Any]]]
+    claims: dict[str, dict[str, str]]
     config: dict[str, Any]
-    config_changed: bool
-    config_exists: bool
-    config_drifted: bool
-    machines: dict[str, _MachinePlan]
-    drifted_machines: list[str]
-    blockers: list[str]
-    missing_element_roles: list[dict[str, Any]]
 
-    @property
-    def empty(self) -> bool:
-        return not (self.config_changed or self.machines or self.missing_element_roles)
+    def plan_for(self, node: str, current: MachineRecord | None) -> MachinePlan:
+        want = self.entries.get(node, {})
+        have = {r: e for r, e in (current.entries if current else {}).items() if e.owner == self.proposal.ref.key}
+        changed = set(want) ^ set(have) | {r for r in want if r in have and _entry(want[r]) != have[r]}
+        return MachinePlan(node, want, self.claims.get(node, {}), _batch_of(self.proposal.definition, changed))
+
+    def satisfied(self, record: MachineRecord) -> bool:
+        """Whether a machine's role already holds exactly what is wanted."""
+        key = self.proposal.ref.key
+        want = self.entries.get(record.name, {})
+        have = {r: e for r, e in record.entries.items() if e.owner == key}
+        return ({r: _entry(s) for r, s in want.items()} == have
+                and self.claims.get(record.name, {}) == {d: o for d, o in record.claims.items() if o == key}
+                and key not in record.pending and (record.allocated or not want) and not record.drifted)
+
+
+def _entry(spec: Mapping[str, Any]) -> Entry:
+    return Entry(spec["proposal"], spec["priority"], tuple(spec["states"]))
+
+
+def _batch_of(definition: Barclamp, roles: set[str]) -> int:
+    for index, batch in enumerate(definition.batches()):
+        if roles & set(batch):
+            return index
+    return 0
+
+
+def machine_mutation(key: str, plan: MachinePlan) -> Callable[[dict[str, Any]], bool]:
+    """Edit a machine's role to hold exactly what ``plan`` wants of proposal ``key``."""
+    def mutate(role: dict[str, Any]) -> bool:
+        data = crowbar_data(role)
+        run_list_map = data.setdefault("run_list_map", {})
+        before = canonical_json([run_list_map, data.get("claimed_disks"), data.get("pending"), data.get("allocated")])
+        for name, spec in list(run_list_map.items()):
+            if spec.get("proposal") == key and name not in plan.entries:
+                del run_list_map[name]
+        for name, spec in plan.entries.items():
+            owner = (run_list_map.get(name) or {}).get("proposal")
+            if owner not in (None, "", key):
+                raise CrowbarError(f"{plan.node} already has {name} from proposal {owner}")
+            run_list_map[name] = dict(spec)
+        claims = data.setdefault("claimed_disks", {})
+        for device, owner in list(claims.items()):
+            if owner == key and device not in plan.claims:
+                del claims[device]
+        for device, owner in plan.claims.items():
+            if claims.get(device) not in (None, owner):
+                raise CrowbarError(f"disk {device} on {plan.node} is claimed by {claims[device]}")
+            claims[device] = owner
+        (data.get("pending") or {}).pop(key, None)
+        if plan.entries and not data.get("allocated"):
+            data["allocated"] = True
+        after = canonical_json([run_list_map, data.get("claimed_disks"), data.get("pending"), data.get("allocated")])
+        return before != after
+
+    return mutate
 
 
 class Committer:
@@ -161,9 +234,9 @@ class Committer:
         self.crowbar = crowbar
         self.chef = crowbar.chef
 
-    # -- planning ------------------------------------------------------------------------
+    # -- what is wanted, and what changed ---------------------------------------------------
 
-    def _desired(self, proposal: Proposal) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, str]]]:
+    def desired(self, proposal: Proposal) -> Desired:
         definition = proposal.definition
         key = proposal.ref.key
         entries: dict[str, dict[str, dict[str, Any]]] = {}
@@ -171,71 +244,42 @@ class Committer:
             spec = {"priority": definition.priority(element), "states": list(element.states), "proposal": key}
             for node in proposal.elements.get(element.name, []):
                 entries.setdefault(node, {})[element.name] = dict(spec)
-        for node, node_entries in entries.items():
-            states: set[str] = set()
-            for spec in node_entries.values():
-                states.update(spec["states"])
+        for node_entries in entries.values():
+            states = {s for spec in node_entries.values() for s in spec["states"]}
             node_entries[proposal.config_role] = {
                 "priority": definition.effective_chef_order,
-                "states": ["all"] if "all" in states else sorted(states),
-                "proposal": key,
-            }
+                "states": ["all"] if "all" in states else sorted(states), "proposal": key}
         members = set(proposal.nodes())
         claims = {node: {device: key for device in devices}
                   for node, devices in definition.claims(proposal).items() if node in members}
-        return entries, claims
+        return Desired(proposal, entries, claims, config_role(proposal))
 
-    def _batch_of(self, definition: Barclamp, roles: set[str]) -> int:
-        for index, batch in enumerate(definition.batches()):
-            if roles & set(batch):
-                return index
-        return 0
+    def applied(self, proposal: Proposal) -> tuple[Proposal | None, dict[str, Any] | None]:
+        """The revision last applied (from history) and the config role."""
+        role = self.chef.roles.find(proposal.config_role)
+        revision = ((role or {}).get("override_attributes") or {}).get(proposal.barclamp, {}).get("crowbar-revision")
+        if not revision:
+            return None, role
+        try:
+            return self.crowbar.proposals.store.revision(proposal.barclamp, proposal.name, int(revision)), role
+        except CrowbarError:
+            return None, role
 
-    def plan(self, proposal: Proposal, cluster: ClusterView) -> Plan:
-        """Everything the commit must write, from a snapshot (reads only)."""
-        definition = proposal.definition
-        key = proposal.ref.key
-        desired_entries, desired_claims = self._desired(proposal)
-        machines: dict[str, _MachinePlan] = {}
-        drifted_machines = []
-        touched = set(desired_entries) | set(desired_claims)
-        for record in cluster:
-            if (any(e.owner == key for e in record.entries.values())
-                    or key in record.claims.values() or key in record.pending):
-                touched.add(record.name)
-        for node in sorted(touched):
-            record = cluster.get(node)
-            want = desired_entries.get(node, {})
-            want_claims = desired_claims.get(node, {})
-            if record is None:
-                continue  # validation reports unknown machines
-            have = {r: e for r, e in record.entries.items() if e.owner == key}
-            have_claims = {d: o for d, o in record.claims.items() if o == key}
-            same = (
-                {r: Entry(s["proposal"], s["priority"], tuple(s["states"])) for r, s in want.items()} == have
-                and want_claims == have_claims and key not in record.pending
-                and (record.allocated or not want)
-            )
-            if record.drifted:
-                drifted_machines.append(node)
-            if same and not record.drifted:
-                continue
-            changed_roles = set(want) ^ set(have) | {r for r in want if r in have and
-                                                     Entry(want[r]["proposal"], want[r]["priority"], tuple(want[r]["states"])) != have[r]}
-            machines[node] = _MachinePlan(node, want, want_claims,
-                                          self._batch_of(definition, changed_roles))
-        desired_config = config_role(proposal)
-        existing = self.chef.roles.find(proposal.config_role)
-        config_changed = existing is None or _strip_volatile(existing) != _strip_volatile(desired_config)
-        missing_roles = self._missing_element_roles(definition)
-        blockers = self.blockers(proposal, cluster)
-        return Plan(
-            proposal=proposal, config=desired_config, config_changed=config_changed,
-            config_exists=existing is not None,
-            config_drifted=existing is not None and config_role_drifted(existing, proposal.barclamp),
-            machines=machines, drifted_machines=drifted_machines, blockers=blockers,
-            missing_element_roles=missing_roles,
-        )
+    def _changed_nodes(self, proposal: Proposal, applied: Proposal) -> set[str]:
+        now, then = self.desired(proposal), self.desired(applied)
+        nodes = set(now.entries) | set(then.entries) | set(now.claims) | set(then.claims)
+        return {n for n in nodes if now.entries.get(n) != then.entries.get(n) or now.claims.get(n) != then.claims.get(n)}
+
+    def _precheck(self, proposal: Proposal) -> None:
+        """Checks that need no lock and no role: bad input writes nothing."""
+        errors = check_shape(proposal) or check_attributes(proposal)
+        if not errors:
+            existing = {name for name in self.chef.roles.list() if name.startswith("crowbar-")}
+            stub = ClusterView({n: MachineRecord(n, node_role_name(n), "", False, {}, {}, {}, False, 0, {})
+                                for n in proposal.nodes() if node_role_name(n) in existing})
+            errors = check_elements(proposal, stub)
+        if errors:
+            raise ValidationError(errors, subject=f"{proposal.barclamp}/{proposal.name}")
 
     def _missing_element_roles(self, definition: Barclamp) -> list[dict[str, Any]]:
         missing = []
@@ -245,30 +289,32 @@ class Committer:
                 missing.append(role)
         return missing
 
-    def blockers(self, proposal: Proposal, cluster: ClusterView) -> list[str]:
-        """Why the proposal cannot be applied now (empty when it can)."""
+    def dependency_blockers(self, proposal: Proposal) -> list[str]:
+        """Dependencies that are missing, queued, not applied or being applied."""
         reasons = []
         definition = proposal.definition
-        ctx = Context(self.crowbar, definition)
-        for dep in definition.all_dependencies(proposal, ctx):
+        for dep in definition.all_dependencies(proposal, Context(self.crowbar, definition)):
             other = self.crowbar.proposals.store.find(dep.barclamp, dep.name)
             if other is None:
                 reasons.append(f"depends on {dep}, which does not exist: create and commit it")
-                continue
-            if other.deployment.get("crowbar-queued"):
+            elif other.deployment.get("crowbar-queued"):
                 reasons.append(f"depends on {dep}, which is queued")
-                continue
-            if self.chef.roles.find(other.config_role) is None:
+            elif self.chef.roles.find(other.config_role) is None:
                 reasons.append(f"depends on {dep}, which is not applied yet: commit it")
-                continue
-            lock = self.crowbar.locks.inspect(proposal_lock_name(dep.barclamp, dep.name))
-            if lock is not None and "commit" in str(lock.get("purpose")) and not self.crowbar.locks.expired(lock):
-                reasons.append(f"depends on {dep}, which is being applied right now")
+            else:
+                lock = self.crowbar.locks.inspect(proposal_lock_name(dep.barclamp, dep.name))
+                if lock is not None and "commit" in str(lock.get("purpose")) and not self.crowbar.locks.expired(lock):
+                    reasons.append(f"depends on {dep}, which is being applied right now")
+        return reasons
+
+    def blockers(self, proposal: Proposal, cluster: ClusterView) -> list[str]:
+        """Why the proposal cannot be applied now (empty when it can)."""
+        reasons = self.dependency_blockers(proposal)
         waiting = []
-        ready_states = set(definition.ready_states)
+        ready = set(proposal.definition.ready_states)
         for node in proposal.nodes():
             record = cluster.get(node)
-            if record is None or record.state in ready_states:
+            if record is None or record.state in ready:
                 continue
             detail = record.state or "unknown state"
             if record.state == "discovered" and not record.allocated:
@@ -276,195 +322,160 @@ class Committer:
             waiting.append(f"{node} ({detail})")
         if waiting:
             shown = ", ".join(waiting[:5]) + (f" and {len(waiting) - 5} more" if len(waiting) > 5 else "")
-            wanted = "/".join(sorted(ready_states))
-            reasons.append(f"{len(waiting)} machine(s) not {wanted} yet: {shown}")
+            reasons.append(f"{len(waiting)} machine(s) not {'/'.join(sorted(ready))} yet: {shown}")
         return reasons
 
-    # -- mutation of one machine's role ------------------------------------------------------
-
-    @staticmethod
-    def machine_mutation(key: str, plan: _MachinePlan) -> Callable[[dict[str, Any]], bool]:
-        def mutate(role: dict[str, Any]) -> bool:
-            data = crowbar_data(role)
-            run_list_map = data.setdefault("run_list_map", {})
-            before = canonical_json([run_list_map, data.get("claimed_disks"), data.get("pending"),
-                                     data.get("allocated")])
-            for name, spec in list(run_list_map.items()):
-                if spec.get("proposal") == key and name not in plan.entries:
-                    del run_list_map[name]
-            for name, spec in plan.entries.items():
-                current = run_list_map.get(name)
-                owner = (current or {}).get("proposal")
-                if current is not None and owner not in (None, "", key):
-                    raise CrowbarError(f"{plan.node} already has {name} from proposal {owner}")
-                run_list_map[name] = dict(spec)
-            claims = data.setdefault("claimed_disks", {})
-            for device, owner in list(claims.items()):
-                if owner == key and device not in plan.claims:
-                    del claims[device]
-            for device, owner in plan.claims.items():
-                if claims.get(device) not in (None, owner):
-                    raise CrowbarError(f"disk {device} on {plan.node} is claimed by {claims[device]}")
-                claims[device] = owner
-            (data.get("pending") or {}).pop(key, None)
-            if plan.entries and not data.get("allocated"):
-                data["allocated"] = True
-            after = canonical_json([run_list_map, data.get("claimed_disks"), data.get("pending"),
-                                    data.get("allocated")])
-            return before != after
-
-        return mutate
-
-    # -- the commit -----------------------------------------------------------------------------
+    # -- the commit ---------------------------------------------------------------------------
 
     def commit(self, barclamp: str, name: str, *, dry_run: bool = False, force: bool = False,
                in_queue: bool = False, progress: Callable[[int], None] | None = None) -> CommitResult:
         started = time.monotonic()
-        store = self.crowbar.proposals.store
-        proposal = store.get(barclamp, name)
-        cluster = self.crowbar.machines.cluster()
-        validate(self.crowbar, proposal, cluster=cluster)
-        plan = self.plan(proposal, cluster)
-        if dry_run:
-            result = self._dry_run(plan)
-            result.seconds = time.monotonic() - started
-            return result
-        if plan.blockers:
-            result = self.crowbar.queue.enqueue(proposal, plan.blockers)
-            result.seconds = time.monotonic() - started
-            return result
+        proposal = self.crowbar.proposals.store.get(barclamp, name)
+        self._precheck(proposal)
+        applied, config = self.applied(proposal)
         status_ok = (proposal.deployment.get("crowbar-status") == "success"
                      and not proposal.deployment.get("crowbar-queued"))
-        if plan.empty and not plan.config_drifted and not plan.drifted_machines and status_ok:
-            if in_queue or self._queued(proposal.ref):
-                self.crowbar.queue.remove(proposal.ref)
-            return CommitResult(proposal.ref, proposal.revision, "unchanged",
-                                seconds=time.monotonic() - started)
-        result = self._apply(proposal, plan, force=force, progress=progress)
+        involved = set(proposal.nodes()) | set(applied.nodes() if applied else [])
+        if dry_run:
+            result = self._dry_run(proposal, sorted(involved), config)
+        elif (proposal.deployment.get("crowbar-queued") or in_queue or self.dependency_blockers(proposal)) and (
+                blocked := self.blockers(proposal, self.crowbar.machines.cluster())):
+            result = self.crowbar.queue.enqueue(proposal, blocked)  # still waiting: nothing locked
+        else:
+            changed = self._changed_nodes(proposal, applied) if applied is not None and status_ok else None
+            if changed is not None and len(changed) <= SMALL_CHANGE * max(1, len(involved)):
+                result = self._small_commit(proposal, changed, config, force=force, in_queue=in_queue,
+                                            progress=progress)
+            else:
+                result = self._apply(proposal, sorted(involved), None, force=force, progress=progress)
+            if not in_queue and result.status == "applied":
+                self.crowbar.queue.process()
         result.seconds = time.monotonic() - started
-        if not in_queue:
-            self.crowbar.queue.process()
         return result
 
-    def _queued(self, ref: ProposalRef) -> bool:
-        return any(i.get("barclamp") == ref.barclamp and i.get("inst") == ref.name
-                   for i in self.crowbar.queue.items())
+    def _small_commit(self, proposal: Proposal, changed: set[str], config: dict[str, Any] | None, *,
+                      force: bool, in_queue: bool, progress: Callable[[int], None] | None) -> CommitResult:
+        """Plan from a search snapshot; lock and write only what differs."""
+        cluster = self.crowbar.machines.cluster()
+        desired = self.desired(proposal)
+        targets = set(changed)
+        for node in set(desired.entries) | set(desired.claims):
+            record = cluster.get(node)
+            if record is None or not desired.satisfied(record):  # absent: the index may lag
+                targets.add(node)
+        key = proposal.ref.key
+        targets.update(r.name for r in cluster if r.name not in desired.entries and (
+            any(e.owner == key for e in r.entries.values()) or key in r.claims.values() or key in r.pending))
+        config_current = (config is not None and _strip_volatile(config) == _strip_volatile(desired.config)
+                          and not config_role_drifted(config, proposal.barclamp))
+        if not targets and config_current and not self._missing_element_roles(proposal.definition):
+            if in_queue or self._queued(proposal.ref):
+                self.crowbar.queue.remove(proposal.ref)
+            return CommitResult(proposal.ref, proposal.revision, "unchanged")
+        return self._apply(proposal, sorted(targets), cluster, force=force, progress=progress)
 
-    def _apply(self, proposal: Proposal, plan: Plan, *, force: bool,
+    def _queued(self, ref: ProposalRef) -> bool:
+        return any(i.get("barclamp") == ref.barclamp and i.get("inst") == ref.name for i in self.crowbar.queue.items())
+
+    def _apply(self, proposal: Proposal, targets: list[str], snapshot: ClusterView | None, *, force: bool,
                progress: Callable[[int], None] | None) -> CommitResult:
+        """Under the proposal's lock and the targets' shard locks: read, check, write."""
         ref = proposal.ref
         store = self.crowbar.proposals.store
-        locks = self.crowbar.locks
-        purpose = f"commit {ref} r{proposal.revision}"
-        with locks.hold(proposal_lock_name(ref.barclamp, ref.name), purpose) as lock:
+        with self.crowbar.locks.hold(proposal_lock_name(ref.barclamp, ref.name),
+                                     f"commit {ref} r{proposal.revision}") as lock:
             current = store.get(ref.barclamp, ref.name)
-            if current.revision != proposal.revision:  # edited while we planned
-                proposal = current
-                cluster = self.crowbar.machines.cluster()
-                validate(self.crowbar, proposal, cluster=cluster)
-                plan = self.plan(proposal, cluster)
-                if plan.blockers:
-                    return self.crowbar.queue.enqueue(proposal, plan.blockers)
+            if current.revision != proposal.revision:  # edited meanwhile: commit what is there now
+                applied, _ = self.applied(current)
+                proposal, snapshot = current, None
+                targets = sorted(set(current.nodes()) | set(applied.nodes() if applied else []))
             else:
                 proposal = current
-            drift = ([proposal.config_role] if plan.config_drifted else []) + [
-                node_role_name(n) for n in plan.drifted_machines]
-            if drift and not force:
-                raise DriftError(
-                    f"{len(drift)} role(s) were changed by hand since barclamp-sdk wrote them "
-                    f"({', '.join(drift[:3])}{' ...' if len(drift) > 3 else ''}); nothing was written. "
-                    f"Review them (`crowbar raw GET /roles/NAME`), then commit with --force to overwrite"
-                )
-            definition = proposal.definition
-            ctx = Context(self.crowbar, definition)
-            old = self._applied(proposal) if plan.config_exists else None
+            blocked: list[str] = []
+            with self.crowbar.machines.roles.locked(targets, f"commit {ref} r{proposal.revision}") as held:
+                roles = {n: r for n, r in held.fetch().items() if r is not None}
+                # The node run-list check reads only nodes: it overlaps the role writes.
+                node_check = _Background(self.crowbar.machines.ensure_node_run_list, proposal.nodes())
+                fresh = {n: record_from_role(r) for n, r in roles.items()}
+                records = {**({r.name: r for r in snapshot} if snapshot else {}),
+                           **{n: r for n, r in fresh.items() if r is not None}}
+                view = ClusterView(records)
+                validate(self.crowbar, proposal, cluster=view)
+                blocked = self.blockers(proposal, view)
+                if not blocked:
+                    written, overwritten = self._write(proposal, roles, fresh, held, lock, force=force,
+                                                       progress=progress)
+            repaired = node_check.result()
+            if blocked:
+                return self.crowbar.queue.enqueue(proposal, blocked)
             try:
-                definition.apply_pre(ctx, old, proposal)
-                for role in plan.missing_element_roles:
-                    locks.ensure_valid(lock)
-                    self._upload(role)
-                if plan.config_changed or (plan.config_drifted and force):
-                    locks.ensure_valid(lock)
-                    self._upload(plan.config)
-                written = self._write_machines(proposal, plan, force=force, lock=lock, progress=progress)
-                repaired = self.crowbar.machines.ensure_node_run_list(proposal.nodes())
-                definition.apply_post(ctx, old, proposal)
+                proposal.definition.apply_post(Context(self.crowbar, proposal.definition), None, proposal)
             except CrowbarError as exc:
                 self._record_status(proposal, failed=str(exc))
                 raise
             self.crowbar.queue.remove(ref)
             self._record_status(proposal)
-        return CommitResult(ref, proposal.revision, "applied", machines_written=len(written.written),
-                            repaired_nodes=repaired, drifted=sorted(set(written.drifted)))
+        return CommitResult(ref, proposal.revision, "applied", machines_written=written,
+                            repaired_nodes=repaired, drifted=overwritten)
 
-    def deactivate(self, barclamp: str, name: str) -> CommitResult:
-        """Remove everything a committed proposal put on machines, then its config role."""
-        started = time.monotonic()
-        store = self.crowbar.proposals.store
-        ref = ProposalRef(barclamp, name)
-        with self.crowbar.locks.hold(proposal_lock_name(barclamp, name), f"deactivate {ref}") as lock:
-            proposal = store.get(barclamp, name)
-            emptied = proposal.copy()
-            for element in list(emptied.elements):
-                emptied.elements[element] = []
-            plan = self.plan(emptied, self.crowbar.machines.cluster())
-            written = self._write_machines(emptied, plan, force=False, lock=lock, progress=None)
+    def _write(self, proposal: Proposal, roles: dict[str, dict[str, Any]],
+               records: Mapping[str, MachineRecord | None], held: Any, lock: Any, *,
+               force: bool, progress: Callable[[int], None] | None) -> tuple[int, list[str]]:
+        """Mutate and write the roles; (machines written, hand-edited roles overwritten)."""
+        definition = proposal.definition
+        desired = self.desired(proposal)
+        config = self.chef.roles.find(proposal.config_role)
+        drift = [proposal.config_role] if config is not None and config_role_drifted(config, proposal.barclamp) else []
+        drifted_nodes = sorted(n for n, r in records.items() if r is not None and r.drifted)
+        drift += [node_role_name(n) for n in drifted_nodes]
+        if drift and not force:
+            raise DriftError(
+                f"{len(drift)} role(s) were changed by hand since barclamp-sdk wrote them "
+                f"({', '.join(drift[:3])}{' ...' if len(drift) > 3 else ''}); nothing was written. "
+                f"Review them (`crowbar raw GET /roles/NAME`), then commit with --force to overwrite")
+        batches: dict[int, dict[str, dict[str, Any]]] = {}
+        key = proposal.ref.key
+        failures = []
+        for node, role in roles.items():
+            plan = desired.plan_for(node, records.get(node))
             try:
-                self.chef.roles.delete(proposal.config_role)
-            except NotFound:
-                pass
-            self.crowbar.queue.remove(ref)
-            for key in STATUS_KEYS:
-                proposal.deployment.pop(key, None)
-            store.write_status(proposal)
-        return CommitResult(ref, proposal.revision, "deactivated", machines_written=len(written.written),
-                            seconds=time.monotonic() - started)
-
-    def _applied(self, proposal: Proposal) -> Proposal | None:
-        role = self.chef.roles.find(proposal.config_role)
-        revision = ((role or {}).get("override_attributes") or {}).get(proposal.barclamp, {}).get("crowbar-revision")
-        if not revision:
-            return None
+                changed = machine_mutation(key, plan)(role)
+            except CrowbarError as exc:
+                failures.append(str(exc))
+                continue
+            if node in drifted_nodes:  # --force: rewrite what we manage, drop the mark
+                crowbar_data(role).pop(DRIFT, None)
+                changed = True
+            if changed:
+                batches.setdefault(plan.batch, {})[node] = role
+        if failures:
+            raise ValidationError(failures, subject=str(proposal.ref))
+        context = Context(self.crowbar, definition)
+        old = self.applied(proposal)[0] if config is not None else None
         try:
-            return self.crowbar.proposals.store.revision(proposal.barclamp, proposal.name, int(revision))
-        except CrowbarError:
-            return None
+            definition.apply_pre(context, old, proposal)
+            for role in self._missing_element_roles(definition):
+                self._upload(role)
+            if config is None or _strip_volatile(config) != _strip_volatile(desired.config) or drift:
+                self.crowbar.locks.ensure_valid(lock)
+                self._upload(desired.config)
+            written = 0
+            order = sorted(batches)
+            for position, index in enumerate(order):
+                written += len(held.write(batches[index], progress=progress))
+                if position < len(order) - 1:
+                    self.crowbar.locks.update(lock, batch=index + 1, batches=len(definition.batches()),
+                                              machines_done=written, revision=proposal.revision)
+        except CrowbarError as exc:
+            self._record_status(proposal, failed=str(exc))
+            raise
+        return written, drifted_nodes
 
     def _upload(self, role: dict[str, Any]) -> None:
         try:
             self.chef.roles.update(role["name"], role)
         except NotFound:
             self.chef.roles.create(role)
-
-    def _write_machines(self, proposal: Proposal, plan: Plan, *, force: bool, lock: Any,
-                        progress: Callable[[int], None] | None) -> UpdateReport:
-        key = proposal.ref.key
-        batches = proposal.definition.batches() or [[]]
-        report = UpdateReport()
-        work = [[p for p in plan.machines.values() if p.batch == index] for index in range(len(batches))]
-        remaining = sum(1 for w in work if w)
-        for index, items in enumerate(work):
-            if not items:
-                continue
-            self.crowbar.locks.ensure_valid(lock)
-            mutations = {p.node: self.machine_mutation(key, p) for p in items}
-            part = self.crowbar.machines.roles.update(
-                mutations, purpose=f"commit {proposal.ref} r{proposal.revision} batch {index + 1}",
-                on_drift="overwrite" if force else "skip", progress=progress)
-            report.merge(part)
-            remaining -= 1
-            if remaining:
-                self.crowbar.locks.update(lock, batch=index + 1, batches=len(batches),
-                                          machines_done=len(report.written), revision=proposal.revision)
-        if report.failed or report.missing or (report.drifted and not force):
-            problems = [f"{n}: {e}" for n, e in sorted(report.failed.items())]
-            problems += [f"{n}: its role vanished" for n in report.missing]
-            problems += [f"{n}: changed by hand meanwhile (commit with --force)" for n in report.drifted]
-            raise CrowbarError(
-                f"commit of {proposal.ref} stopped with {len(problems)} machine(s) not updated: "
-                f"{problems[0]}{' ...' if len(problems) > 1 else ''}; fix and commit again"
-            )
-        return report
 
     def _record_status(self, proposal: Proposal, *, failed: str | None = None) -> None:
         deployment = proposal.deployment
@@ -482,54 +493,114 @@ class Committer:
             except CrowbarError as exc:
                 log.warning("could not record the status of %s: %s", proposal.ref, exc)
 
-    # -- dry run -----------------------------------------------------------------------------
+    # -- deactivation and dry runs ----------------------------------------------------------------
 
-    def _dry_run(self, plan: Plan) -> CommitResult:
-        proposal = plan.proposal
+    def deactivate(self, barclamp: str, name: str) -> CommitResult:
+        """Remove everything a committed proposal put on machines, then its config role."""
+        started = time.monotonic()
+        store = self.crowbar.proposals.store
+        proposal = store.get(barclamp, name)
         key = proposal.ref.key
+        emptied = proposal.copy()
+        for element in list(emptied.elements):
+            emptied.elements[element] = []
+        cluster = self.crowbar.machines.cluster()
+        holders = [r.name for r in cluster if any(e.owner == key for e in r.entries.values())
+                   or key in r.claims.values() or key in r.pending]
+        with self.crowbar.locks.hold(proposal_lock_name(barclamp, name), f"deactivate {proposal.ref}") as lock:
+            with self.crowbar.machines.roles.locked(holders, f"deactivate {proposal.ref}") as held:
+                roles = {n: r for n, r in held.fetch().items() if r is not None}
+                plan_empty = MachinePlan("", {}, {}, 0)
+                changed = {}
+                for node, role in roles.items():
+                    plan_empty.node = node
+                    if machine_mutation(key, plan_empty)(role):
+                        changed[node] = role
+                self.crowbar.locks.ensure_valid(lock)
+                written = held.write(changed)
+            try:
+                self.chef.roles.delete(proposal.config_role)
+            except NotFound:
+                pass
+            self.crowbar.queue.remove(proposal.ref)
+            for status in STATUS_KEYS:
+                proposal.deployment.pop(status, None)
+            store.write_status(proposal)
+        return CommitResult(proposal.ref, proposal.revision, "deactivated", machines_written=len(written),
+                            seconds=time.monotonic() - started)
+
+    def _dry_run(self, proposal: Proposal, involved: Iterable[str], config: dict[str, Any] | None) -> CommitResult:
+        names = list(involved)
+        roles = dict(zip(names, _parallel(self.crowbar.concurrency,
+                                          lambda n: self.chef.roles.find(node_role_name(n)), names)))
+        records = {n: record_from_role(r) for n, r in roles.items() if r is not None}
+        view = ClusterView({n: r for n, r in records.items() if r is not None})
+        validate(self.crowbar, proposal, cluster=view)
+        desired = self.desired(proposal)
         changes = []
-        for role in plan.missing_element_roles:
+        for role in self._missing_element_roles(proposal.definition):
             changes.append(RoleChange(role["name"], "update" if self.chef.roles.find(role["name"]) else "create",
                                       run_list_after=role["run_list"]))
-        if plan.config_changed:
-            existing = self.chef.roles.find(proposal.config_role)
-            change = RoleChange(proposal.config_role, "update" if existing else "create")
-            if existing:
-                change.changes = [str(c) for c in diff(_strip_volatile(existing), _strip_volatile(plan.config))]
+        if config is None or _strip_volatile(config) != _strip_volatile(desired.config):
+            change = RoleChange(proposal.config_role, "update" if config else "create")
+            if config:
+                change.changes = [str(c) for c in diff(_strip_volatile(config), _strip_volatile(desired.config))]
             changes.append(change)
-        for node in sorted(plan.machines):
-            try:
-                role = self.chef.roles.get(node_role_name(node))
-            except NotFound:
+        key = proposal.ref.key
+        drift = []
+        for node in sorted(roles):
+            role = roles[node]
+            if role is None:
                 continue
-            before_map = dict(crowbar_data(role).get("run_list_map") or {})
-            before_run_list = list(role.get("run_list") or [])
             after = copy.deepcopy(role)
-            if not self.machine_mutation(key, plan.machines[node])(after) and not drifted(role):
+            moved = machine_mutation(key, desired.plan_for(node, records.get(node)))(after)
+            if drifted(role):
+                drift.append(node)
+            if not moved and not drifted(role):
                 continue
+            before_map = crowbar_data(role).get("run_list_map") or {}
             after_map = crowbar_data(after).get("run_list_map") or {}
             changes.append(RoleChange(
                 role=role["name"], action="update", node=node,
-                run_list_before=before_run_list, run_list_after=active_run_list(crowbar_data(after)),
-                added=sorted(set(after_map) - set(before_map)),
-                removed=sorted(set(before_map) - set(after_map)),
+                run_list_before=list(role.get("run_list") or []),
+                run_list_after=active_run_list(crowbar_data(after)),
+                added=sorted(set(after_map) - set(before_map)), removed=sorted(set(before_map) - set(after_map)),
                 changes=[str(c) for c in diff(crowbar_data(role).get("claimed_disks") or {},
                                               crowbar_data(after).get("claimed_disks") or {}, "claimed_disks")]
-                + (["drifted: changed by hand since barclamp-sdk wrote it"] if drifted(role) else []),
-            ))
-        return CommitResult(proposal.ref, proposal.revision, "planned", reasons=plan.blockers,
-                            changes=changes, drifted=plan.drifted_machines)
+                + (["drifted: changed by hand since barclamp-sdk wrote it"] if drifted(role) else [])))
+        return CommitResult(proposal.ref, proposal.revision, "planned", reasons=self.blockers(proposal, view),
+                            changes=changes, drifted=drift)
 
 
-def _strip_volatile(role: Mapping[str, Any]) -> dict[str, Any]:
-    """A role minus what the server adds and our own fingerprints."""
-    body = copy.deepcopy(dict(role))
-    for key in ("json_class", "chef_type"):
-        body.pop(key, None)
-    for attributes in ("default_attributes", "override_attributes"):
-        for value in (body.get(attributes) or {}).values():
-            if isinstance(value, dict):
-                value.pop(FINGERPRINT, None)
-                value.pop(DRIFT, None)
-    body.setdefault("env_run_lists", {})
-    return body
+class _Background:
+    """Run a function in a thread; ``result()`` waits and re-raises its error."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        import threading
+
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._value = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="background", daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _parallel(workers: int, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(items) <= 1 or workers <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))

@@ -226,6 +226,44 @@ class LockManager:
         held = self._thread_held()
         if lock.name in held:
             held.remove(lock.name)
+        self._release_unowned(lock)
+
+    @contextlib.contextmanager
+    def holding(self, names: Iterable[str], purpose: str, *, timeout: float | None = None) -> Iterator[list[Lock]]:
+        """Hold several locks, taken one by one in the global order.
+
+        Release order does not matter for deadlocks, so they are released
+        together (in parallel), each only if still ours.
+        """
+        ordered = sorted(set(names), key=lock_order)
+        taken: list[Lock] = []
+        try:
+            for name in ordered:
+                taken.append(self.acquire(name, purpose, timeout=timeout))
+            yield taken
+        finally:
+            self._release_all(taken)
+
+    def _release_all(self, locks: list[Lock]) -> None:
+        nested = [lock for lock in locks if lock.depth > 1]
+        for lock in nested:
+            self.release(lock)
+        outer = [lock for lock in locks if lock.depth <= 1 and lock not in nested]
+        held = self._thread_held()
+        for lock in outer:
+            if lock.name in held:
+                held.remove(lock.name)
+        if len(outer) <= 2:
+            for lock in reversed(outer):
+                self._release_unowned(lock)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(8, len(outer)), thread_name_prefix="unlock") as pool:
+            list(pool.map(self._release_unowned, outer))
+
+    def _release_unowned(self, lock: Lock) -> None:
+        """Release a lock already removed from its thread's list."""
         with self._mutex:
             self._held.pop(lock.name, None)
         if lock.lost:
@@ -237,19 +275,6 @@ class LockManager:
                 return
         with contextlib.suppress(NotFound):
             self.chef.data_bags.delete_item(self.bag, lock.name)
-
-    @contextlib.contextmanager
-    def holding(self, names: Iterable[str], purpose: str, *, timeout: float | None = None) -> Iterator[list[Lock]]:
-        """Hold several locks, taken in the global order, released in reverse."""
-        ordered = sorted(set(names), key=lock_order)
-        taken: list[Lock] = []
-        try:
-            for name in ordered:
-                taken.append(self.acquire(name, purpose, timeout=timeout))
-            yield taken
-        finally:
-            for lock in reversed(taken):
-                self.release(lock)
 
     @contextlib.contextmanager
     def hold(self, name: str, purpose: str, *, timeout: float | None = None) -> Iterator[Lock]:
@@ -308,11 +333,20 @@ class LockManager:
             if not held:
                 continue
             for lock in held:
-                if time.time() > lock.expires_at - lock.lease * 2 / 3:
-                    try:
-                        self._renew(lock)
-                    except CrowbarError as exc:
-                        log.warning("could not renew lock %s: %s", lock.name, exc)
+                with self._mutex:
+                    still_held = self._held.get(lock.name) is lock
+                if not still_held or time.time() <= lock.expires_at - lock.lease * 2 / 3:
+                    continue
+                try:
+                    self._renew(lock)
+                except NotFound:
+                    with self._mutex:
+                        released = self._held.get(lock.name) is not lock
+                    if not released:  # deleted under us: we no longer hold it
+                        lock.lost = True
+                        log.warning("lock %s disappeared while held; the next write will stop", lock.name)
+                except CrowbarError as exc:
+                    log.warning("could not renew lock %s: %s", lock.name, exc)
 
     # -- inspection ------------------------------------------------------------------------
 

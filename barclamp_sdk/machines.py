@@ -132,23 +132,19 @@ class Machines:
         return found
 
     def ensure_node_run_list(self, names: Iterable[str]) -> list[str]:
-        """Check each node's run list holds its crowbar role; repair (warned) if not."""
-        wanted = sorted(set(names))
+        """Check each node's run list holds its crowbar role; repair (warned) if not.
+
+        One search finds the nodes whose run list names no crowbar role at all
+        (normally none); each is confirmed from its object endpoint (search may
+        lag) before it is repaired.
+        """
+        wanted = set(names)
         if not wanted:
             return []
-        query = _names_query(wanted) if len(wanted) <= _OR_QUERY_LIMIT else "name:*"
-        keep = set(wanted)
-        suspect = []
-        seen = set()
-        for row in self.chef.partial_search("node", query, {"name": ["name"], "run_list": ["run_list"]}):
-            name = row.get("name")
-            if name not in keep:
-                continue
-            seen.add(name)
-            if f"role[{node_role_name(name)}]" not in (row.get("run_list") or []):
-                suspect.append(name)
+        suspects = [row["name"] for row in self.chef.partial_search(
+            "node", "*:* AND NOT run_list:role*crowbar*", {"name": ["name"]}) if row.get("name") in wanted]
         repaired = []
-        for name in suspect + sorted(keep - seen):
+        for name in sorted(suspects):
             if self._add_role_to_node(name):
                 log.warning("node %s had lost role[%s] from its run list; restored it "
                             "(another tool or chef-client overwrote the node)", name, node_role_name(name))

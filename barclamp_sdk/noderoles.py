@@ -28,10 +28,11 @@ under its shard's lock, changed, and written back only if it changed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +40,7 @@ from typing import Any
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.errors import Conflict, CrowbarError, NotFound
 from barclamp_sdk.jsondoc import fingerprint
-from barclamp_sdk.locks import LockManager
+from barclamp_sdk.locks import Lock, LockManager
 from barclamp_sdk.naming import machine_lock_name, machine_shard, node_role_name
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,7 @@ def new_node_role(node: str, state: str) -> dict[str, Any]:
         "name": node_role_name(node),
         "json_class": "Chef::Role",
         "chef_type": "role",
-        "description": (
-            f"Crowbar data for machine {node}, managed by barclamp-sdk: change it "
-            "through proposals; override_attributes are yours to edit"
-        ),
+        "description": f"Crowbar data for {node} (barclamp-sdk; see docs/chef-admin.md)",
         "default_attributes": {
             "crowbar": {
                 "node": node,
@@ -159,6 +157,51 @@ class UpdateReport:
         return not (self.missing or self.drifted or self.failed)
 
 
+class LockedRoles:
+    """Roles of a set of machines, their shard locks held (see :meth:`NodeRoleStore.locked`).
+
+    Read them all, decide, then write the ones that changed: each role is
+    read once from its object endpoint and written at most once.
+    """
+
+    def __init__(self, store: NodeRoleStore, nodes: list[str], locks: list[Lock]) -> None:
+        self.store = store
+        self.nodes = nodes
+        self.locks = locks
+
+    def _parallel(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        workers = min(self.store.concurrency, len(items))
+        if workers <= 1:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roles") as pool:
+            return list(pool.map(fn, items))
+
+    def fetch(self) -> dict[str, dict[str, Any] | None]:
+        """Every role, read from its object endpoint (None: not a machine)."""
+        chef = self.store.chef
+        roles = self._parallel(lambda n: chef.roles.find(node_role_name(n)), self.nodes)
+        return dict(zip(self.nodes, roles))
+
+    def write(self, roles: Mapping[str, dict[str, Any]], *,
+              progress: Callable[[int], None] | None = None) -> list[str]:
+        """Write changed roles (revision bumped, run list rebuilt, sealed)."""
+        chef = self.store.chef
+
+        def put(node: str) -> str:
+            for lock in self.locks:
+                self.store.locks.ensure_valid(lock)
+            role = roles[node]
+            data = crowbar_data(role)
+            data[REVISION] = int(data.get(REVISION, 0)) + 1
+            seal(role)
+            chef.roles.update(node_role_name(node), role)
+            if progress is not None:
+                progress(1)
+            return node
+
+        return self._parallel(put, sorted(roles))
+
+
 class NodeRoleStore:
     """Reads and writes ``crowbar-<node>`` roles under shard locks."""
 
@@ -182,6 +225,14 @@ class NodeRoleStore:
             return role, True
         except Conflict:
             return self.get(node), False
+
+    @contextlib.contextmanager
+    def locked(self, nodes: Iterable[str], purpose: str) -> Iterator[LockedRoles]:
+        """Hold the shard locks of ``nodes`` (taken in order) for a bulk change."""
+        names = sorted(set(nodes))
+        shards = sorted({machine_lock_name(machine_shard(n)) for n in names})
+        with self.locks.holding(shards, purpose) as held:
+            yield LockedRoles(self, names, held)
 
     def update(
         self,

@@ -196,8 +196,13 @@ class Proposals:
     # -- writing --------------------------------------------------------------------------
 
     def create(self, barclamp: str, name: str, *, description: str | None = None,
-               settings: Mapping[str, Any] | None = None, from_inventory: bool = True) -> Proposal:
-        """A new proposal from the template and the barclamp's reading of the inventory."""
+               settings: Mapping[str, Any] | None = None, from_inventory: bool = True,
+               fill: Callable[[Proposal], None] | None = None) -> Proposal:
+        """A new proposal from the template and the barclamp's reading of the inventory.
+
+        ``settings`` are dotted keys set first; ``fill`` edits the document
+        last (``from_inventory=False`` skips the barclamp's placement).
+        """
         definition = self.crowbar.barclamps.get(barclamp)
         check_proposal_name(name)
         if self.store.find(barclamp, name) is not None:
@@ -212,6 +217,8 @@ class Proposals:
         inventory = self.crowbar.machines.inventory() if from_inventory else None
         if inventory is not None:
             definition.create_proposal(proposal, inventory, Context(self.crowbar, definition))
+        if fill is not None:
+            fill(proposal)
         with self.crowbar.locks.hold(proposal_lock_name(barclamp, name), f"create {barclamp}/{name}"):
             self._check_and_seal(proposal)
             machines = f" from an inventory of {len(inventory)} machine(s)" if inventory is not None else ""
@@ -225,17 +232,24 @@ class Proposals:
         lock, so bad input and no-op edits write nothing at all; then it is
         applied again, under the lock, to the document as it is by then.
         """
-        preview = self._edited(self.store.get(barclamp, name), mutate, expected_revision)
+        current = self.store.get(barclamp, name)
+        preview = self._edited(current, mutate, expected_revision)
         if preview is None:
-            return self.store.get(barclamp, name)
+            return current
         self._check(preview)
+        if _comparable(preview) == _comparable(current):
+            return current  # the change normalises to what is stored: no new revision
         with self.crowbar.locks.hold(proposal_lock_name(barclamp, name), f"edit {barclamp}/{name}") as lock:
             current = self.store.get(barclamp, name)
             edited = self._edited(current, mutate, expected_revision)
             if edited is None:
                 return current
             self._note_takeover(lock, edited)
-            self._check_and_seal(edited)
+            self._check(edited)
+            same_status = all(edited.deployment.get(k) == current.deployment.get(k) for k in STATUS_KEYS)
+            if _comparable(edited) == _comparable(current) and same_status:
+                return current
+            self._seal_secrets(edited)
             return self.store.save(edited, expected_revision=current.revision, change=change)
 
     def _edited(self, current: Proposal, mutate: Callable[[Proposal], None],

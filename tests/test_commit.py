@@ -164,7 +164,7 @@ def test_hand_edited_roles_are_reported_and_overwritten_only_with_force(crowbar,
     with pytest.raises(DriftError) as info:
         crowbar.proposals.commit("widget", "default")
     assert node_role_name(name) in str(info.value) and "--force" in str(info.value)
-    assert chef.stats.snapshot()["writes"] - before == 2  # the proposal lock only
+    assert chef.stats.snapshot()["writes"] - before == 4  # lock traffic only: proposal + its shard
     assert chef.roles.get("widget-config-default")["default_attributes"]["widget"]["port"] == 8080
     assert crowbar.proposals.commit("widget", "default", dry_run=True).drifted == [name]
     result = crowbar.proposals.commit("widget", "default", force=True)

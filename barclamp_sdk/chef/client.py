@@ -89,19 +89,24 @@ class RequestStats:
     """Counts of requests sent, by method; thread-safe.
 
     ``reads`` counts GETs and searches, ``writes`` counts PUT, POST (other
-    than search) and DELETE; ``attempts`` includes retries.
+    than search) and DELETE; ``attempts`` includes retries; ``by_endpoint``
+    counts by method and path shape (``GET /nodes/*`` reads one node).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.by_method: Counter[str] = Counter()
+        self.by_endpoint: Counter[str] = Counter()
         self.reads = 0
         self.writes = 0
         self.attempts = 0
 
     def record(self, method: str, path: str) -> None:
+        parts = path.strip("/").split("/")
+        shape = f"{method} /{parts[0]}" + ("/*" if len(parts) > 1 else "")
         with self._lock:
             self.by_method[method] += 1
+            self.by_endpoint[shape] += 1
             if method in WRITE_METHODS and not path.startswith("/search"):
                 self.writes += 1
             else:
@@ -115,7 +120,8 @@ class RequestStats:
         """Current counts as a plain dict."""
         with self._lock:
             return {"reads": self.reads, "writes": self.writes, "attempts": self.attempts,
-                    **{m.lower(): n for m, n in self.by_method.items()}}
+                    **{m.lower(): n for m, n in self.by_method.items()},
+                    "by_endpoint": dict(self.by_endpoint)}
 
 
 class ChefClient:
@@ -142,6 +148,11 @@ class ChefClient:
         )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        # Proxies from the environment are resolved once: requests would
+        # re-read the whole environment on every request (about half a
+        # millisecond each), and the CA bundle and auth are explicit anyway.
+        self.session.trust_env = False
+        self.session.proxies = requests.utils.get_environ_proxies(self.base_url)
         self.session.auth = self.signer
         self.session.headers.update(
             {
@@ -171,6 +182,12 @@ class ChefClient:
             wait=_Wait(policy.backoff_initial, policy.backoff_max),
             reraise=True,
         )
+        # After a request gave up on an unreachable server, the next ones try
+        # once until one succeeds or the retry cap has passed again: cleanup
+        # after an outage (status, locks) fails fast instead of waiting the
+        # full cap per request.
+        self._single_try = dict(self._retry_kwargs, stop=tenacity.stop_after_attempt(1))
+        self._outage_until = 0.0
         self.nodes = Collection(self, "nodes")
         self.roles = Collection(self, "roles")
         self.environments = Collection(self, "environments")
@@ -227,14 +244,22 @@ class ChefClient:
                 raise _RetryableStatus(response)
             return response
 
+        in_outage = started < self._outage_until
         try:
-            response = tenacity.Retrying(**self._retry_kwargs)(attempt)
+            response = tenacity.Retrying(**(self._single_try if in_outage else self._retry_kwargs))(attempt)
         except _RetryableStatus as exc:
+            self._outage_until = time.monotonic() + self.config.retry.total_timeout
             raise_for_response(method, path, exc.response, retried=attempts > 1)
             raise  # pragma: no cover - raise_for_response always raises here
         except (requests.ConnectionError, requests.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:
             elapsed = time.monotonic() - started
+            self._outage_until = time.monotonic() + self.config.retry.total_timeout
+            if in_outage:
+                raise ConnectionFailed(
+                    f"{method} {path}: cannot reach the Chef server at {self.base_url} "
+                    f"({_short_reason(exc)}; still unreachable after the previous request gave up)"
+                ) from None
             raise ConnectionFailed(
                 f"{method} {path}: cannot reach the Chef server at {self.base_url} "
                 f"({_short_reason(exc)}; gave up after {attempts} attempt{'s' if attempts != 1 else ''} "
@@ -242,6 +267,7 @@ class ChefClient:
             ) from None
         except requests.RequestException as exc:
             raise ConnectionFailed(f"{method} {path}: {_short_reason(exc)}") from None
+        self._outage_until = 0.0
         if self.flavor is None:
             self.flavor = "goiardi" if response.headers.get("X-Goiardi") else "chef-server"
         log.debug("%s %s -> %s (%d attempt(s), %.1f ms)", method, path,
@@ -313,9 +339,18 @@ class ChefClient:
             return "url asc" if partial else None
         return "X_CHEF_id_CHEF_X asc"
 
-    def search(self, index: str, query: str = "*:*", *, rows: int = 1000) -> Iterator[dict[str, Any]]:
+    def page_size(self) -> int:
+        """Rows per search page: goiardi evaluates every match for each page,
+        so few large pages are much cheaper there; Chef Server pages cheaply."""
+        if self.config.search_rows:
+            return self.config.search_rows
+        if self.flavor is None:
+            self.get("/environments/_default")
+        return 10000 if self.flavor == "goiardi" else 1000
+
+    def search(self, index: str, query: str = "*:*", *, rows: int | None = None) -> Iterator[dict[str, Any]]:
         """Yield every object matching ``query`` in ``index``, page by page."""
-        yield from self._paged(index, query, rows, None)
+        yield from self._paged(index, query, rows or self.page_size(), None)
 
     def partial_search(
         self,
@@ -323,7 +358,7 @@ class ChefClient:
         query: str,
         keys: Mapping[str, Sequence[str]],
         *,
-        rows: int = 1000,
+        rows: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Yield only the attributes named in ``keys`` for each match.
 
@@ -334,7 +369,7 @@ class ChefClient:
         # fields ("run_list", "env_run_lists" ...) as if they were those fields.
         names = list(keys)
         body = {f"k{i}": list(keys[name]) for i, name in enumerate(names)}
-        for row in self._paged(index, query, rows, body):
+        for row in self._paged(index, query, rows or self.page_size(), body):
             data = row.get("data") or {}
             yield {name: data.get(f"k{i}") for i, name in enumerate(names)}
 

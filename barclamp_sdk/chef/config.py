@@ -90,6 +90,8 @@ class ChefConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     max_connections: int = 16
+    #: Rows per search page (0: 1,000, or 10,000 on goiardi).
+    search_rows: int = 0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     encrypted_data_bag_secret: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
