@@ -81,6 +81,8 @@ class Change:
     old: Any = None
     new: Any = None
     kind: str = "changed"  # added | removed | changed
+    #: The path as keys (unambiguous when keys hold dots, like node names).
+    keys: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         if self.kind == "added":
@@ -95,21 +97,22 @@ class Change:
 
 def diff(old: Any, new: Any, path: str = "") -> list[Change]:
     """Structural differences between two JSON documents, by dotted path."""
-    return list(_diff(old, new, path))
+    return list(_diff(old, new, path, tuple(path.split(".")) if path else ()))
 
 
-def _diff(old: Any, new: Any, path: str) -> Iterator[Change]:
+def _diff(old: Any, new: Any, path: str, keys: tuple[str, ...]) -> Iterator[Change]:
     if isinstance(old, Mapping) and isinstance(new, Mapping):
         for key in sorted(set(old) | set(new), key=str):
             child = f"{path}.{key}" if path else str(key)
+            child_keys = (*keys, str(key))
             if key not in new:
-                yield Change(child, old=old[key], kind="removed")
+                yield Change(child, old=old[key], kind="removed", keys=child_keys)
             elif key not in old:
-                yield Change(child, new=new[key], kind="added")
+                yield Change(child, new=new[key], kind="added", keys=child_keys)
             else:
-                yield from _diff(old[key], new[key], child)
+                yield from _diff(old[key], new[key], child, child_keys)
     elif old != new:
-        yield Change(path or ".", old=old, new=new)
+        yield Change(path or ".", old=old, new=new, keys=keys)
 
 
 def unified_diff(old: Any, new: Any, old_label: str, new_label: str) -> str:

@@ -192,9 +192,10 @@ def demo(state: CLIState, directory: str) -> int:
 
 
 def _register() -> None:
-    from barclamp_sdk.cli import machines, sim
+    from barclamp_sdk.cli import batch, machines, sim
 
-    for command in (machines.machines, machines.roles, machines.queue, machines.barclamps, sim.sim):
+    for command in (machines.machines, machines.roles, machines.queue, machines.barclamps, sim.sim,
+                    batch.batch, batch.completion):
         root.add_command(command)
 
 

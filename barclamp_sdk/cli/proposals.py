@@ -133,8 +133,9 @@ def _edit_in_editor(state: CLIState, barclamp: str, name: str) -> None:
                 problem = f"not valid YAML: {str(exc).splitlines()[0]}"
             except ValidationError as exc:
                 problem = "; ".join(exc.errors) if exc.errors else str(exc)
-            except CrowbarError as exc:
-                raise exc
+            except CrowbarError as exc:  # e.g. someone else saved meanwhile: keep the edit
+                kept = _keep_edit(barclamp, name, base_revision, content)
+                raise type(exc)(f"{exc} (your edit is kept in {kept})") from None
             else:
                 if saved.revision == base_revision:
                     click.echo("no changes", err=True)
@@ -143,12 +144,21 @@ def _edit_in_editor(state: CLIState, barclamp: str, name: str) -> None:
                 return
             click.echo(f"error: {problem}", err=True)
             if not sys.stdin.isatty() and os.environ.get("CROWBAR_EDIT_RETRY") != "1":
-                raise ValidationError(problem)
-            if not click.confirm("Reopen the editor to fix it?", default=True, err=True):
-                kept = Path(tempfile.gettempdir()) / f"crowbar-{barclamp}-{name}-r{base_revision}.yaml"
-                kept.write_text(content)
+                kept = _keep_edit(barclamp, name, base_revision, content)
                 raise ValidationError(f"{problem} (your edit is kept in {kept})")
-            path.write_text(f"# ERROR: {problem}\n" + content)
+            if not click.confirm("Reopen the editor to fix it?", default=True, err=True):
+                kept = _keep_edit(barclamp, name, base_revision, content)
+                raise ValidationError(f"{problem} (your edit is kept in {kept})")
+            edited = "".join(line for line in content.splitlines(keepends=True) if not line.startswith("# ERROR: "))
+            path.write_text(f"# ERROR: {problem}\n" + edited)
+
+
+def _keep_edit(barclamp: str, name: str, revision: int, content: str) -> Path:
+    """Save an edit that could not be applied where the user can find it."""
+    fd, kept = tempfile.mkstemp(prefix=f"crowbar-{barclamp}-{name}-r{revision}-", suffix=".yaml")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+    return Path(kept)
 
 
 def make_group(barclamp: Barclamp) -> click.Group:

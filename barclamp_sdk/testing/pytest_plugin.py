@@ -14,6 +14,10 @@
     (plus the installed ones) and a test secret for encrypted data bags.
 ``fleet``
     a :class:`~barclamp_sdk.testing.fleet.Fleet` of simulated machines.
+``crowbar_env``
+    environment variables that point the ``crowbar`` command and scripts
+    using :func:`barclamp_sdk.connect` at the emptied test server, with your
+    barclamps and the test secret (for ``subprocess.run(..., env=...)``).
 
 The fixtures need goiardi (``sudo apt-get install goiardi``); without it they
 fail with that instruction rather than skipping, so a missing server is never
@@ -24,7 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import os
 
 import pytest
 
@@ -128,3 +135,19 @@ def crowbar(chef: ChefClient, barclamps_under_test: list[type[Barclamp]]) -> Cro
 def fleet(chef: ChefClient, crowbar: Crowbar) -> Fleet:
     """Simulated machines (nodes, chef-client runs, boot scripts)."""
     return Fleet(chef, crowbar=crowbar)
+
+
+@pytest.fixture
+def crowbar_env(chef: ChefClient, chef_server: RunningChefServer, barclamps_under_test: list[type[Barclamp]],
+                tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """os.environ plus what the CLI and connect() need to reach the test server.
+
+    The project's root directory goes first on PYTHONPATH, so that barclamps
+    defined in it import in the child process."""
+    secret = tmp_path / "encrypted_data_bag_secret"
+    secret.write_bytes(TEST_SECRET)
+    secret.chmod(0o600)
+    extra = ",".join(f"{cls.__module__}:{cls.__qualname__}" for cls in barclamps_under_test)
+    path = os.pathsep.join(p for p in (str(request.config.rootpath), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, **chef_server.server.environment(), "PYTHONPATH": path,
+            "CHEF_ENCRYPTED_DATA_BAG_SECRET": str(secret), "CROWBAR_BARCLAMPS": extra}

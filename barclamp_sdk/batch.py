@@ -1,0 +1,240 @@
+"""A whole deployment as one reviewable file, as SUSE's ``crowbar batch`` did.
+
+::
+
+    proposals:
+    - barclamp: ceph
+      name: default
+      description: Ceph for the volumes
+      attributes: {pool_size: 3, osd_devices: {...}}
+      deployment:
+        elements: {ceph-mon: [...], ceph-osd: [...]}
+    - barclamp: nova
+      attributes: {volume: {volume_type: rbd}}
+      commit: true
+
+``export`` writes such a file from the server; ``apply`` creates or updates
+each proposal (settings not given keep their defaults), then commits them in
+dependency order. Applying the same file twice changes nothing: unchanged
+proposals get no new revision, and their commits write nothing. The whole file
+is checked (shape, barclamps, names, settings, elements, dependency cycles)
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from barclamp_sdk.barclamp import ProposalRef
+from barclamp_sdk.commit import CommitResult
+from barclamp_sdk.context import Context
+from barclamp_sdk.document import Proposal, pydantic_messages
+from barclamp_sdk.errors import CrowbarError, NotFoundError, ValidationError
+from barclamp_sdk.jsondoc import deep_merge
+from barclamp_sdk.naming import check_proposal_name
+
+if TYPE_CHECKING:
+    from barclamp_sdk.api import Crowbar
+
+
+class ScenarioDeployment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    elements: dict[str, list[str]] | None = None
+
+
+class ScenarioProposal(BaseModel):
+    """One proposal of a scenario."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    barclamp: str
+    name: str = "default"
+    description: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    deployment: ScenarioDeployment = Field(default_factory=ScenarioDeployment)
+    commit: bool = True
+
+    @property
+    def ref(self) -> ProposalRef:
+        return ProposalRef(self.barclamp, self.name)
+
+
+class Scenario(BaseModel):
+    """A scenario file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    proposals: list[ScenarioProposal]
+
+
+def parse(text: str, *, source: str = "scenario") -> Scenario:
+    """Read a scenario (YAML or JSON); ValidationError names the bad field."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValidationError(f"{source} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValidationError(f"{source} must be a mapping with a 'proposals' list")
+    try:
+        return Scenario.model_validate(data)
+    except PydanticValidationError as exc:
+        raise ValidationError(pydantic_messages(exc, source), subject=source) from None
+
+
+def export(crowbar: Crowbar, barclamps: Iterable[str] = ()) -> dict[str, Any]:
+    """The server's proposals (of ``barclamps``, or all) as a scenario."""
+    wanted = set(barclamps)
+    for name in wanted:
+        crowbar.barclamps.get(name)
+    proposals = []
+    docs = [p for p in crowbar.proposals.store.documents() if not wanted or p.barclamp in wanted]
+    for proposal in _in_dependency_order(crowbar, docs):
+        committed = crowbar.chef.roles.find(proposal.config_role) is not None
+        entry: dict[str, Any] = {"barclamp": proposal.barclamp, "name": proposal.name}
+        if proposal.description:
+            entry["description"] = proposal.description
+        entry["attributes"] = copy.deepcopy(proposal.attributes)
+        entry["deployment"] = {"elements": {e: list(m) for e, m in proposal.elements.items() if m}}
+        entry["commit"] = committed
+        proposals.append(entry)
+    return {"proposals": proposals}
+
+
+def dump(scenario: dict[str, Any]) -> str:
+    """A scenario as YAML text, with a header saying what it is."""
+    header = ("# barclamp-sdk scenario: `crowbar batch apply FILE` creates or updates these\n"
+              "# proposals and commits those with commit: true, in dependency order.\n")
+    return header + yaml.safe_dump(scenario, sort_keys=False, default_flow_style=False)
+
+
+@dataclass
+class BatchReport:
+    """What ``apply`` did to each proposal."""
+
+    saved: dict[str, str] = field(default_factory=dict)  # ref -> created | updated | unchanged
+    commits: dict[str, CommitResult] = field(default_factory=dict)
+
+    @property
+    def queued(self) -> list[str]:
+        return [ref for ref, result in self.commits.items() if result.status == "queued"]
+
+    def lines(self) -> list[str]:
+        out = []
+        for ref, action in self.saved.items():
+            result = self.commits.get(ref)
+            commit = f", commit {result.status}" if result else ""
+            reasons = f" ({'; '.join(result.reasons)})" if result and result.reasons else ""
+            out.append(f"{ref}: {action}{commit}{reasons}")
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {ref: {"saved": action, "commit": self.commits[ref].as_dict() if ref in self.commits else None}
+                for ref, action in self.saved.items()}
+
+
+def _document(crowbar: Crowbar, item: ScenarioProposal) -> Proposal:
+    """The proposal a scenario entry describes (defaults filled in)."""
+    definition = crowbar.barclamps.get(item.barclamp)
+    proposal = Proposal(definition, definition.template(item.name))
+    proposal.data["attributes"][item.barclamp] = deep_merge(proposal.attributes, item.attributes)
+    if item.description is not None:
+        proposal.description = item.description
+    if item.deployment.elements is not None:
+        for element in item.deployment.elements:
+            definition.element(element)
+        proposal.elements.clear()
+        proposal.elements.update({e.name: list(item.deployment.elements.get(e.name, [])) for e in definition.elements})
+    return proposal
+
+
+def _check(crowbar: Crowbar, scenario: Scenario) -> dict[str, Proposal]:
+    """Everything that can be checked without writing: all errors at once."""
+    errors = []
+    documents: dict[str, Proposal] = {}
+    for index, item in enumerate(scenario.proposals):
+        where = f"proposals[{index}] ({item.barclamp}/{item.name})"
+        try:
+            check_proposal_name(item.name)
+            proposal = _document(crowbar, item)
+        except (ValidationError, NotFoundError) as exc:
+            errors.append(f"{where}: {exc}")
+            continue
+        try:
+            proposal.definition.Attributes.model_validate(proposal.attributes)
+        except PydanticValidationError as exc:
+            errors += [f"{where}: {m}" for m in pydantic_messages(exc, "attributes")]
+            continue
+        if str(item.ref) in documents:
+            errors.append(f"{where}: {item.ref} appears twice")
+        documents[str(item.ref)] = proposal
+    if errors:
+        raise ValidationError(errors, subject="scenario")
+    _in_dependency_order(crowbar, list(documents.values()))  # refuses cycles
+    return documents
+
+
+def _in_dependency_order(crowbar: Crowbar, proposals: list[Proposal]) -> list[Proposal]:
+    by_ref = {p.ref: p for p in proposals}
+    ordered: list[Proposal] = []
+    state: dict[ProposalRef, str] = {}
+
+    def visit(proposal: Proposal, path: list[str]) -> None:
+        ref = proposal.ref
+        if state.get(ref) == "done":
+            return
+        if state.get(ref) == "active":
+            raise ValidationError(f"dependency cycle: {' -> '.join([*path, str(ref)])}")
+        state[ref] = "active"
+        try:
+            deps = proposal.definition.all_dependencies(proposal, Context(crowbar, proposal.definition))
+        except CrowbarError:
+            deps = []
+        for dep in deps:
+            if dep in by_ref:
+                visit(by_ref[dep], [*path, str(ref)])
+        state[ref] = "done"
+        ordered.append(proposal)
+
+    for proposal in sorted(proposals, key=lambda p: (p.definition.effective_run_order, p.barclamp, p.name)):
+        visit(proposal, [])
+    return ordered
+
+
+def apply(crowbar: Crowbar, scenario: Scenario, *,
+          progress: Callable[[int], None] | None = None) -> BatchReport:
+    """Create or update every proposal, then commit them in dependency order."""
+    documents = _check(crowbar, scenario)
+    wants_commit = {str(item.ref): item.commit for item in scenario.proposals}
+    report = BatchReport()
+    for proposal in _in_dependency_order(crowbar, list(documents.values())):
+        ref = str(proposal.ref)
+        report.saved[ref] = _save(crowbar, proposal)
+    for proposal in _in_dependency_order(crowbar, list(documents.values())):
+        ref = str(proposal.ref)
+        if wants_commit[ref]:
+            report.commits[ref] = crowbar.proposals.commit(proposal.barclamp, proposal.name, progress=progress)
+    return report
+
+
+def _save(crowbar: Crowbar, wanted: Proposal) -> str:
+    existing = crowbar.proposals.store.find(wanted.barclamp, wanted.name)
+
+    def adopt(proposal: Proposal) -> None:
+        proposal.data["attributes"][wanted.barclamp] = copy.deepcopy(wanted.attributes)
+        proposal.description = wanted.description
+        proposal.elements.clear()
+        proposal.elements.update(copy.deepcopy(wanted.elements))
+
+    if existing is None:
+        crowbar.proposals.create(wanted.barclamp, wanted.name, from_inventory=False, fill=adopt)
+        return "created"
+    saved = crowbar.proposals.update(wanted.barclamp, wanted.name, adopt, change="batch apply")
+    return "updated" if saved.revision != existing.revision else "unchanged"

@@ -1,0 +1,65 @@
+"""``crowbar batch`` (a deployment as one file) and ``crowbar completion``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from barclamp_sdk import batch as scenario_file
+from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
+
+EXIT_QUEUED = 3
+
+
+@click.group()
+def batch() -> None:
+    """A whole deployment as one reviewable YAML file."""
+
+
+@batch.command("export")
+@click.argument("barclamps", nargs=-1)
+@pass_state
+def batch_export(state: CLIState, barclamps: tuple[str, ...]) -> None:
+    """Print proposals (of BARCLAMPS, or all) as a scenario file."""
+    click.echo(scenario_file.dump(scenario_file.export(state.crowbar(), barclamps)), nl=False)
+
+
+@batch.command("apply")
+@click.argument("file", type=click.File("r"))
+@output_options
+@pass_state
+def batch_apply(state: CLIState, file: Any) -> int:
+    """Create or update the file's proposals, then commit them in dependency order."""
+    scenario = scenario_file.parse(file.read(), source=file.name)
+    crowbar = state.crowbar()
+    machines = sum(len(m) for p in scenario.proposals if p.commit
+                   for m in (p.deployment.elements or {}).values())
+    with progress(state, machines, "committing") as advance:
+        report = scenario_file.apply(crowbar, scenario, progress=advance)
+
+    def table() -> Table:
+        grid = Table(box=None, header_style="bold")
+        for column in ("PROPOSAL", "SAVED", "COMMIT", "WHY"):
+            grid.add_column(column)
+        for ref, action in report.saved.items():
+            result = report.commits.get(ref)
+            grid.add_row(ref, action, result.status if result else "-", "; ".join(result.reasons) if result else "")
+        return grid
+
+    state.emit(report.as_dict(), table)
+    return EXIT_QUEUED if report.queued else 0
+
+
+@click.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+@click.pass_context
+def completion(ctx: click.Context, shell: str) -> None:
+    """Print a shell completion script: eval "$(crowbar completion bash)"."""
+    from click.shell_completion import get_completion_class
+
+    root = ctx.find_root().command
+    completer = get_completion_class(shell)
+    assert completer is not None
+    click.echo(completer(root, {}, "crowbar", "_CROWBAR_COMPLETE").source())
