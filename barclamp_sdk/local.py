@@ -6,7 +6,9 @@
 ``start(detach=True)`` leaves the server running after this process ends (the
 CLI's ``crowbar local start``); ``LocalChefServer(dir).stop()`` from any
 process stops it again. The directory holds goiardi's keys, its log, an
-encrypted-data-bag secret and ``server.json`` (pid, port, URL).
+encrypted-data-bag secret and ``server.json`` (pid, port, URL). Processes
+started alongside (the demo's BMC peers) can be handed to
+:meth:`LocalChefServer.register_peers`; ``stop()`` ends them as well.
 
 goiardi runs with ``GOMAXPROCS=1``. Its in-memory store checks and saves in
 separate steps and keeps a data bag's items inside the bag object, so with
@@ -40,6 +42,7 @@ from barclamp_sdk.errors import ChefError, ConfigurationError, CrowbarError
 
 ADMIN = "admin"
 STATE_FILE = "server.json"
+PEERS_FILE = "peers.json"
 SECRET_FILE = "encrypted_data_bag_secret"
 INSTALL_HINT = "install it with: sudo apt-get install -y goiardi"
 
@@ -51,18 +54,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _alive(pid: int) -> bool:
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
+def _alive(pid: int, program: bytes = b"goiardi") -> bool:
+    """Whether ``pid`` runs and is still ``program`` (pids get reused)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+    cmdline = _cmdline(pid)
+    if cmdline is None:
         return True
-    if b"goiardi" not in cmdline:
+    if program not in cmdline:
         return False  # the pid was reused by another program
     stat = Path(f"/proc/{pid}/stat").read_text()
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
@@ -104,8 +114,9 @@ class LocalChefServer:
 
     @property
     def url(self) -> str:
-        if self.port is None:
-            raise CrowbarError("the local Chef server has not been started")
+        if self.port is None and self.status() is None:  # not started here: maybe by another process
+            raise CrowbarError(f"no local Chef server runs from {self.directory}; start it with "
+                               f"`crowbar local start --dir {self.directory}`")
         scheme = "https" if self.tls else "http"
         return f"{scheme}://127.0.0.1:{self.port}"
 
@@ -243,12 +254,46 @@ class LocalChefServer:
         self.persist = bool(state.get("persist"))
         return state
 
+    def register_peers(self, pids: list[int]) -> None:
+        """Record processes that :meth:`stop` should end along with the server."""
+        path = self.directory / PEERS_FILE
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            known = []
+        known += [{"pid": pid, "cmdline": cmdline.decode(errors="replace")}
+                  for pid in pids if (cmdline := _cmdline(pid)) is not None]
+        path.write_text(json.dumps(known, indent=2))
+
+    def _stop_peers(self, timeout: float) -> int:
+        path = self.directory / PEERS_FILE
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return 0
+        running = [int(p["pid"]) for p in known
+                   if (_cmdline(int(p["pid"])) or b"").decode(errors="replace") == p.get("cmdline")]
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(_cmdline(pid) for pid in running):
+            time.sleep(0.05)
+        for pid in running:
+            if _cmdline(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        path.unlink(missing_ok=True)
+        return len(running)
+
     def stop(self, *, timeout: float = 10.0, kill: bool = False) -> bool:
-        """Stop the server (SIGTERM, or SIGKILL with ``kill``); False if none ran."""
+        """Stop the server (SIGTERM, or SIGKILL with ``kill``) and its registered
+        peers; False if nothing ran."""
+        stopped_peers = self._stop_peers(timeout)
         state = self.status()
         pid = self.process.pid if self.process is not None else (state or {}).get("pid")
         if not pid:
-            return False
+            return stopped_peers > 0
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
         deadline = time.monotonic() + timeout

@@ -106,13 +106,15 @@ class IpmiPeer:
     """One machine's IPMI BMC: ``ipmi_sim`` on 127.0.0.1:<port> (UDP)."""
 
     def __init__(self, directory: str | Path, *, username: str = "admin", password: str = "password",
-                 port: int | None = None) -> None:
+                 port: int | None = None, detach: bool = False) -> None:
+        """``detach`` lets the peer outlive this process (its own session)."""
         if shutil.which("ipmi_sim") is None:
             raise ConfigurationError("ipmi_sim is not installed; install it with: sudo apt-get install -y openipmi")
         self.directory = Path(directory)
         self.username = username
         self.password = password
         self.port = port or fresh_port()
+        self.detach = detach
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> IpmiPeer:
@@ -136,7 +138,8 @@ class IpmiPeer:
         try:
             self.process = subprocess.Popen(
                 ["ipmi_sim", "-c", str(self.directory / "lan.conf"), "-f", str(self.directory / "sim.emu"),
-                 "-s", str(state), "-n"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                 "-s", str(state), "-n"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=self.detach)
         finally:
             log.close()
         deadline = time.monotonic() + 5
@@ -172,10 +175,12 @@ class RedfishPeer:
 
     def __init__(self, directory: str | Path, systems: dict[str, dict[str, Any]], *,
                  username: str = "admin", password: str | None = "password", port: int | None = None,
-                 registry: dict[str, list[str]] | None = None) -> None:
+                 registry: dict[str, list[str]] | None = None, detach: bool = False) -> None:
         """``systems`` maps a name to its initial ``bios`` (attribute -> value);
-        ``registry`` limits the attributes and values the BMC accepts."""
+        ``registry`` limits the attributes and values the BMC accepts;
+        ``detach`` lets the emulator outlive this process."""
         self.registry = registry
+        self.detach = detach
         self.directory = Path(directory)
         self.systems = {name: {"uuid": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
                                "bios": dict(FACTORY_BIOS, **settings.get("bios", {}))}
@@ -224,7 +229,7 @@ class RedfishPeer:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "barclamp_sdk.testing.redfish_emulator", "--config", str(conf)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                env={**os.environ, "PYTHONWARNINGS": "ignore"}, start_new_session=self.detach)
         finally:
             log.close()
         deadline = time.monotonic() + timeout
@@ -256,11 +261,15 @@ class BmcLab:
     ``faults`` maps a machine to ``"wrong-password"`` (its IPMI BMC has
     another password), ``"unreachable"`` (its BMC ports answer nothing) or
     ``"strict"`` (its Redfish BMC accepts only factory BIOS values).
+    ``detach`` lets the peers outlive this process; hand :meth:`pids` to
+    :meth:`~barclamp_sdk.local.LocalChefServer.register_peers` so that
+    ``crowbar local stop`` ends them too.
     """
 
     def __init__(self, directory: str | Path, names: list[str], *, username: str = "admin",
-                 password: str = "password", faults: dict[str, str] | None = None) -> None:
+                 password: str = "password", faults: dict[str, str] | None = None, detach: bool = False) -> None:
         self.directory = Path(directory)
+        self.detach = detach
         self.names = list(names)
         self.username = username
         self.password = password
@@ -275,16 +284,16 @@ class BmcLab:
         for name in reachable:
             password = "not-" + self.password if self.faults.get(name) == "wrong-password" else self.password
             self.ipmi[name] = IpmiPeer(self.directory / "ipmi" / name, username=self.username,
-                                       password=password).start()
+                                       password=password, detach=self.detach).start()
         normal = {n: {} for n in reachable if self.faults.get(n) != "strict"}
         strict = {n: {} for n in reachable if self.faults.get(n) == "strict"}
         if normal:
             self.redfish = RedfishPeer(self.directory / "redfish", normal, username=self.username,
-                                       password=self.password).start()
+                                       password=self.password, detach=self.detach).start()
         if strict:
             registry = {k: [v] for k, v in FACTORY_BIOS.items()}  # only factory values allowed
             self.strict = RedfishPeer(self.directory / "redfish-strict", strict, username=self.username,
-                                      password=self.password, registry=registry).start()
+                                      password=self.password, registry=registry, detach=self.detach).start()
         for name in self.names:
             if self.faults.get(name) == "unreachable":
                 self._dead_ports[name] = (fresh_port(), fresh_port())
@@ -305,6 +314,11 @@ class BmcLab:
         peer = self.strict if self.strict and name in self.strict.systems else self.redfish
         assert peer is not None
         return peer.bios(name)
+
+    def pids(self) -> list[int]:
+        """The process ids of the running peers."""
+        processes = [p.process for p in self.ipmi.values()] + [r.process for r in (self.redfish, self.strict) if r]
+        return [p.pid for p in processes if p is not None and p.poll() is None]
 
     def stop(self) -> None:
         for peer in self.ipmi.values():
