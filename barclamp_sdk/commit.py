@@ -48,6 +48,7 @@ from barclamp_sdk.noderoles import (
     crowbar_data,
     drifted,
 )
+from barclamp_sdk.parallel import run_parallel
 from barclamp_sdk.validation import check_attributes, check_elements, check_shape, validate
 
 if TYPE_CHECKING:
@@ -531,8 +532,8 @@ class Committer:
 
     def _dry_run(self, proposal: Proposal, involved: Iterable[str], config: dict[str, Any] | None) -> CommitResult:
         names = list(involved)
-        roles = dict(zip(names, _parallel(self.crowbar.concurrency,
-                                          lambda n: self.chef.roles.find(node_role_name(n)), names)))
+        roles = dict(zip(names, run_parallel(lambda n: self.chef.roles.find(node_role_name(n)), names,
+                                             workers=self.crowbar.concurrency, name="dry-run")))
         records = {n: record_from_role(r) for n, r in roles.items() if r is not None}
         view = ClusterView({n: r for n, r in records.items() if r is not None})
         validate(self.crowbar, proposal, cluster=view)
@@ -597,10 +598,3 @@ class _Background:
         return self._value
 
 
-def _parallel(workers: int, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-    from concurrent.futures import ThreadPoolExecutor
-
-    if len(items) <= 1 or workers <= 1:
-        return [fn(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        return list(pool.map(fn, items))

@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ from barclamp_sdk.errors import (
     NotFound,
 )
 from barclamp_sdk.naming import LOCKS_BAG
+from barclamp_sdk.parallel import run_parallel
 
 log = logging.getLogger(__name__)
 
@@ -237,12 +238,10 @@ class LockManager:
         """
         ordered = sorted(set(names), key=lock_order)
         taken: list[Lock] = []
-        try:
+        with self._releasing(lambda: self._release_all(taken), _some(ordered)):
             for name in ordered:
                 taken.append(self.acquire(name, purpose, timeout=timeout))
             yield taken
-        finally:
-            self._release_all(taken)
 
     def _release_all(self, locks: list[Lock]) -> None:
         nested = [lock for lock in locks if lock.depth > 1]
@@ -250,22 +249,19 @@ class LockManager:
             self.release(lock)
         outer = [lock for lock in locks if lock.depth <= 1 and lock not in nested]
         held = self._thread_held()
-        for lock in outer:
-            if lock.name in held:
-                held.remove(lock.name)
-        if len(outer) <= 2:
-            for lock in reversed(outer):
-                self._release_unowned(lock)
-            return
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(8, len(outer)), thread_name_prefix="unlock") as pool:
-            list(pool.map(self._release_unowned, outer))
+        with self._mutex:  # no longer ours to renew, even if deleting them fails below
+            for lock in outer:
+                if self._held.get(lock.name) is lock:
+                    del self._held[lock.name]
+                if lock.name in held:
+                    held.remove(lock.name)
+        run_parallel(self._release_unowned, outer, workers=8, name="unlock", stop_on_error=False)
 
     def _release_unowned(self, lock: Lock) -> None:
         """Release a lock already removed from its thread's list."""
         with self._mutex:
-            self._held.pop(lock.name, None)
+            if self._held.get(lock.name) is lock:
+                del self._held[lock.name]
         if lock.lost:
             return
         if time.time() > lock.expires_at - 1.0:
@@ -280,10 +276,22 @@ class LockManager:
     def hold(self, name: str, purpose: str, *, timeout: float | None = None) -> Iterator[Lock]:
         """Hold one lock for the duration of a ``with`` block."""
         lock = self.acquire(name, purpose, timeout=timeout)
-        try:
+        with self._releasing(lambda: self.release(lock), name):
             yield lock
-        finally:
-            self.release(lock)
+
+    @contextlib.contextmanager
+    def _releasing(self, release: Callable[[], None], what: str) -> Iterator[None]:
+        """Release on the way out; if the block failed, a failed release is
+        logged rather than hiding the block's own error (the lease runs out)."""
+        try:
+            yield
+        except BaseException:
+            try:
+                release()
+            except CrowbarError as exc:
+                log.warning("could not release %s (the lease runs out by itself): %s", what, exc)
+            raise
+        release()
 
     # -- while holding -----------------------------------------------------------------
 
@@ -292,8 +300,8 @@ class LockManager:
         if lock.lost or time.time() > lock.expires_at:
             lock.lost = True
             raise ConcurrencyError(
-                f"lost lock {lock.name}: its lease ran out (this process stalled for "
-                f"over {lock.lease:.0f}s); nothing more was written, run the command again"
+                f"lost lock {lock.name}: its {lock.lease:.0f}s lease ran out (the Chef server was "
+                f"unreachable or this process stalled); nothing more was written, run the command again"
             )
 
     def update(self, lock: Lock, **details: Any) -> None:
@@ -332,11 +340,15 @@ class LockManager:
                 held = list(self._held.values())
             if not held:
                 continue
-            for lock in held:
+            with self._mutex:
+                due = [lock for lock in held if self._held.get(lock.name) is lock
+                       and time.time() > lock.expires_at - lock.lease * 2 / 3]
+            failed: list[tuple[str, CrowbarError]] = []
+
+            def renew(lock: Lock) -> None:
                 with self._mutex:
-                    still_held = self._held.get(lock.name) is lock
-                if not still_held or time.time() <= lock.expires_at - lock.lease * 2 / 3:
-                    continue
+                    if self._held.get(lock.name) is not lock:
+                        return  # released meanwhile
                 try:
                     self._renew(lock)
                 except NotFound:
@@ -346,7 +358,11 @@ class LockManager:
                         lock.lost = True
                         log.warning("lock %s disappeared while held; the next write will stop", lock.name)
                 except CrowbarError as exc:
-                    log.warning("could not renew lock %s: %s", lock.name, exc)
+                    failed.append((lock.name, exc))
+
+            run_parallel(renew, due, workers=8, name="renew", stop_on_error=False)
+            if failed:
+                log.warning("could not renew %s: %s", _some(sorted(n for n, _ in failed)), failed[0][1])
 
     # -- inspection ------------------------------------------------------------------------
 
@@ -372,3 +388,9 @@ class LockManager:
     def expired(self, item: dict[str, Any]) -> bool:
         """Whether a lock item's lease has run out (beyond clock skew)."""
         return self._expired(item)
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    """``a, b, c and 29 more``: lock names for a log line."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

@@ -33,7 +33,6 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +41,7 @@ from barclamp_sdk.errors import Conflict, CrowbarError, NotFound
 from barclamp_sdk.jsondoc import fingerprint
 from barclamp_sdk.locks import Lock, LockManager
 from barclamp_sdk.naming import machine_lock_name, machine_shard, node_role_name
+from barclamp_sdk.parallel import run_parallel
 
 log = logging.getLogger(__name__)
 
@@ -169,17 +169,11 @@ class LockedRoles:
         self.nodes = nodes
         self.locks = locks
 
-    def _parallel(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-        workers = min(self.store.concurrency, len(items))
-        if workers <= 1:
-            return [fn(item) for item in items]
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roles") as pool:
-            return list(pool.map(fn, items))
-
     def fetch(self) -> dict[str, dict[str, Any] | None]:
         """Every role, read from its object endpoint (None: not a machine)."""
         chef = self.store.chef
-        roles = self._parallel(lambda n: chef.roles.find(node_role_name(n)), self.nodes)
+        roles = run_parallel(lambda n: chef.roles.find(node_role_name(n)), self.nodes,
+                             workers=self.store.concurrency, name="roles")
         return dict(zip(self.nodes, roles))
 
     def write(self, roles: Mapping[str, dict[str, Any]], *,
@@ -199,7 +193,7 @@ class LockedRoles:
                 progress(1)
             return node
 
-        return self._parallel(put, sorted(roles))
+        return run_parallel(put, sorted(roles), workers=self.store.concurrency, name="roles")
 
 
 class NodeRoleStore:
@@ -265,15 +259,8 @@ class NodeRoleStore:
                         progress(1)
             return part
 
-        order = sorted(shards)
-        if len(order) == 1 or self.concurrency <= 1:
-            for shard in order:
-                report.merge(run_shard(shard))
-        else:
-            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(order)),
-                                    thread_name_prefix="roles") as pool:
-                for part in pool.map(run_shard, order):
-                    report.merge(part)
+        for part in run_parallel(run_shard, sorted(shards), workers=self.concurrency, name="roles"):
+            report.merge(part)
         return report
 
     def _update_one(self, node: str, mutate: Mutation, report: UpdateReport,

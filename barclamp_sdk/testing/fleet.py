@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.errors import ValidationError
 from barclamp_sdk.jsondoc import deep_merge
+from barclamp_sdk.parallel import run_parallel
 from barclamp_sdk.runlist import expand
 
 if TYPE_CHECKING:
@@ -228,10 +228,7 @@ class Fleet:
         return self._parallel(create, plan)
 
     def _parallel(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-        if len(items) <= 1 or self.concurrency <= 1:
-            return [fn(item) for item in items]
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="fleet") as pool:
-            return list(pool.map(fn, items))
+        return run_parallel(fn, items, workers=self.concurrency, name="fleet")
 
     # -- chef-client ---------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +11,7 @@ from rich.table import Table
 from barclamp_sdk.bmc import BMC, BMCEndpoint
 from barclamp_sdk.errors import BMCError, CrowbarError, ValidationError
 from barclamp_sdk.noderoles import crowbar_data, now_iso
+from barclamp_sdk.parallel import run_parallel
 from barclamps.bios import choose_sets, family_of, target_settings
 
 
@@ -104,8 +104,7 @@ def apply(ctx: Any, proposal: Any, names: list[str], *,
             progress(1)
         return result
 
-    with ThreadPoolExecutor(max_workers=min(8, max(1, len(names))), thread_name_prefix="bios") as pool:
-        results = list(pool.map(work, names))
+    results = run_parallel(work, names, workers=8, name="bios")
     _record(crowbar, results)
     return results
 
