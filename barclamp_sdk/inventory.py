@@ -162,6 +162,9 @@ class Machine(BaseModel):
     roles: tuple[str, ...] = ()
     claimed_disks: Mapping[str, str] = {}
     pending: Mapping[str, Any] = {}
+    #: Facts the node reported in a shape that could not be read (each names
+    #: the attribute); the fact takes its empty default meanwhile.
+    fact_problems: tuple[str, ...] = ()
 
     @property
     def role_name(self) -> str:
@@ -272,8 +275,49 @@ def _bmc(wall: dict[str, Any]) -> BMCInfo | None:
     )
 
 
+def _fact_problems(node: Mapping[str, Any]) -> tuple[str, ...]:
+    """What in a node's facts has an unreadable shape, by Ohai attribute path."""
+    problems = []
+
+    def where(key: str) -> str:
+        return ".".join(NODE_KEYS.get(key, [key]))
+
+    def kind(value: Any) -> str:
+        return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) \
+            else f"{type(value).__name__} {value!r:.40}"
+
+    for key in ("block_device", "filesystem", "interfaces", "dmi_system", "virtualization", "crowbar_wall"):
+        value = node.get(key)
+        if value is not None and not isinstance(value, dict):
+            problems.append(f"{where(key)} should be a mapping, not {kind(value)}")
+    for key in ("cpu_total", "cpu_real"):
+        value = node.get(key)
+        if value is not None and (isinstance(value, bool) or _int(value, -1) < 0):
+            problems.append(f"{where(key)} should be a count, not {kind(value)}")
+    memory = node.get("memory_total")
+    if memory is not None and parse_size(memory) <= 0:
+        problems.append(f"memory.total should be a size like '16384000kB', not {kind(memory)}")
+    flags = node.get("cpu_flags")
+    if flags is not None and not isinstance(flags, list):
+        problems.append(f"cpu.0.flags should be a list, not {kind(flags)}")
+    for name, info in _dict(node.get("block_device")).items():
+        if not isinstance(info, dict):
+            problems.append(f"block_device.{name} should be a mapping, not {kind(info)}")
+        elif info.get("size") is not None and _int(info.get("size"), -1) < 0:
+            problems.append(f"block_device.{name}.size should be a number of sectors, not {kind(info['size'])}")
+    for key in ("name", "fqdn", "platform", "platform_version", "ipaddress"):
+        value = node.get(key)
+        if value is not None and not isinstance(value, str):
+            problems.append(f"{where(key)} should be text, not {kind(value)}")
+    return tuple(problems)
+
+
 def machine_from_search(node: Mapping[str, Any], role: Mapping[str, Any] | None) -> Machine:
-    """Build a :class:`Machine` from partial-search rows (odd shapes tolerated)."""
+    """Build a :class:`Machine` from partial-search rows (odd shapes tolerated).
+
+    A fact of the wrong shape takes its empty default and is named in
+    :attr:`Machine.fact_problems`, so one odd node never breaks an inventory.
+    """
     wall = _dict(node.get("crowbar_wall"))
     dmi = _dict(node.get("dmi_system"))
     virt = _dict(node.get("virtualization"))
@@ -305,6 +349,7 @@ def machine_from_search(node: Mapping[str, Any], role: Mapping[str, Any] | None)
         roles=tuple(sorted(run_list_map)),
         claimed_disks={str(k): str(v) for k, v in _dict(crowbar.get("claimed_disks")).items()},
         pending=_dict(crowbar.get("pending")),
+        fact_problems=_fact_problems(node),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
@@ -67,6 +68,8 @@ def machines_show(state: CLIState, name: str) -> None:
         ]
         if shown["drifted"]:
             rows.append(("drift", "[red]its role was edited by hand[/red]"))
+        for problem in facts.get("fact_problems", []):
+            rows.append(("odd fact", f"[yellow]{escape(problem)}[/yellow]"))
         for key, value in rows:
             grid.add_row(f"[bold]{key}[/bold]", value)
         return grid
