@@ -15,9 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
+from barclamp_sdk.naming import NODE_ROLE_PREFIX
 from barclamp_sdk.noderoles import DRIFT, FINGERPRINT, REVISION, role_fingerprint
 
-ROLE_SEARCH = "name:crowbar-*"
+#: Every document: goiardi answers ``*:*`` from its list of documents but
+#: evaluates any field query (even ``name:crowbar-*``) by scanning every
+#: document's flattened attributes, 10 to 40 times slower; a Solr-backed Chef
+#: server answers both quickly. Rows are filtered here instead.
+MATCH_ALL = "*:*"
 ROLE_SEARCH_KEYS = {
     "name": ["name"],
     "default_attributes": ["default_attributes"],
@@ -105,7 +110,9 @@ class ClusterView:
     @classmethod
     def load(cls, chef: ChefClient) -> ClusterView:
         records = {}
-        for row in chef.partial_search("role", ROLE_SEARCH, ROLE_SEARCH_KEYS):
+        for row in chef.partial_search("role", MATCH_ALL, ROLE_SEARCH_KEYS):
+            if not str(row.get("name", "")).startswith(NODE_ROLE_PREFIX):
+                continue
             record = record_from_role(row)
             if record is not None:
                 records[record.name] = record

@@ -395,8 +395,6 @@ class Committer:
             blocked: list[str] = []
             with self.crowbar.machines.roles.locked(targets, f"commit {ref} r{proposal.revision}") as held:
                 roles = {n: r for n, r in held.fetch().items() if r is not None}
-                # The node run-list check reads only nodes: it overlaps the role writes.
-                node_check = _Background(self.crowbar.machines.ensure_node_run_list, proposal.nodes())
                 fresh = {n: record_from_role(r) for n, r in roles.items()}
                 records = {**({r.name: r for r in snapshot} if snapshot else {}),
                            **{n: r for n, r in fresh.items() if r is not None}}
@@ -406,7 +404,6 @@ class Committer:
                 if not blocked:
                     written, overwritten = self._write(proposal, roles, fresh, held, lock, force=force,
                                                        progress=progress)
-            repaired = node_check.result()
             if blocked:
                 return self.crowbar.queue.enqueue(proposal, blocked)
             try:
@@ -416,6 +413,7 @@ class Committer:
                 raise
             self.crowbar.queue.remove(ref)
             self._record_status(proposal)
+        repaired = self.crowbar.machines.check_run_lists(proposal.nodes())
         return CommitResult(ref, proposal.revision, "applied", machines_written=written,
                             repaired_nodes=repaired, drifted=overwritten)
 
@@ -571,30 +569,5 @@ class Committer:
                 + (["drifted: changed by hand since barclamp-sdk wrote it"] if drifted(role) else [])))
         return CommitResult(proposal.ref, proposal.revision, "planned", reasons=self.blockers(proposal, view),
                             changes=changes, drifted=drift)
-
-
-class _Background:
-    """Run a function in a thread; ``result()`` waits and re-raises its error."""
-
-    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
-        import threading
-
-        self._value: Any = None
-        self._error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                self._value = fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - handed to result()
-                self._error = exc
-
-        self._thread = threading.Thread(target=run, name="background", daemon=True)
-        self._thread.start()
-
-    def result(self) -> Any:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 

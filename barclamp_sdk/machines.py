@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from barclamp_sdk.chef.client import solr_escape
-from barclamp_sdk.cluster import ClusterView, MachineRecord, record_from_role
+from barclamp_sdk.cluster import MATCH_ALL, ClusterView, MachineRecord, record_from_role
 from barclamp_sdk.context import Context
 from barclamp_sdk.errors import CrowbarError, NotFound, NotFoundError, ValidationError
 from barclamp_sdk.inventory import NODE_KEYS, ROLE_KEYS, Inventory, machine_from_search
-from barclamp_sdk.naming import check_node_name, node_role_name
+from barclamp_sdk.naming import NODE_ROLE_PREFIX, check_node_name, node_role_name
 from barclamp_sdk.noderoles import NodeRoleStore, crowbar_data, now_iso
 from barclamp_sdk.states import check_state, check_transition
 
@@ -32,9 +32,7 @@ log = logging.getLogger(__name__)
 _OR_QUERY_LIMIT = 40
 
 
-def _names_query(names: Iterable[str] | None, field: str = "name") -> str:
-    if names is None:
-        return "name:*"
+def _names_query(names: Iterable[str], field: str = "name") -> str:
     return " OR ".join(f"{field}:{solr_escape(n)}" for n in names)
 
 
@@ -81,13 +79,13 @@ class Machines:
         use_or = wanted is not None and len(wanted) <= _OR_QUERY_LIMIT
         if wanted == []:
             return Inventory([])
-        node_query = _names_query(wanted) if use_or else "name:*"
+        node_query = _names_query(wanted) if use_or else MATCH_ALL  # type: ignore[arg-type]
         role_query = (_names_query([node_role_name(n) for n in wanted]) if use_or  # type: ignore[union-attr]
-                      else "name:crowbar-*")
+                      else MATCH_ALL)
         roles: dict[str, dict[str, Any]] = {}
         for row in self.chef.partial_search("role", role_query, ROLE_KEYS):
             node = (row.get("crowbar") or {}).get("node")
-            if isinstance(node, str):
+            if isinstance(node, str) and str(row.get("role", "")).startswith(NODE_ROLE_PREFIX):
                 roles[node] = row
         machines = []
         keep = set(wanted) if wanted is not None else None
@@ -131,18 +129,21 @@ class Machines:
                 found.append(name)
         return found
 
-    def ensure_node_run_list(self, names: Iterable[str]) -> list[str]:
-        """Check each node's run list holds its crowbar role; repair (warned) if not.
+    def check_run_lists(self, names: Iterable[str] | None = None) -> list[str]:
+        """Check nodes' run lists hold their crowbar role; repair (warned) if not.
 
-        One search finds the nodes whose run list names no crowbar role at all
-        (normally none); each is confirmed from its object endpoint (search may
-        lag) before it is repaired.
+        Checks every machine's node, or ``names``; returns the repaired ones.
+        One paged search reads the run lists (``*:*``, the query goiardi answers
+        fastest); a node whose run list lacks its role is confirmed from its
+        object endpoint (search may lag) before it is repaired.
         """
-        wanted = set(names)
+        wanted = set(names) if names is not None else set(self.cluster().names())
         if not wanted:
             return []
         suspects = [row["name"] for row in self.chef.partial_search(
-            "node", "*:* AND NOT run_list:role*crowbar*", {"name": ["name"]}) if row.get("name") in wanted]
+                        "node", MATCH_ALL, {"name": ["name"], "run_list": ["run_list"]})
+                    if row.get("name") in wanted
+                    and f"role[{node_role_name(row['name'])}]" not in (row.get("run_list") or [])]
         repaired = []
         for name in sorted(suspects):
             if self._add_role_to_node(name):

@@ -41,9 +41,12 @@ MAX_PROPOSAL_NAME = 64
 MACHINE_LOCK_SHARDS = 32
 
 
+NODE_ROLE_PREFIX = "crowbar-"
+
+
 def node_role_name(node: str) -> str:
     """The per-node role: ``crowbar-`` + node name with every ``.`` as ``_``."""
-    return "crowbar-" + node.replace(".", "_")
+    return NODE_ROLE_PREFIX + node.replace(".", "_")
 
 
 def check_node_name(node: str) -> str:

@@ -52,6 +52,8 @@ from barclamp_sdk.noderoles import crowbar_data, new_node_role, seal  # noqa: E4
 from barclamp_sdk.testing.fleet import PROFILES, ohai_data  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+#: Targets about request counts and memory (``--gate counts``): stable on any machine.
+COUNT_TARGETS = ("commit_writes", "recommit_writes", "move_writes", "inventory_requests", "memory")
 SECRET = b"bench secret"
 
 
@@ -246,6 +248,10 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="role writes in flight")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="floor concurrency levels")
     parser.add_argument("--report", action="store_true", help="write docs/performance.md")
+    parser.add_argument("--gate", choices=("all", "counts"), default="all",
+                        help="targets that decide the exit status: all, or only request counts and "
+                             "memory (what CI checks: timings vary too much on shared machines)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="directory for the JSON results")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -260,18 +266,21 @@ def main() -> int:
     machine = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
                "goiardi": subprocess.run(["goiardi", "--version"], capture_output=True, text=True).stdout.strip()}
     command = "python bench/scale.py " + " ".join(sys.argv[1:])
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     for r in results:
         r["machine"] = machine
         r["command"] = command
-        (RESULTS / f"scale-{r['machines']}.json").write_text(json.dumps(r, indent=2) + "\n")
+        (args.results / f"scale-{r['machines']}.json").write_text(json.dumps(r, indent=2) + "\n")
     table = report(results, args)
     print(table)
     missed = [f"N={r['machines']}: {name}" for r in results for name, ok in r["targets"].items() if not ok]
     print("targets: " + ("all met" if not missed else "MISSED " + ", ".join(missed)))
     if args.report:
         write_report(results, table, machine, command)
-    return 1 if missed else 0
+    gating = [m for m in missed if args.gate == "all" or m.rsplit(": ", 1)[1] in COUNT_TARGETS]
+    if gating != missed:
+        print("not gating on: " + ", ".join(m for m in missed if m not in gating))
+    return 1 if gating else 0
 
 
 def write_report(results: list[dict[str, Any]], table: str, machine: dict[str, Any], command: str) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from barclamp_sdk.cli import context as cli_context
 from barclamp_sdk.cli import main
+from barclamp_sdk.naming import node_role_name
 from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
 
 
@@ -58,6 +59,20 @@ def test_machines_commands(cli):
     assert err.count("\n") == 1 and err.startswith("error: machine") and "allocate it" in err
     out, _ = cli("machines", "list")
     assert "hardware-installing" in out and added[1] in out
+
+
+def test_machines_check_restores_a_lost_run_list_entry(cli, chef):
+    added = cli.json("sim", "nodes", "add", "2")["added"]
+    cli("sim", "boot", *added)
+    out, _ = cli("machines", "check")
+    assert "every node's run list holds its crowbar role" in out
+    node = chef.nodes.get(added[1])
+    node["run_list"] = ["recipe[other::tool]"]  # a tool replaced the run list
+    chef.nodes.update(added[1], node)
+    assert cli.json("machines", "check", added[0]) == {"repaired": []}
+    assert cli.json("machines", "check") == {"repaired": [added[1]]}
+    assert chef.nodes.get(added[1])["run_list"] == [f"role[{node_role_name(added[1])}]", "recipe[other::tool]"]
+    assert cli.json("machines", "check") == {"repaired": []}
 
 
 def test_proposal_lifecycle_and_exit_codes(cli):

@@ -5,7 +5,7 @@ about Crowbar.
 
 >>> chef = ChefClient(ChefConfig.load())
 >>> chef.roles.get("web")
->>> for row in chef.partial_search("node", "name:*", {"name": ["name"], "ip": ["ipaddress"]}):
+>>> for row in chef.partial_search("node", "*:*", {"name": ["name"], "ip": ["ipaddress"]}):
 ...     print(row["name"], row["ip"])
 """
 

@@ -111,6 +111,18 @@ def machines_discover(state: CLIState, names: tuple[str, ...]) -> None:
     state.emit({"discovered": found}, lambda: f"discovered {len(found)} new machine(s)")
 
 
+
+@machines.command("check")
+@click.argument("names", nargs=-1)
+@output_options
+@pass_state
+def machines_check(state: CLIState, names: tuple[str, ...]) -> None:
+    """Check nodes' run lists hold role[crowbar-<node>]; restore it where lost."""
+    repaired = state.crowbar().machines.check_run_lists(names or None)
+    state.emit({"repaired": repaired},
+               lambda: "every node's run list holds its crowbar role" if not repaired else
+               f"restored role[crowbar-...] in the run list of {len(repaired)} node(s): " + ", ".join(repaired))
+
 # -- roles ----------------------------------------------------------------------------
 
 
