@@ -55,7 +55,7 @@ def parse_size(value: Any) -> int:
     if isinstance(value, bool):
         return 0
     if isinstance(value, (int, float)):
-        return int(value)
+        return _int(value)
     match = _SIZE.match(str(value)) if value is not None else None
     if not match:
         return 0
@@ -63,10 +63,12 @@ def parse_size(value: Any) -> int:
 
 
 def _int(value: Any, default: int = 0) -> int:
+    """A count or size: ``default`` when unreadable, infinite or negative."""
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
         return default
+    return number if number >= 0 else default
 
 
 def _flag(value: Any) -> bool | None:

@@ -64,6 +64,9 @@ def check_node_name(node: str) -> str:
             f"machine name {node!r} has characters a Chef role name cannot hold ({shown}); "
             "use letters, digits, '.', '-' and '_'"
         )
+    if node in (".", ".."):
+        raise ValidationError(f"machine name {node!r} cannot be used: URLs resolve it away, so "
+                              "Chef could never address the node")
     return node
 
 

@@ -18,6 +18,7 @@ from barclamp_sdk.errors import (
     InvalidResponse,
     NotFound,
     Unauthorized,
+    ValidationError,
 )
 from barclamp_sdk.testing.tls import self_signed_certificate
 from barclamp_sdk.local import LocalChefServer
@@ -82,6 +83,19 @@ def test_missing_object_is_not_found_with_server_message(chef):
     assert info.value.status == 404
     assert info.value.messages == ["node 'no-such-node' not found"]
     assert "no-such-node" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["", ".", ".."])
+def test_names_no_url_can_address_are_refused_before_sending(chef, name):
+    before = chef.stats.snapshot()
+    with pytest.raises(ValidationError, match="cannot address"):
+        chef.nodes.create({"name": name, "run_list": []})
+    with pytest.raises(ValidationError, match="cannot address"):
+        chef.roles.get(name)
+    with pytest.raises(ValidationError, match="cannot address"):
+        chef.data_bags.get_item("crowbar", name)
+    after = chef.stats.snapshot()
+    assert after["reads"] == before["reads"] and after["writes"] == before["writes"]
 
 
 def test_duplicate_create_is_conflict(chef):

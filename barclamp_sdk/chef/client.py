@@ -35,6 +35,7 @@ from barclamp_sdk.errors import (
     HTTPError,
     InvalidResponse,
     NotFound,
+    ValidationError,
     raise_for_response,
 )
 
@@ -376,7 +377,7 @@ class ChefClient:
     def _paged(
         self, index: str, query: str, rows: int, body: dict[str, list[str]] | None
     ) -> Iterator[dict[str, Any]]:
-        path = f"/search/{quote(index, safe='')}"
+        path = f"/search/{path_segment(index)}"
         start = 0
         sort = self._sort_order(body is not None)
         while True:
@@ -399,6 +400,18 @@ class ChefClient:
 
 
 _SOLR_SPECIAL = set('+-&|!(){}[]^"~*?:\\/ ')
+
+
+def path_segment(value: str) -> str:
+    """``value`` quoted as one URL path segment; refuses what no URL can address.
+
+    HTTP clients and servers resolve ``.`` and ``..`` segments away, so an
+    object with such a name (or none) could be created but never read back.
+    """
+    if value in ("", ".", ".."):
+        raise ValidationError(f"the name {value!r} cannot be used: the Chef API cannot address an "
+                              "object named '', '.' or '..'")
+    return quote(value, safe="")
 
 
 def solr_escape(value: str) -> str:
@@ -431,7 +444,7 @@ class Collection:
         self.name = name
 
     def _path(self, name: str) -> str:
-        return f"/{self.name}/{quote(name, safe='')}"
+        return f"/{self.name}/{path_segment(name)}"
 
     def list(self) -> list[str]:
         """Names of all objects in the collection."""
@@ -469,10 +482,10 @@ class DataBags:
 
     @staticmethod
     def _bag(bag: str) -> str:
-        return f"/data/{quote(bag, safe='')}"
+        return f"/data/{path_segment(bag)}"
 
     def _item(self, bag: str, item_id: str) -> str:
-        return f"{self._bag(bag)}/{quote(item_id, safe='')}"
+        return f"{self._bag(bag)}/{path_segment(item_id)}"
 
     def list(self) -> list[str]:
         """Names of all data bags."""
