@@ -6,26 +6,16 @@ import json
 
 import pytest
 
-from barclamp_sdk.cli import context as cli_context
-from barclamp_sdk.cli import main
+from barclamp_sdk.api import Crowbar
 from barclamp_sdk.naming import node_role_name
 from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
+from tests.support.widgets import TEST_BARCLAMPS
 
 
 @pytest.fixture
-def cli(chef_server, chef, monkeypatch, capsys, tmp_path):
-    secret = tmp_path / "secret"
-    secret.write_bytes(TEST_SECRET)
-    secret.chmod(0o600)
-    for key, value in chef_server.server.environment().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("CHEF_ENCRYPTED_DATA_BAG_SECRET", str(secret))
-    monkeypatch.setenv("CROWBAR_BARCLAMPS", "tests.support.widgets:Widget,tests.support.widgets:Gizmo")
-    monkeypatch.setattr(cli_context, "_REGISTRY", None)
-
+def cli(crowbar_cli):
     def run(*args, expect=0):
-        code = main(list(args))
-        out, err = capsys.readouterr()
+        code, out, err = crowbar_cli(*args)
         assert code == expect, (args, code, out, err)
         return out, err
 
@@ -121,9 +111,6 @@ def test_edit_with_a_file_keeps_secrets(cli, tmp_path, chef):
     document["attributes"]["widget"]["port"] = 1234
     path.write_text(json.dumps(document))
     cli("widget", "proposal", "edit", "default", "--file", str(path))
-    from barclamp_sdk.api import Crowbar
-    from tests.support.widgets import TEST_BARCLAMPS
-    from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
     api = Crowbar(chef, barclamps=TEST_BARCLAMPS, secret=TEST_SECRET)
     proposal = api.proposals.get("widget", "default")
     assert proposal.attributes["port"] == 1234

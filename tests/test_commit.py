@@ -15,12 +15,8 @@ from tests.support.widgets import TEST_BARCLAMPS
 
 
 @pytest.fixture
-def ready(crowbar, fleet):
-    names = fleet.add(3, "compute") + fleet.add(1, "storage")
-    fleet.boot(names)
-    crowbar.machines.allocate(names)
-    fleet.boot(names)
-    return names
+def ready(fleet):
+    return fleet.ready(3, "compute") + fleet.ready(1, "storage")
 
 
 def node_role(chef, name):
@@ -170,6 +166,24 @@ def test_hand_edited_roles_are_reported_and_overwritten_only_with_force(crowbar,
     result = crowbar.proposals.commit("widget", "default", force=True)
     assert result.status == "applied" and name in result.drifted
     assert "recipe[hand::made]" not in node_role(chef, name)["run_list"]
+    assert crowbar.proposals.commit("widget", "default").status == "unchanged"
+
+
+def test_a_hand_edited_config_role_is_reported_and_overwritten_only_with_force(crowbar, ready, chef):
+    crowbar.proposals.create("widget", "default")
+    crowbar.proposals.commit("widget", "default")
+    config = chef.roles.get("widget-config-default")
+    config["default_attributes"]["widget"]["port"] = 1234  # an admin "fixed" it in place
+    chef.roles.update("widget-config-default", config)
+    before = chef.stats.snapshot()["writes"]
+    with pytest.raises(DriftError) as info:
+        crowbar.proposals.commit("widget", "default")  # the proposal did not change: drift alone
+    assert "widget-config-default" in str(info.value) and "--force" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert chef.stats.snapshot()["writes"] - before <= 4  # lock traffic only
+    assert chef.roles.get("widget-config-default")["default_attributes"]["widget"]["port"] == 1234
+    assert crowbar.proposals.commit("widget", "default", force=True).status == "applied"
+    assert chef.roles.get("widget-config-default")["default_attributes"]["widget"]["port"] == 8080
     assert crowbar.proposals.commit("widget", "default").status == "unchanged"
 
 

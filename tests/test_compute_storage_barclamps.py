@@ -6,8 +6,6 @@ import json
 
 import pytest
 
-from barclamp_sdk.cli import context as cli_context
-from barclamp_sdk.cli import main
 from barclamp_sdk.errors import ValidationError
 from barclamp_sdk.placement import odd_quorum
 from barclamp_sdk.validation import validate
@@ -221,20 +219,11 @@ def test_committed_roles_hold_documented_attributes_and_no_secret(crowbar, fleet
         assert not any(secret in text for text in everything), secret
 
 
-def test_cli_for_the_three_barclamps(chef_server, crowbar, fleet, monkeypatch, capsys, tmp_path):
+def test_cli_for_the_three_barclamps(crowbar, fleet, crowbar_cli):
     ready(crowbar, fleet, MIXES[12])
-    for key, value in chef_server.server.environment().items():
-        monkeypatch.setenv(key, value)
-    secret = tmp_path / "secret"
-    from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
-    secret.write_bytes(TEST_SECRET)
-    secret.chmod(0o600)
-    monkeypatch.setenv("CHEF_ENCRYPTED_DATA_BAG_SECRET", str(secret))
-    monkeypatch.setattr(cli_context, "_REGISTRY", None)
 
     def run(*args):
-        code = main(list(args))
-        out, err = capsys.readouterr()
+        code, out, err = crowbar_cli(*args)
         assert code == 0, err
         return out
 

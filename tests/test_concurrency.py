@@ -16,11 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def ready_machines(crowbar, fleet, count, profile="compute"):
-    names = fleet.add(count, profile, clients=False)
-    fleet.boot(names)
-    crowbar.machines.allocate(names)
-    fleet.boot(names)
-    return names
+    return fleet.ready(count, profile, clients=False)
 
 
 def test_multi_master_in_a_fixed_interleaving(crowbar, fleet, chef):
@@ -115,8 +111,10 @@ def test_four_processes_commit_four_barclamps_onto_the_same_50_machines(chef_ser
         assert worker.returncode == 0, err
         assert json.loads(out)["status"] == "applied"
     checked = 0
+    covered = set()
     for barclamp in ("widget", "gizmo", "sprocket", "cog"):
         proposal = crowbar.proposals.get(barclamp, "default")
+        covered |= set(proposal.nodes())
         for name in proposal.nodes():
             role = chef.roles.get(node_role_name(name))
             wanted = set(proposal.elements_of(name)) | {proposal.config_role}
@@ -124,6 +122,7 @@ def test_four_processes_commit_four_barclamps_onto_the_same_50_machines(chef_ser
             assert {f"role[{r}]" for r in wanted} <= set(role["run_list"])
             checked += 1
     assert checked >= 150  # widget, sprocket and cog hold all 50 machines
+    assert covered == set(names)
     assert crowbar.locks.all() == []
     for barclamp in ("widget", "gizmo", "sprocket", "cog"):
         assert crowbar.proposals.commit(barclamp, "default").status == "unchanged"

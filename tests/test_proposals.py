@@ -8,13 +8,9 @@ from barclamp_sdk.errors import NotFoundError, RevisionConflict, ValidationError
 
 
 @pytest.fixture
-def ready(crowbar, fleet):
+def ready(fleet):
     """Four ready machines: three compute servers and a storage server."""
-    names = fleet.add(3, "compute") + fleet.add(1, "storage")
-    fleet.boot(names)
-    crowbar.machines.allocate(names)
-    fleet.boot(names)
-    return names
+    return fleet.ready(3, "compute") + fleet.ready(1, "storage")
 
 
 def writes(chef):

@@ -52,10 +52,7 @@ def test_queued_proposal_applies_once_its_machines_are_ready(crowbar, fleet, che
 
 
 def test_a_dependency_not_applied_queues_and_its_commit_releases(crowbar, fleet, chef):
-    names = fleet.add(2, "compute")
-    fleet.boot(names)
-    crowbar.machines.allocate(names)
-    fleet.boot(names)
+    fleet.ready(2, "compute")
     crowbar.proposals.create("widget", "default")
     crowbar.proposals.set("widget", "default", {"depends_on": "default"})
     result = crowbar.proposals.commit("widget", "default")

@@ -21,13 +21,9 @@ CROWBAR = str(Path(sys.executable).with_name("crowbar"))
 
 
 @pytest.fixture
-def ready(crowbar, fleet):
-    """Three ready machines (one storage server) and an uncommitted widget proposal."""
-    names = fleet.add(2, "compute") + fleet.add(1, "storage")
-    fleet.boot(names)
-    crowbar.machines.allocate(names)
-    fleet.boot(names)
-    return names
+def ready(fleet):
+    """Three ready machines (one storage server)."""
+    return fleet.ready(2, "compute") + fleet.ready(1, "storage")
 
 
 def spawn(env, *args, timeout=60):

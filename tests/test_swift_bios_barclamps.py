@@ -7,11 +7,8 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from barclamp_sdk.cli import context as cli_context
-from barclamp_sdk.cli import main
 from barclamp_sdk.errors import ValidationError
 from barclamp_sdk.testing.bmcpeers import FACTORY_BIOS, BmcLab
-from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
 from barclamp_sdk.validation import validate
 from barclamps.bios import target_settings
 
@@ -175,21 +172,13 @@ def test_bios_through_real_bmcs_on_the_way_to_ready(crowbar, fleet, lab):
     assert lab.ipmi[wrong_password].boot_device == "default"
 
 
-def test_bios_apply_from_the_cli(chef_server, crowbar, fleet, lab, monkeypatch, capsys, tmp_path):
+def test_bios_apply_from_the_cli(crowbar, fleet, lab, crowbar_cli):
     ok, ok2, wrong_password = lab.names[:3]
     fleet.add(3, "compute", names=[ok, ok2, wrong_password], wall=lambda n, i: lab.wall(n))
     crowbar.machines.discover()
-    for key, value in chef_server.server.environment().items():
-        monkeypatch.setenv(key, value)
-    secret = tmp_path / "secret"
-    secret.write_bytes(TEST_SECRET)
-    secret.chmod(0o600)
-    monkeypatch.setenv("CHEF_ENCRYPTED_DATA_BAG_SECRET", str(secret))
-    monkeypatch.setattr(cli_context, "_REGISTRY", None)
 
     def run(*args, expect=0):
-        code = main(list(args))
-        out, err = capsys.readouterr()
+        code, out, err = crowbar_cli(*args)
         assert code == expect, (code, out, err)
         return out, err
 

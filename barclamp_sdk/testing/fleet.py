@@ -279,6 +279,17 @@ class Fleet:
             raise ValidationError("this fleet has no Crowbar API to report transitions to")
         return self.crowbar
 
+    def ready(self, count: int, profile: str = "compute", **options: Any) -> list[str]:
+        """``count`` new machines taken to ``ready``: added, booted, allocated, booted again.
+
+        ``options`` go to :meth:`add` (``clients``, ``wall``, ``names``).
+        """
+        names = self.add(count, profile, **options)
+        self.boot(names)
+        self._api().machines.allocate(names)
+        self.boot(names)
+        return names
+
     def boot(self, names: Iterable[str], *, until: str = "ready",
              progress: Callable[[int], None] | None = None) -> dict[str, str]:
         """Boot machines as Crowbar's boot scripts do; returns each final state.

@@ -18,6 +18,11 @@
     environment variables that point the ``crowbar`` command and scripts
     using :func:`barclamp_sdk.connect` at the emptied test server, with your
     barclamps and the test secret (for ``subprocess.run(..., env=...)``).
+``crowbar_cli``
+    the ``crowbar`` command run in this process against the test server:
+    ``crowbar_cli("machines", "list")`` returns ``(exit code, stdout,
+    stderr)``; ``crowbar_cli.json(...)`` adds ``--json`` and decodes stdout,
+    asserting exit code 0.
 
 The fixtures need goiardi (``sudo apt-get install goiardi``); without it they
 fail with that instruction rather than skipping, so a missing server is never
@@ -27,11 +32,11 @@ mistaken for a passing suite.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import os
 
 import pytest
 
@@ -151,3 +156,36 @@ def crowbar_env(chef: ChefClient, chef_server: RunningChefServer, barclamps_unde
     path = os.pathsep.join(p for p in (str(request.config.rootpath), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, **chef_server.server.environment(), "PYTHONPATH": path,
             "CHEF_ENCRYPTED_DATA_BAG_SECRET": str(secret), "CROWBAR_BARCLAMPS": extra}
+
+
+class CLIRunner:
+    """Runs the ``crowbar`` command in-process (see the ``crowbar_cli`` fixture)."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self._capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        from barclamp_sdk.cli import main
+
+        self._capsys.readouterr()
+        code = main(list(args))
+        out, err = self._capsys.readouterr()
+        return code, out, err
+
+    def json(self, *args: str) -> Any:
+        code, out, err = self(*args, "--json")
+        assert code == 0, (args, code, err)
+        return json.loads(out)
+
+
+@pytest.fixture
+def crowbar_cli(crowbar_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                capsys: pytest.CaptureFixture[str]) -> CLIRunner:
+    """The ``crowbar`` command, in this process, pointed at the emptied test server."""
+    from barclamp_sdk.cli import context
+
+    for key, value in crowbar_env.items():
+        if os.environ.get(key) != value:
+            monkeypatch.setenv(key, value)
+    monkeypatch.setattr(context, "_REGISTRY", None)  # registered barclamps come from this environment
+    return CLIRunner(capsys)

@@ -13,11 +13,9 @@ def barclamps_under_test():
 
 @pytest.fixture
 def machines(crowbar, fleet):
-    names = fleet.add(3, "compute") + fleet.add(1, "vm")
-    fleet.boot(names)                      # discovered, waiting for allocation
-    crowbar.machines.allocate(names)
-    fleet.boot(names)                      # now ready
-    return names
+    # Each machine is added (as its first chef-client run makes it), booted to
+    # discovered, allocated by the operator, and booted on to ready.
+    return fleet.ready(3, "compute") + fleet.ready(1, "vm")
 
 
 def test_servers_on_hardware_clients_everywhere_else(crowbar, machines):
