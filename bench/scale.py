@@ -31,7 +31,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -239,6 +238,13 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"| {r['recommit']['seconds']} ({r['recommit']['ratio_to_commit']} x) | {r['recommit']['writes']} "
             f"| {r['move']['writes']} ({r['move']['edit']['writes']}+{r['move']['commit']['writes']}) "
             f"| {r['inventory']['requests']} ({r['inventory']['per_1000']}/1000) | {r['peak_rss_mb']} MB |")
+    rows.append("")
+    for r in results:
+        met = [name for name, ok in r["targets"].items() if ok]
+        missed = [name for name, ok in r["targets"].items() if not ok]
+        growth = f" (growth {r['growth_vs_1000']} x)" if "growth_vs_1000" in r else ""
+        rows.append(f"N={r['machines']:,}: targets met: {', '.join(met) or 'none'}"
+                    f"{'; missed: ' + ', '.join(missed) if missed else ''}{growth}  ")
     return "\n".join(rows)
 
 
@@ -288,7 +294,8 @@ def write_report(results: list[dict[str, Any]], table: str, machine: dict[str, A
     text = path.read_text() if path.exists() else ""
     marker_start, marker_end = "<!-- bench:scale:start -->", "<!-- bench:scale:end -->"
     block = (f"{marker_start}\nMeasured {time.strftime('%Y-%m-%d')} with `{command}` on {machine['platform']}, "
-             f"{machine['cpus']} CPUs, Python {machine['python']}, {machine['goiardi']}.\n\n{table}\n{marker_end}")
+             f"{machine['cpus']} CPUs, Python {machine['python']}, {machine['goiardi'].rstrip('.')}.\n\n"
+             f"{table}\n{marker_end}")
     if marker_start in text:
         text = text[:text.index(marker_start)] + block + text[text.index(marker_end) + len(marker_end):]
     else:
