@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.rule import Rule
 from rich.table import Table
 
@@ -116,7 +117,7 @@ def run_demo(directory: Path, console: Console) -> int:
         why = proposal.notes[0] if proposal.notes else ""
         if proposal.revision > 1:  # the notes describe the first revision: say what the review changed
             why = f"edited in review ({crowbar.proposals.history(barclamp, 'default')[-1].get('change')})"
-        summary.add_row(f"{barclamp}/default r{proposal.revision}", elements, why)
+        summary.add_row(f"{barclamp}/default r{proposal.revision}", escape(elements), escape(why))
     console.print(summary)
     console.print("secrets (BMC, SAN, ceph keys, swift hash) went to the encrypted crowbar_secrets data bag; "
                   "proposals and roles hold references only")
@@ -125,7 +126,7 @@ def run_demo(directory: Path, console: Console) -> int:
     for barclamp in PROPOSALS:
         result = crowbar.proposals.commit(barclamp, "default")
         more = f" (and {len(result.reasons) - 1} more)" if len(result.reasons) > 1 else ""
-        reasons = f": {textwrap.shorten(result.reasons[0], 90, placeholder=' ...')}{more}" if result.reasons else ""
+        reasons = f": {escape(textwrap.shorten(result.reasons[0], 90, placeholder=' ...'))}{more}" if result.reasons else ""
         console.print(f"{barclamp}/default: [bold]{result.status}[/bold]{reasons}")
     console.print("nova waits for ceph (its RBD volumes) and everything waits for machines to be ready:")
     console.print(f"$ crowbar queue  [dim]({len(crowbar.queue.items())} proposals waiting)[/dim]")
@@ -169,9 +170,10 @@ def _change_lines(changes: list[Change]) -> list[str]:
             removed += [str(v) for v in change.old if v not in change.new]
             added += [str(v) for v in change.new if v not in change.old]
         else:
-            lines.append(f"  {change.path}: [red]{change.old}[/red] -> [green]{change.new}[/green]")
+            lines.append(f"  {escape(change.path)}: [red]{escape(str(change.old))}[/red] -> "
+                         f"[green]{escape(str(change.new))}[/green]")
     for path, (removed, added) in grouped.items():
-        parts = ([f"[red]- {', '.join(removed)}[/red]"] if removed else []) + \
-            ([f"[green]+ {', '.join(added)}[/green]"] if added else [])
-        lines.append(f"  {path}: {' '.join(parts)}")
+        parts = ([f"[red]- {escape(', '.join(removed))}[/red]"] if removed else []) + \
+            ([f"[green]+ {escape(', '.join(added))}[/green]"] if added else [])
+        lines.append(f"  {escape(path)}: {' '.join(parts)}")
     return lines

@@ -260,6 +260,10 @@ class Machines:
 
     # -- operator actions ------------------------------------------------------------------
 
+    def unallocated(self) -> list[str]:
+        """Machines waiting for allocation (Crowbar's pause after discovery)."""
+        return sorted(r.name for r in self.cluster() if not r.allocated)
+
     def allocate(self, names: Iterable[str], *, progress: Callable[[int], None] | None = None) -> list[str]:
         """Let paused machines proceed past discovery; returns those changed."""
         names = sorted(set(names))

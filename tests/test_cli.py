@@ -41,6 +41,8 @@ def test_machines_commands(cli):
     listed = cli.json("machines", "list")
     assert [m["name"] for m in listed] == added and {m["state"] for m in listed} == {"discovered"}
     assert cli.json("machines", "allocate", added[0]) == {"allocated": [added[0]]}
+    _, err = cli("machines", "allocate", expect=2)
+    assert "or give --all" in err
     shown = cli.json("machines", "show", added[0])
     assert shown["allocated"] is True and shown["facts"]["cpu_count"] == 32
     record = cli.json("machines", "transition", added[0], "hardware-installing")
@@ -49,6 +51,8 @@ def test_machines_commands(cli):
     assert err.count("\n") == 1 and err.startswith("error: machine") and "allocate it" in err
     out, _ = cli("machines", "list")
     assert "hardware-installing" in out and added[1] in out
+    assert cli.json("machines", "allocate", "--all") == {"allocated": [added[1]]}
+    assert cli.json("machines", "allocate", "--all") == {"allocated": []}
 
 
 def test_machines_check_restores_a_lost_run_list_entry(cli, chef):
@@ -152,6 +156,14 @@ def test_roles_show_expands_the_run_list(cli):
     shown = cli.json("roles", "show", names[0])
     assert shown["expanded"]["recipes"] == ["widget::server", "widget::agent"]
     assert shown["role"]["name"].startswith("crowbar-d52")
+    # People see run-list entries whole (square brackets are not taken as markup).
+    out, _ = cli("roles", "show", names[0])
+    assert "run list: role[widget-config-default], role[widget-server]" in out
+    out, _ = cli("widget", "proposal", "show", "default")
+    assert "revision 1  [ready]" in out
+    cli("widget", "proposal", "edit", "default", "--set", "port=9001")
+    out, _ = cli("widget", "proposal", "commit", "default", "--dry-run")
+    assert "update widget-config-default\n      ~ default_attributes.widget.port: 8080 -> 9001" in out
 
 
 def test_sim_converge_runs_chef_client(cli, chef):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from barclamp_sdk import batch as scenario_file
@@ -45,7 +46,7 @@ def batch_apply(state: CLIState, file: Any) -> int:
             grid.add_column(column)
         for ref, action in report.saved.items():
             result = report.commits.get(ref)
-            grid.add_row(ref, action, result.status if result else "-", "; ".join(result.reasons) if result else "")
+            grid.add_row(ref, action, result.status if result else "-", escape("; ".join(result.reasons)) if result else "")
         return grid
 
     state.emit(report.as_dict(), table)

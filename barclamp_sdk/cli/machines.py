@@ -66,6 +66,7 @@ def machines_show(state: CLIState, name: str) -> None:
             ("pending", ", ".join(shown["pending"]) or "-"),
             ("bmc", (facts.get("bmc") or {}).get("address", "-")),
         ]
+        rows = [(key, escape(str(value))) for key, value in rows]  # facts come from the node: no markup
         if shown["drifted"]:
             rows.append(("drift", "[red]its role was edited by hand[/red]"))
         for problem in facts.get("fact_problems", []):
@@ -78,16 +79,21 @@ def machines_show(state: CLIState, name: str) -> None:
 
 
 @machines.command("allocate")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every machine waiting for allocation.")
 @output_options
 @pass_state
-def machines_allocate(state: CLIState, names: tuple[str, ...]) -> None:
-    """Let paused machines go on to install."""
-    with progress(state, len(names), "allocating") as advance:
-        changed = state.crowbar().machines.allocate(names, progress=advance)
+def machines_allocate(state: CLIState, names: tuple[str, ...], every: bool) -> None:
+    """Let paused machines go on to install (NAMES, or --all)."""
+    if bool(names) == every:
+        raise click.UsageError("name the machines to allocate, or give --all (not both)")
+    api = state.crowbar().machines
+    wanted = api.unallocated() if every else list(names)
+    with progress(state, len(wanted), "allocating") as advance:
+        changed = api.allocate(wanted, progress=advance)
     state.emit({"allocated": changed},
                lambda: f"allocated {len(changed)} machine(s)" + (
-                   f"; {len(names) - len(changed)} already were" if len(changed) < len(names) else ""))
+                   f"; {len(wanted) - len(changed)} already were" if len(changed) < len(wanted) else ""))
 
 
 @machines.command("transition")
@@ -144,12 +150,12 @@ def roles_show(state: CLIState, node: str) -> None:
                                        "missing_roles": expansion.missing}}
 
     def table() -> str:
-        lines = [f"role {role['name']}  (crowbar raw GET /roles/{role['name']})",
-                 f"  run list: {', '.join(role.get('run_list') or []) or '-'}",
-                 f"  expands to roles: {', '.join(expansion.roles)}",
-                 f"  recipes, in order: {', '.join(expansion.recipes) or '-'}"]
+        lines = [escape(f"role {role['name']}  (crowbar raw GET /roles/{role['name']})"),
+                 escape(f"  run list: {', '.join(role.get('run_list') or []) or '-'}"),
+                 escape(f"  expands to roles: {', '.join(expansion.roles)}"),
+                 escape(f"  recipes, in order: {', '.join(expansion.recipes) or '-'}")]
         if expansion.missing:
-            lines.append(f"  [red]missing roles: {', '.join(expansion.missing)}[/red]")
+            lines.append(f"  [red]missing roles: {escape(', '.join(expansion.missing))}[/red]")
         return "\n".join(lines)
 
     state.emit(data, lambda: state.markup(table()))
@@ -173,7 +179,7 @@ def queue(state: CLIState) -> None:
             grid.add_column(column)
         for item in items:
             grid.add_row(f"{item['barclamp']}/{item['inst']}", str(item.get("revision", "")),
-                         str(item.get("queued_at", "")), "\n".join(item.get("reasons") or []))
+                         str(item.get("queued_at", "")), escape("\n".join(item.get("reasons") or [])))
         return grid
 
     state.emit(items, table)

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
 from barclamp_sdk.barclamp import Barclamp
@@ -57,45 +58,47 @@ def parse_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def proposal_view(proposal: Proposal, status: str | None = None) -> str:
+    """A proposal for people (rich markup; every value escaped)."""
     lines = [f"[bold]{proposal.barclamp}/{proposal.name}[/bold]  revision {proposal.revision}"
-             + (f"  [{status}]" if status else "")]
+             + (f"  {escape(f'[{status}]')}" if status else "")]
     if proposal.description:
-        lines.append(proposal.description)
+        lines.append(escape(proposal.description))
     lines.append("")
     lines.append("[bold]elements[/bold]")
     for element in proposal.definition.elements:
         members = proposal.elements.get(element.name, [])
-        lines.append(f"  {element.name} ({len(members)}): {', '.join(members) or '-'}")
+        lines.append(escape(f"  {element.name} ({len(members)}): {', '.join(members) or '-'}"))
     lines.append("")
     lines.append("[bold]settings[/bold]")
     for key, value in flat(masked(proposal.attributes)):
-        lines.append(f"  {key} = {json.dumps(value) if not isinstance(value, str) else value}")
+        lines.append(escape(f"  {key} = {json.dumps(value) if not isinstance(value, str) else value}"))
     if proposal.notes:
         lines.append("")
         lines.append("[bold]notes[/bold]")
-        lines += [f"  - {note}" for note in proposal.notes]
+        lines += [escape(f"  - {note}") for note in proposal.notes]
     return "\n".join(lines)
 
 
 def commit_view(result: CommitResult) -> str:
-    ref = str(result.proposal)
+    """A commit's outcome for people (rich markup; every value escaped)."""
+    ref = escape(str(result.proposal))
     if result.status == "queued":
         return "\n".join([f"[yellow]{ref} r{result.revision} is queued[/yellow] because:",
-                          *(f"  - {reason}" for reason in result.reasons),
+                          *(escape(f"  - {reason}") for reason in result.reasons),
                           "it is applied automatically once nothing blocks it (see `crowbar queue`)"])
     if result.status == "planned":
         lines = [f"dry run of {ref} r{result.revision}: {len(result.changes)} role(s) would change"]
         for reason in result.reasons:
-            lines.append(f"  [yellow]would be queued: {reason}[/yellow]")
+            lines.append(f"  [yellow]would be queued: {escape(reason)}[/yellow]")
         for change in result.changes:
-            lines.append(f"  {change.action} {change.role}")
+            lines.append(escape(f"  {change.action} {change.role}"))
             if change.added:
-                lines.append(f"      + {', '.join(change.added)}")
+                lines.append(escape(f"      + {', '.join(change.added)}"))
             if change.removed:
-                lines.append(f"      - {', '.join(change.removed)}")
+                lines.append(escape(f"      - {', '.join(change.removed)}"))
             if change.node is not None:
-                lines.append(f"      run list: {', '.join(change.run_list_after) or '-'}")
-            lines += [f"      {c}" for c in change.changes[:10]]
+                lines.append(escape(f"      run list: {', '.join(change.run_list_after) or '-'}"))
+            lines += [escape(f"      {c}") for c in change.changes[:10]]
         return "\n".join(lines)
     if result.status == "unchanged":
         return f"{ref} r{result.revision} is already applied: nothing to do"

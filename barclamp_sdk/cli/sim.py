@@ -74,7 +74,7 @@ def boot(state: CLIState, names: tuple[str, ...], everyone: bool, until: str) ->
             counts[final] = counts.get(final, 0) + 1
         text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         if paused:
-            text += f"; {len(paused)} wait for allocation (`crowbar machines allocate NAME...`)"
+            text += f"; {len(paused)} wait for allocation (`crowbar machines allocate NAME...` or `--all`)"
         return text
 
     state.emit(states, summary)
