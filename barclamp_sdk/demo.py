@@ -11,6 +11,8 @@ Chef server and the BMC peers are left running to explore.
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -150,11 +152,24 @@ def run_demo(directory: Path, console: Console) -> int:
     _say(console, "6. The cluster")
     console.print(_machine_table(crowbar, hardware, final=True))
     console.print(f"done in {time.monotonic() - started:.0f}s. The Chef server and the BMCs keep running:")
+    activate = _activate_line()
+    if activate:
+        console.print(f"  {activate}", soft_wrap=True)
     console.print(f'  eval "$(crowbar local env --dir {directory})"', soft_wrap=True)
     console.print("  crowbar machines list; crowbar nova proposal show default; crowbar queue", soft_wrap=True)
     console.print(f"  crowbar roles show {names[0]}; crowbar bios apply {lab.names[0]}", soft_wrap=True)
     console.print(f"Stop everything: crowbar local stop --dir {directory}", soft_wrap=True)
     return 1 if waiting or any(s != "ready" for s in states.values()) else 0
+
+
+def _activate_line() -> str | None:
+    """How to put this ``crowbar`` on PATH, when it is not there already."""
+    here = Path(sys.executable).parent
+    found = shutil.which("crowbar")
+    if found and Path(found).resolve().parent == here.resolve():
+        return None
+    activate = here / "activate"
+    return f". {activate}" if activate.exists() else f"export PATH={here}:$PATH"
 
 
 def _change_lines(changes: list[Change]) -> list[str]:

@@ -70,6 +70,21 @@ def test_the_demo_deploys_everything_and_leaves_the_server_running(demo):
     assert "BIOS set through the BMC of 6" in out
 
 
+def test_the_printed_instructions_work_from_a_fresh_shell(demo):
+    directory, server, done = demo
+    tail = done.stdout.split("keep running:", 1)[1].splitlines()[1:]
+    setup = [line.strip() for line in tail if line.strip().startswith((". ", "export PATH=", "eval "))]
+    assert setup and setup[-1] == f'eval "$(crowbar local env --dir {directory})"'
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHEF_", "VIRTUAL_ENV"))}
+    script = "\n".join([*setup, "crowbar machines list --json"])
+    shell = subprocess.run(["bash", "-euc", script], capture_output=True, text=True, timeout=120,
+                           env={**env, "PATH": path})
+    assert shell.returncode == 0, shell.stderr
+    assert len(json.loads(shell.stdout)) == 12
+
+
 def test_no_secret_appears_anywhere(demo):
     directory, server, done = demo
     crowbar = Crowbar(server.client())
