@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,23 @@ class RoleChange:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
+
+
+@dataclass
+class _Partial:
+    """What a speculative pass wrote before a role differed from its snapshot."""
+
+    config_name: str
+    config: dict[str, Any] | None  # the config role before the pass (None: there was none)
+    originals: dict[str, dict[str, Any]] = field(default_factory=dict)  # machine roles, as read
+
+
+class _Stale(Exception):
+    """A role read under the locks differs from the snapshot the commit was validated against."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(node)
+        self.node = node
 
 
 @dataclass
@@ -394,16 +412,31 @@ class Committer:
                 proposal = current
             blocked: list[str] = []
             with self.crowbar.machines.roles.locked(targets, f"commit {ref} r{proposal.revision}") as held:
-                roles = {n: r for n, r in held.fetch().items() if r is not None}
-                fresh = {n: record_from_role(r) for n, r in roles.items()}
-                records = {**({r.name: r for r in snapshot} if snapshot else {}),
-                           **{n: r for n, r in fresh.items() if r is not None}}
-                view = ClusterView(records)
-                validate(self.crowbar, proposal, cluster=view)
-                blocked = self.blockers(proposal, view)
-                if not blocked:
-                    written, overwritten = self._write(proposal, roles, fresh, held, lock, force=force,
-                                                       progress=progress)
+                outcome = self._speculate(proposal, targets, held, lock, force=force, progress=progress)
+                partial = outcome if isinstance(outcome, _Partial) else None
+                if partial is not None:  # a role differed from the search snapshot: check them all
+                    snapshot = None
+                if isinstance(outcome, tuple):
+                    written, overwritten = outcome
+                else:
+                    try:
+                        roles = {n: r for n, r in held.fetch().items() if r is not None}
+                        fresh = {n: record_from_role(r) for n, r in roles.items()}
+                        records = {**({r.name: r for r in snapshot} if snapshot else {}),
+                                   **{n: r for n, r in fresh.items() if r is not None}}
+                        view = ClusterView(records)
+                        validate(self.crowbar, proposal, cluster=view)
+                        blocked = self.blockers(proposal, view)
+                        if blocked and partial is not None:
+                            self._undo(partial, held)
+                        if not blocked:
+                            written, overwritten = self._write(proposal, roles, fresh, held, lock, force=force,
+                                                               progress=progress)
+                            written += len(partial.originals) if partial is not None else 0
+                    except (ValidationError, DriftError):
+                        if partial is not None:  # refused after all: undo what the speculative pass wrote
+                            self._undo(partial, held)
+                        raise
             if blocked:
                 return self.crowbar.queue.enqueue(proposal, blocked)
             try:
@@ -417,21 +450,123 @@ class Committer:
         return CommitResult(ref, proposal.revision, "applied", machines_written=written,
                             repaired_nodes=repaired, drifted=overwritten)
 
-    def _write(self, proposal: Proposal, roles: dict[str, dict[str, Any]],
-               records: Mapping[str, MachineRecord | None], held: Any, lock: Any, *,
-               force: bool, progress: Callable[[int], None] | None) -> tuple[int, list[str]]:
-        """Mutate and write the roles; (machines written, hand-edited roles overwritten)."""
-        definition = proposal.definition
+    def _speculate(self, proposal: Proposal, targets: list[str], held: Any, lock: Any, *, force: bool,
+                   progress: Callable[[int], None] | None) -> tuple[int, list[str]] | _Partial | None:
+        """Validate against a search snapshot taken under the locks, then read and write each role in one go.
+
+        The floor of a commit is one GET and one PUT per role; validating
+        against every fresh role first would keep the reads from overlapping
+        the server's writes. Here each role read is compared with the
+        snapshot the proposal was validated against: equal (the normal case,
+        the locks keep other writers out), it is changed and written at
+        once. Returns (written, overwritten) when done; None when the
+        snapshot did not allow a verdict (nothing written); or, when a role
+        differed (search lagged), what was written so far (:class:`_Partial`),
+        for the careful path to check everything and undo it if refused.
+        """
+        view = self.crowbar.machines.cluster()
+        records = {node: view.get(node) for node in targets}
+        if any(record is None for record in records.values()):
+            return None
+        try:
+            validate(self.crowbar, proposal, cluster=view)
+        except ValidationError:
+            return None  # maybe only the snapshot is behind: the careful path decides
+        if self.blockers(proposal, view):
+            return None
         desired = self.desired(proposal)
         config = self.chef.roles.find(proposal.config_role)
-        drift = [proposal.config_role] if config is not None and config_role_drifted(config, proposal.barclamp) else []
         drifted_nodes = sorted(n for n, r in records.items() if r is not None and r.drifted)
+        self._refuse_drift(proposal, config, drifted_nodes, force=force)
+        self._prepare(proposal, desired, config, drifted=bool(drifted_nodes), lock=lock)
+        key = proposal.ref.key
+        plans = {node: desired.plan_for(node, records[node]) for node in targets}
+        partial = _Partial(proposal.config_role, config)
+        originals = partial.originals
+        guard = threading.Lock()
+
+        def step(node: str) -> None:
+            role = held.read(node)
+            if role is None or record_from_role(role) != records[node]:
+                raise _Stale(node)
+            original = copy.deepcopy(role)
+            try:
+                changed = machine_mutation(key, plans[node])(role)
+            except CrowbarError:
+                raise _Stale(node) from None  # the snapshot missed a conflict: let the careful path name it
+            if node in drifted_nodes:
+                crowbar_data(role).pop(DRIFT, None)
+                changed = True
+            if changed:
+                held.put(node, role)
+                with guard:
+                    originals[node] = original
+                if progress is not None:
+                    progress(1)
+
+        order = sorted({plan.batch for plan in plans.values()})
+        try:
+            for position, index in enumerate(order):
+                run_parallel(step, sorted(n for n, plan in plans.items() if plan.batch == index),
+                             workers=self.crowbar.machines.roles.concurrency, name="commit")
+                if position < len(order) - 1:
+                    self.crowbar.locks.update(lock, batch=index + 1, batches=len(proposal.definition.batches()),
+                                              machines_done=len(originals), revision=proposal.revision)
+        except _Stale as stale:
+            log.info("%s: %s changed since the search snapshot; checking every machine", proposal.ref, stale.node)
+            return partial
+        except CrowbarError as exc:
+            self._record_status(proposal, failed=str(exc))
+            raise
+        return len(originals), drifted_nodes
+
+    def _undo(self, partial: _Partial, held: Any) -> None:
+        """Put back the machine roles and the config role a speculative pass wrote."""
+        held.restore(partial.originals)
+        if partial.config is not None:
+            self._upload(partial.config)
+        else:
+            try:
+                self.chef.roles.delete(partial.config_name)
+            except NotFound:
+                pass
+
+    def _refuse_drift(self, proposal: Proposal, config: dict[str, Any] | None, drifted_nodes: list[str], *,
+                      force: bool) -> list[str]:
+        """Roles changed by hand since we wrote them; DriftError unless ``force``."""
+        drift = [proposal.config_role] if config is not None and config_role_drifted(config, proposal.barclamp) else []
         drift += [node_role_name(n) for n in drifted_nodes]
         if drift and not force:
             raise DriftError(
                 f"{len(drift)} role(s) were changed by hand since barclamp-sdk wrote them "
                 f"({', '.join(drift[:3])}{' ...' if len(drift) > 3 else ''}); nothing was written. "
                 f"Review them (`crowbar raw GET /roles/NAME`), then commit with --force to overwrite")
+        return drift
+
+    def _prepare(self, proposal: Proposal, desired: Desired, config: dict[str, Any] | None, *, drifted: bool,
+                 lock: Any) -> None:
+        """Before machine roles: the barclamp's apply_pre, element roles, the config role."""
+        definition = proposal.definition
+        old = self.applied(proposal)[0] if config is not None else None
+        try:
+            definition.apply_pre(Context(self.crowbar, definition), old, proposal)
+            for role in self._missing_element_roles(definition):
+                self._upload(role)
+            if config is None or _strip_volatile(config) != _strip_volatile(desired.config) or drifted:
+                self.crowbar.locks.ensure_valid(lock)
+                self._upload(desired.config)
+        except CrowbarError as exc:
+            self._record_status(proposal, failed=str(exc))
+            raise
+
+    def _write(self, proposal: Proposal, roles: dict[str, dict[str, Any]],
+               records: Mapping[str, MachineRecord | None], held: Any, lock: Any, *,
+               force: bool, progress: Callable[[int], None] | None) -> tuple[int, list[str]]:
+        """Mutate and write the roles; (machines written, hand-edited roles overwritten)."""
+        desired = self.desired(proposal)
+        config = self.chef.roles.find(proposal.config_role)
+        drifted_nodes = sorted(n for n, r in records.items() if r is not None and r.drifted)
+        drift = self._refuse_drift(proposal, config, drifted_nodes, force=force)
         batches: dict[int, dict[str, dict[str, Any]]] = {}
         key = proposal.ref.key
         failures = []
@@ -449,21 +584,14 @@ class Committer:
                 batches.setdefault(plan.batch, {})[node] = role
         if failures:
             raise ValidationError(failures, subject=str(proposal.ref))
-        context = Context(self.crowbar, definition)
-        old = self.applied(proposal)[0] if config is not None else None
+        self._prepare(proposal, desired, config, drifted=bool(drift), lock=lock)
         try:
-            definition.apply_pre(context, old, proposal)
-            for role in self._missing_element_roles(definition):
-                self._upload(role)
-            if config is None or _strip_volatile(config) != _strip_volatile(desired.config) or drift:
-                self.crowbar.locks.ensure_valid(lock)
-                self._upload(desired.config)
             written = 0
             order = sorted(batches)
             for position, index in enumerate(order):
                 written += len(held.write(batches[index], progress=progress))
                 if position < len(order) - 1:
-                    self.crowbar.locks.update(lock, batch=index + 1, batches=len(definition.batches()),
+                    self.crowbar.locks.update(lock, batch=index + 1, batches=len(proposal.definition.batches()),
                                               machines_done=written, revision=proposal.revision)
         except CrowbarError as exc:
             self._record_status(proposal, failed=str(exc))

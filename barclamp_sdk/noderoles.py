@@ -171,29 +171,38 @@ class LockedRoles:
 
     def fetch(self) -> dict[str, dict[str, Any] | None]:
         """Every role, read from its object endpoint (None: not a machine)."""
-        chef = self.store.chef
-        roles = run_parallel(lambda n: chef.roles.find(node_role_name(n)), self.nodes,
-                             workers=self.store.concurrency, name="roles")
+        roles = run_parallel(self.read, self.nodes, workers=self.store.concurrency, name="roles")
         return dict(zip(self.nodes, roles))
+
+    def read(self, node: str) -> dict[str, Any] | None:
+        """One role, from its object endpoint (None: not a machine)."""
+        return self.store.chef.roles.find(node_role_name(node))
+
+    def put(self, node: str, role: dict[str, Any]) -> None:
+        """Write one changed role (revision bumped, sealed), the locks checked first."""
+        for lock in self.locks:
+            self.store.locks.ensure_valid(lock)
+        data = crowbar_data(role)
+        data[REVISION] = int(data.get(REVISION, 0)) + 1
+        seal(role)
+        self.store.chef.roles.update(node_role_name(node), role)
 
     def write(self, roles: Mapping[str, dict[str, Any]], *,
               progress: Callable[[int], None] | None = None) -> list[str]:
         """Write changed roles (revision bumped, run list rebuilt, sealed)."""
-        chef = self.store.chef
-
         def put(node: str) -> str:
-            for lock in self.locks:
-                self.store.locks.ensure_valid(lock)
-            role = roles[node]
-            data = crowbar_data(role)
-            data[REVISION] = int(data.get(REVISION, 0)) + 1
-            seal(role)
-            chef.roles.update(node_role_name(node), role)
+            self.put(node, roles[node])
             if progress is not None:
                 progress(1)
             return node
 
         return run_parallel(put, sorted(roles), workers=self.store.concurrency, name="roles")
+
+    def restore(self, originals: Mapping[str, dict[str, Any]]) -> None:
+        """Put roles back exactly as they were read (undoing writes, the locks still held)."""
+        chef = self.store.chef
+        run_parallel(lambda node: chef.roles.update(node_role_name(node), originals[node]), sorted(originals),
+                     workers=self.store.concurrency, name="roles", stop_on_error=False)
 
 
 class NodeRoleStore:

@@ -214,6 +214,51 @@ def test_a_disk_claimed_by_another_proposal_is_refused(crowbar, ready):
     assert any("holds the operating system" in e for e in info.value.errors)
 
 
+def node_roles(chef):
+    return {name: chef.roles.get(name) for name in chef.roles.list() if name.startswith("crowbar-")}
+
+
+def test_a_lagging_search_snapshot_is_caught_and_a_refused_commit_undone(crowbar, ready, chef, monkeypatch):
+    # Search lags behind writes on a production Chef server: replay that with a
+    # snapshot taken before another commit put a conflicting role on a machine.
+    storage = ready[3]
+    crowbar.proposals.create("widget", "default")
+    assert storage in crowbar.proposals.get("widget", "default").elements["widget-store"]
+    lagging = crowbar.machines.cluster()
+    crowbar.proposals.create("gizmo", "default", from_inventory=False)
+    crowbar.proposals.set("gizmo", "default", {"elements.gizmo-store": storage})
+    assert crowbar.proposals.commit("gizmo", "default").status == "applied"
+    before = node_roles(chef)
+    monkeypatch.setattr(crowbar.machines, "cluster", lambda: lagging)
+    puts = chef.stats.snapshot()["by_endpoint"].get("PUT /roles/*", 0)
+    with pytest.raises(ValidationError) as info:
+        crowbar.proposals.commit("widget", "default")
+    assert any("widget-store conflicts with gizmo-store" in e for e in info.value.errors)
+    # The machines other than the storage server were written, then restored.
+    assert chef.stats.snapshot()["by_endpoint"].get("PUT /roles/*", 0) - puts >= 2 * (len(ready) - 1)
+    assert node_roles(chef) == before  # what the speculative pass wrote was put back
+    assert chef.roles.find("widget-config-default") is None
+    assert crowbar.locks.all() == []
+
+
+def test_a_lagging_snapshot_that_changes_nothing_still_commits_everything(crowbar, ready, chef, monkeypatch):
+    crowbar.proposals.create("widget", "default")
+    lagging = crowbar.machines.cluster()
+    crowbar.proposals.create("gizmo", "default", from_inventory=False)
+    crowbar.proposals.set("gizmo", "default", {"elements.gizmo-node": ready[0]})
+    crowbar.proposals.commit("gizmo", "default")
+    with monkeypatch.context() as patch:
+        patch.setattr(crowbar.machines, "cluster", lambda: lagging)
+        result = crowbar.proposals.commit("widget", "default")
+    assert result.status == "applied" and result.machines_written == len(ready)
+    proposal = crowbar.proposals.get("widget", "default")
+    for name in ready:
+        run_list_map = node_role(chef, name)["default_attributes"]["crowbar"]["run_list_map"]
+        assert set(proposal.elements_of(name)) <= set(run_list_map)
+    assert "gizmo-node" in node_role(chef, ready[0])["default_attributes"]["crowbar"]["run_list_map"]
+    assert crowbar.proposals.commit("widget", "default").status == "unchanged"
+
+
 def test_deactivate_takes_everything_back(crowbar, ready, chef):
     crowbar.proposals.create("widget", "default")
     crowbar.proposals.commit("widget", "default")
