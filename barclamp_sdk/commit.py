@@ -7,10 +7,13 @@ since the revision last applied (recorded in the ``<bc>-config-<name>`` role):
   counts, machines that exist), so bad input writes nothing at all.
 * A new proposal, or one that changed on many machines: the shard locks of
   every machine involved are taken (one lock item per shard, never per
-  machine), each role is read once from its object endpoint, the proposal is
-  validated against those fresh roles, and the changed roles are written,
-  batch by batch in ``element_order``. That is the least a commit can do:
-  one read and at most one write per machine.
+  machine), the proposal is validated against a search snapshot taken under
+  those locks, and each role is read once from its object endpoint and,
+  when it matches the snapshot, changed and written at once, batch by batch
+  in ``element_order``. That is the least a commit can do: one read and at
+  most one write per machine. A role that does not match (search lagging)
+  sends the commit to the careful path: read every role, validate against
+  them, write; if they refuse the commit, what was written is put back.
 * A small change, or the same proposal again: one paged partial search says
   which machines differ from what the proposal wants (or were edited by hand);
   only those are locked, re-read and written. An unchanged proposal writes
@@ -41,7 +44,7 @@ from barclamp_sdk.context import Context
 from barclamp_sdk.document import Proposal
 from barclamp_sdk.errors import CrowbarError, DriftError, NotFound, ValidationError
 from barclamp_sdk.jsondoc import canonical_json, diff, fingerprint
-from barclamp_sdk.naming import node_role_name, proposal_lock_name
+from barclamp_sdk.naming import NODE_ROLE_PREFIX, node_role_name, proposal_lock_name
 from barclamp_sdk.noderoles import (
     DRIFT,
     FINGERPRINT,
@@ -83,7 +86,6 @@ class RoleChange:
 class _Partial:
     """What a speculative pass wrote before a role differed from its snapshot."""
 
-    config_name: str
     config: dict[str, Any] | None  # the config role before the pass (None: there was none)
     originals: dict[str, dict[str, Any]] = field(default_factory=dict)  # machine roles, as read
 
@@ -246,6 +248,19 @@ def machine_mutation(key: str, plan: MachinePlan) -> Callable[[dict[str, Any]], 
     return mutate
 
 
+def _change_role(key: str, plan: MachinePlan, role: dict[str, Any], *, drifted: bool) -> bool:
+    """Apply ``plan`` to a machine's role; True if it changed.
+
+    A drifted role (edited by hand, overwritten with --force) is always
+    rewritten, its drift mark dropped.
+    """
+    changed = machine_mutation(key, plan)(role)
+    if drifted:
+        crowbar_data(role).pop(DRIFT, None)
+        changed = True
+    return changed
+
+
 class Committer:
     """Plans and applies commits (used through ``Crowbar.proposals.commit``)."""
 
@@ -293,7 +308,7 @@ class Committer:
         """Checks that need no lock and no role: bad input writes nothing."""
         errors = check_shape(proposal) or check_attributes(proposal)
         if not errors:
-            existing = {name for name in self.chef.roles.list() if name.startswith("crowbar-")}
+            existing = {name for name in self.chef.roles.list() if name.startswith(NODE_ROLE_PREFIX)}
             stub = ClusterView({n: MachineRecord(n, node_role_name(n), "", False, {}, {}, {}, False, 0, {})
                                 for n in proposal.nodes() if node_role_name(n) in existing})
             errors = check_elements(proposal, stub)
@@ -366,7 +381,7 @@ class Committer:
                 result = self._small_commit(proposal, changed, config, force=force, in_queue=in_queue,
                                             progress=progress)
             else:
-                result = self._apply(proposal, sorted(involved), None, force=force, progress=progress)
+                result = self._apply(proposal, sorted(involved), force=force, progress=progress)
             if not in_queue and result.status == "applied":
                 self.crowbar.queue.process()
         result.seconds = time.monotonic() - started
@@ -391,12 +406,12 @@ class Committer:
             if in_queue or self._queued(proposal.ref):
                 self.crowbar.queue.remove(proposal.ref)
             return CommitResult(proposal.ref, proposal.revision, "unchanged")
-        return self._apply(proposal, sorted(targets), cluster, force=force, progress=progress)
+        return self._apply(proposal, sorted(targets), force=force, progress=progress)
 
     def _queued(self, ref: ProposalRef) -> bool:
         return any(i.get("barclamp") == ref.barclamp and i.get("inst") == ref.name for i in self.crowbar.queue.items())
 
-    def _apply(self, proposal: Proposal, targets: list[str], snapshot: ClusterView | None, *, force: bool,
+    def _apply(self, proposal: Proposal, targets: list[str], *, force: bool,
                progress: Callable[[int], None] | None) -> CommitResult:
         """Under the proposal's lock and the targets' shard locks: read, check, write."""
         ref = proposal.ref
@@ -406,36 +421,36 @@ class Committer:
             current = store.get(ref.barclamp, ref.name)
             if current.revision != proposal.revision:  # edited meanwhile: commit what is there now
                 applied, _ = self.applied(current)
-                proposal, snapshot = current, None
+                proposal = current
                 targets = sorted(set(current.nodes()) | set(applied.nodes() if applied else []))
             else:
                 proposal = current
             blocked: list[str] = []
             with self.crowbar.machines.roles.locked(targets, f"commit {ref} r{proposal.revision}") as held:
-                outcome = self._speculate(proposal, targets, held, lock, force=force, progress=progress)
+                snapshot = self.crowbar.machines.cluster()  # taken under the locks
+                outcome = self._speculate(proposal, targets, snapshot, held, lock, force=force, progress=progress)
                 partial = outcome if isinstance(outcome, _Partial) else None
-                if partial is not None:  # a role differed from the search snapshot: check them all
-                    snapshot = None
                 if isinstance(outcome, tuple):
                     written, overwritten = outcome
                 else:
                     try:
                         roles = {n: r for n, r in held.fetch().items() if r is not None}
                         fresh = {n: record_from_role(r) for n, r in roles.items()}
-                        records = {**({r.name: r for r in snapshot} if snapshot else {}),
+                        # After a mismatch the snapshot is not trusted for any machine.
+                        records = {**({r.name: r for r in snapshot} if partial is None else {}),
                                    **{n: r for n, r in fresh.items() if r is not None}}
                         view = ClusterView(records)
                         validate(self.crowbar, proposal, cluster=view)
                         blocked = self.blockers(proposal, view)
                         if blocked and partial is not None:
-                            self._undo(partial, held)
+                            self._undo(proposal, partial, held)
                         if not blocked:
                             written, overwritten = self._write(proposal, roles, fresh, held, lock, force=force,
-                                                               progress=progress)
+                                                               prepared=partial is not None, progress=progress)
                             written += len(partial.originals) if partial is not None else 0
                     except (ValidationError, DriftError):
                         if partial is not None:  # refused after all: undo what the speculative pass wrote
-                            self._undo(partial, held)
+                            self._undo(proposal, partial, held)
                         raise
             if blocked:
                 return self.crowbar.queue.enqueue(proposal, blocked)
@@ -450,9 +465,9 @@ class Committer:
         return CommitResult(ref, proposal.revision, "applied", machines_written=written,
                             repaired_nodes=repaired, drifted=overwritten)
 
-    def _speculate(self, proposal: Proposal, targets: list[str], held: Any, lock: Any, *, force: bool,
-                   progress: Callable[[int], None] | None) -> tuple[int, list[str]] | _Partial | None:
-        """Validate against a search snapshot taken under the locks, then read and write each role in one go.
+    def _speculate(self, proposal: Proposal, targets: list[str], view: ClusterView, held: Any, lock: Any, *,
+                   force: bool, progress: Callable[[int], None] | None) -> tuple[int, list[str]] | _Partial | None:
+        """Validate against ``view`` (a search snapshot taken under the locks), then read and write each role in one go.
 
         The floor of a commit is one GET and one PUT per role; validating
         against every fresh role first would keep the reads from overlapping
@@ -464,7 +479,6 @@ class Committer:
         differed (search lagged), what was written so far (:class:`_Partial`),
         for the careful path to check everything and undo it if refused.
         """
-        view = self.crowbar.machines.cluster()
         records = {node: view.get(node) for node in targets}
         if any(record is None for record in records.values()):
             return None
@@ -477,57 +491,66 @@ class Committer:
         desired = self.desired(proposal)
         config = self.chef.roles.find(proposal.config_role)
         drifted_nodes = sorted(n for n, r in records.items() if r is not None and r.drifted)
-        self._refuse_drift(proposal, config, drifted_nodes, force=force)
-        self._prepare(proposal, desired, config, drifted=bool(drifted_nodes), lock=lock)
+        drift = self._refuse_drift(proposal, config, drifted_nodes, force=force)
+        self._prepare(proposal, desired, config, drifted=bool(drift), lock=lock)
         key = proposal.ref.key
         plans = {node: desired.plan_for(node, records[node]) for node in targets}
-        partial = _Partial(proposal.config_role, config)
+        partial = _Partial(config)
         originals = partial.originals
         guard = threading.Lock()
 
-        def step(node: str) -> None:
+        def step(node: str) -> int:
             role = held.read(node)
             if role is None or record_from_role(role) != records[node]:
                 raise _Stale(node)
             original = copy.deepcopy(role)
             try:
-                changed = machine_mutation(key, plans[node])(role)
+                changed = _change_role(key, plans[node], role, drifted=node in drifted_nodes)
             except CrowbarError:
                 raise _Stale(node) from None  # the snapshot missed a conflict: let the careful path name it
-            if node in drifted_nodes:
-                crowbar_data(role).pop(DRIFT, None)
-                changed = True
-            if changed:
-                held.put(node, role)
-                with guard:
-                    originals[node] = original
-                if progress is not None:
-                    progress(1)
+            if not changed:
+                return 0
+            held.put(node, role)
+            with guard:
+                originals[node] = original
+            if progress is not None:
+                progress(1)
+            return 1
 
-        order = sorted({plan.batch for plan in plans.values()})
+        batches: dict[int, list[str]] = {}
+        for node in sorted(plans):
+            batches.setdefault(plans[node].batch, []).append(node)
         try:
-            for position, index in enumerate(order):
-                run_parallel(step, sorted(n for n, plan in plans.items() if plan.batch == index),
-                             workers=self.crowbar.machines.roles.concurrency, name="commit")
-                if position < len(order) - 1:
-                    self.crowbar.locks.update(lock, batch=index + 1, batches=len(proposal.definition.batches()),
-                                              machines_done=len(originals), revision=proposal.revision)
+            written = self._in_batches(proposal, lock, batches, lambda nodes: sum(run_parallel(
+                step, nodes, workers=self.crowbar.machines.roles.concurrency, name="commit")))
         except _Stale as stale:
             log.info("%s: %s changed since the search snapshot; checking every machine", proposal.ref, stale.node)
             return partial
         except CrowbarError as exc:
             self._record_status(proposal, failed=str(exc))
             raise
-        return len(originals), drifted_nodes
+        return written, drifted_nodes
 
-    def _undo(self, partial: _Partial, held: Any) -> None:
+    def _in_batches(self, proposal: Proposal, lock: Any, batches: Mapping[int, Any],
+                    write_batch: Callable[[Any], int]) -> int:
+        """``write_batch`` over the batches in element order; progress recorded in the lock between them."""
+        written = 0
+        order = sorted(batches)
+        for position, index in enumerate(order):
+            written += write_batch(batches[index])
+            if position < len(order) - 1:
+                self.crowbar.locks.update(lock, batch=index + 1, batches=len(proposal.definition.batches()),
+                                          machines_done=written, revision=proposal.revision)
+        return written
+
+    def _undo(self, proposal: Proposal, partial: _Partial, held: Any) -> None:
         """Put back the machine roles and the config role a speculative pass wrote."""
         held.restore(partial.originals)
         if partial.config is not None:
             self._upload(partial.config)
         else:
             try:
-                self.chef.roles.delete(partial.config_name)
+                self.chef.roles.delete(proposal.config_role)
             except NotFound:
                 pass
 
@@ -561,8 +584,13 @@ class Committer:
 
     def _write(self, proposal: Proposal, roles: dict[str, dict[str, Any]],
                records: Mapping[str, MachineRecord | None], held: Any, lock: Any, *,
-               force: bool, progress: Callable[[int], None] | None) -> tuple[int, list[str]]:
-        """Mutate and write the roles; (machines written, hand-edited roles overwritten)."""
+               force: bool, prepared: bool = False,
+               progress: Callable[[int], None] | None) -> tuple[int, list[str]]:
+        """Mutate and write the roles; (machines written, hand-edited roles overwritten).
+
+        ``prepared``: a speculative pass already ran :meth:`_prepare` under
+        the same locks (apply_pre is not called twice).
+        """
         desired = self.desired(proposal)
         config = self.chef.roles.find(proposal.config_role)
         drifted_nodes = sorted(n for n, r in records.items() if r is not None and r.drifted)
@@ -573,26 +601,19 @@ class Committer:
         for node, role in roles.items():
             plan = desired.plan_for(node, records.get(node))
             try:
-                changed = machine_mutation(key, plan)(role)
+                changed = _change_role(key, plan, role, drifted=node in drifted_nodes)
             except CrowbarError as exc:
                 failures.append(str(exc))
                 continue
-            if node in drifted_nodes:  # --force: rewrite what we manage, drop the mark
-                crowbar_data(role).pop(DRIFT, None)
-                changed = True
             if changed:
                 batches.setdefault(plan.batch, {})[node] = role
         if failures:
             raise ValidationError(failures, subject=str(proposal.ref))
-        self._prepare(proposal, desired, config, drifted=bool(drift), lock=lock)
+        if not prepared:
+            self._prepare(proposal, desired, config, drifted=bool(drift), lock=lock)
         try:
-            written = 0
-            order = sorted(batches)
-            for position, index in enumerate(order):
-                written += len(held.write(batches[index], progress=progress))
-                if position < len(order) - 1:
-                    self.crowbar.locks.update(lock, batch=index + 1, batches=len(proposal.definition.batches()),
-                                              machines_done=written, revision=proposal.revision)
+            written = self._in_batches(proposal, lock, batches,
+                                       lambda roles: len(held.write(roles, progress=progress)))
         except CrowbarError as exc:
             self._record_status(proposal, failed=str(exc))
             raise

@@ -241,16 +241,19 @@ def test_a_lagging_search_snapshot_is_caught_and_a_refused_commit_undone(crowbar
     assert crowbar.locks.all() == []
 
 
-def test_a_lagging_snapshot_that_changes_nothing_still_commits_everything(crowbar, ready, chef, monkeypatch):
+def test_a_lagging_snapshot_that_changes_nothing_still_commits_everything(crowbar, ready, chef, monkeypatch,
+                                                                        mocker):
     crowbar.proposals.create("widget", "default")
     lagging = crowbar.machines.cluster()
     crowbar.proposals.create("gizmo", "default", from_inventory=False)
     crowbar.proposals.set("gizmo", "default", {"elements.gizmo-node": ready[0]})
     crowbar.proposals.commit("gizmo", "default")
+    apply_pre = mocker.spy(type(crowbar.barclamps.get("widget")), "apply_pre")
     with monkeypatch.context() as patch:
         patch.setattr(crowbar.machines, "cluster", lambda: lagging)
         result = crowbar.proposals.commit("widget", "default")
     assert result.status == "applied" and result.machines_written == len(ready)
+    assert apply_pre.call_count == 1  # the careful path does not run the barclamp's hook again
     proposal = crowbar.proposals.get("widget", "default")
     for name in ready:
         run_list_map = node_role(chef, name)["default_attributes"]["crowbar"]["run_list_map"]
