@@ -180,12 +180,7 @@ class LockedRoles:
 
     def put(self, node: str, role: dict[str, Any]) -> None:
         """Write one changed role (revision bumped, sealed), the locks checked first."""
-        for lock in self.locks:
-            self.store.locks.ensure_valid(lock)
-        data = crowbar_data(role)
-        data[REVISION] = int(data.get(REVISION, 0)) + 1
-        seal(role)
-        self.store.chef.roles.update(node_role_name(node), role)
+        self.store.write(node, role, self.locks)
 
     def write(self, roles: Mapping[str, dict[str, Any]], *,
               progress: Callable[[int], None] | None = None) -> list[str]:
@@ -228,6 +223,15 @@ class NodeRoleStore:
             return role, True
         except Conflict:
             return self.get(node), False
+
+    def write(self, node: str, role: dict[str, Any], locks: Iterable[Lock]) -> None:
+        """Write a changed role: revision bumped, sealed, sent once ``locks`` are checked still ours."""
+        for lock in locks:
+            self.locks.ensure_valid(lock)
+        data = crowbar_data(role)
+        data[REVISION] = int(data.get(REVISION, 0)) + 1
+        seal(role)
+        self.chef.roles.update(node_role_name(node), role)
 
     @contextlib.contextmanager
     def locked(self, nodes: Iterable[str], purpose: str) -> Iterator[LockedRoles]:
@@ -301,8 +305,5 @@ class NodeRoleStore:
         if not changed:
             report.unchanged.append(node)
             return
-        data[REVISION] = int(data.get(REVISION, 0)) + 1
-        seal(role)
-        self.locks.ensure_valid(lock)
-        self.chef.roles.update(name, role)
+        self.write(node, role, [lock])
         report.written.append(node)
