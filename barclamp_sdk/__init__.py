@@ -6,11 +6,11 @@
 """
 
 from barclamp_sdk.api import Crowbar, connect
-from barclamp_sdk.barclamp import Attributes, Barclamp, Element, ProposalRef
-from barclamp_sdk.document import Proposal
+from barclamp_sdk.model.barclamp import Attributes, Barclamp, Element, ProposalRef
+from barclamp_sdk.model.proposal import Proposal
 from barclamp_sdk.errors import CrowbarError
-from barclamp_sdk.inventory import Inventory, Machine
-from barclamp_sdk.secrets import Secret
+from barclamp_sdk.model.inventory import Inventory, Machine
+from barclamp_sdk.model.secrets import Secret
 
 __all__ = [
     "Attributes",

@@ -15,15 +15,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from barclamp_sdk.barclamp import Barclamp, BarclampRegistry
+from barclamp_sdk.model.barclamp import Barclamp, BarclampRegistry
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.chef.config import ChefConfig
 from barclamp_sdk.errors import CrowbarError, NotFound
-from barclamp_sdk.locks import LockManager
-from barclamp_sdk.machines import Machines
-from barclamp_sdk.proposals import Proposals
-from barclamp_sdk.queue import Queue
-from barclamp_sdk.secrets import SecretStore
+from barclamp_sdk.model.locks import LockManager
+from barclamp_sdk.model.machines import Machines
+from barclamp_sdk.model.proposals import Proposals
+from barclamp_sdk.model.queue import Queue
+from barclamp_sdk.model.secrets import SecretStore
 
 
 class Crowbar:

@@ -10,7 +10,7 @@ The same as ``crowbar batch apply scenario.yaml``, as a script you can adapt
 import sys
 
 import barclamp_sdk
-from barclamp_sdk import batch
+from barclamp_sdk.model import batch
 
 
 def main() -> int:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from barclamp_sdk.api import Crowbar
-from barclamp_sdk.naming import node_role_name
+from barclamp_sdk.model.naming import node_role_name
 from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
 from tests.support.widgets import TEST_BARCLAMPS
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from barclamp_sdk.errors import ValidationError
-from barclamp_sdk.placement import odd_quorum
-from barclamp_sdk.validation import validate
+from barclamp_sdk.model.placement import odd_quorum
+from barclamp_sdk.model.validation import validate
 from barclamps.ceph import CephAttributes
 from barclamps.nova.settings import NovaAttributes
 

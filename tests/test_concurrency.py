@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from barclamp_sdk.naming import node_role_name
+from barclamp_sdk.model.naming import node_role_name
 
 ROOT = Path(__file__).resolve().parent.parent
 

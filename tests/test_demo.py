@@ -18,7 +18,7 @@ import pytest
 
 from barclamp_sdk import Crowbar
 from barclamp_sdk.local import LocalChefServer
-from barclamp_sdk.naming import SECRETS_BAG, node_role_name
+from barclamp_sdk.model.naming import SECRETS_BAG, node_role_name
 
 CROWBAR = str(Path(sys.executable).with_name("crowbar"))
 

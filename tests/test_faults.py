@@ -24,7 +24,7 @@ from barclamp_sdk.chef import ChefClient
 from barclamp_sdk.chef.config import RetryPolicy
 from barclamp_sdk.errors import ChefError
 from barclamp_sdk.local import LocalChefServer
-from barclamp_sdk.naming import LOCKS_BAG
+from barclamp_sdk.model.naming import LOCKS_BAG
 from barclamp_sdk.testing.faultproxy import FaultProxy
 from barclamp_sdk.testing.fleet import Fleet
 from barclamp_sdk.testing.pytest_plugin import TEST_SECRET

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from barclamp_sdk.errors import ConcurrencyError, LockTimeout
-from barclamp_sdk.locks import LockManager, lock_order
+from barclamp_sdk.model.locks import LockManager, lock_order
 
 
 def test_only_one_holder_among_racing_threads(chef_server, chef):

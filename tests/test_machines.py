@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from barclamp_sdk.errors import InvalidTransition, NotFoundError, ValidationError
-from barclamp_sdk.inventory import disk_of, machine_from_search, parse_size
-from barclamp_sdk.naming import node_role_name
-from barclamp_sdk.noderoles import crowbar_data
-from barclamp_sdk.states import LIFECYCLE
+from barclamp_sdk.model.inventory import disk_of, machine_from_search, parse_size
+from barclamp_sdk.model.naming import node_role_name
+from barclamp_sdk.model.noderoles import crowbar_data
+from barclamp_sdk.model.states import LIFECYCLE
 
 
 def test_role_name_replaces_every_dot_and_nothing_else():

@@ -16,12 +16,12 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from barclamp_sdk import batch
+from barclamp_sdk.model import batch
 from barclamp_sdk.errors import CrowbarError, NotFoundError, ValidationError
-from barclamp_sdk.inventory import BlockDevice
-from barclamp_sdk.naming import check_node_name, node_role_name
+from barclamp_sdk.model.inventory import BlockDevice
+from barclamp_sdk.model.naming import check_node_name, node_role_name
 from barclamp_sdk.testing.fleet import PROFILES, ohai_data
-from barclamp_sdk.validation import setting_keys
+from barclamp_sdk.model.validation import setting_keys
 from tests.support import figures
 from tests.support.widgets import WidgetAttributes
 
@@ -182,7 +182,7 @@ def _get(data, path):
 
 def _plausible(path, value):
     """Junk that happens to be a readable value of the right shape."""
-    from barclamp_sdk.inventory import _int, parse_size
+    from barclamp_sdk.model.inventory import _int, parse_size
 
     if path == ("memory", "total"):
         return parse_size(value) > 0

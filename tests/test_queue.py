@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from barclamp_sdk.errors import NotFoundError, ValidationError
-from barclamp_sdk.naming import node_role_name
+from barclamp_sdk.model.naming import node_role_name
 
 
 def test_machines_not_ready_queue_the_commit_with_reasons(crowbar, fleet, chef):

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from barclamp_sdk.api import Crowbar
 from barclamp_sdk.chef import ChefClient, RetryPolicy
 from barclamp_sdk.errors import ConfigurationError, CrowbarError
-from barclamp_sdk.locks import LockManager
-from barclamp_sdk.secrets import SecretStore, decrypt_value, encrypt_value, load_secret, secret_paths
+from barclamp_sdk.model.locks import LockManager
+from barclamp_sdk.model.secrets import SecretStore, decrypt_value, encrypt_value, load_secret, secret_paths
 from tests.support.widgets import WidgetAttributes
 
 

@@ -13,7 +13,7 @@ import pexpect
 import pytest
 import yaml
 
-from barclamp_sdk import batch
+from barclamp_sdk.model import batch
 from barclamp_sdk.errors import ValidationError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from barclamp_sdk.naming import node_role_name
+from barclamp_sdk.model.naming import node_role_name
 from tests.support import figures
 from tests.test_concurrency import ready_machines
 

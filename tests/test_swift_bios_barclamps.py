@@ -9,7 +9,7 @@ import pytest
 
 from barclamp_sdk.errors import ValidationError
 from barclamp_sdk.testing.bmcpeers import FACTORY_BIOS, BmcLab
-from barclamp_sdk.validation import validate
+from barclamp_sdk.model.validation import validate
 from barclamps.bios import target_settings
 
 RACKS = ("r1", "r2", "r3", "r4")
@@ -77,7 +77,7 @@ def test_swift_proposals_balance_zones_and_take_no_ceph_disk(crowbar, fleet, mix
 
 
 def test_zones_keep_whole_racks_only_when_that_stays_balanced():
-    from barclamp_sdk.inventory import Machine
+    from barclamp_sdk.model.inventory import Machine
     from barclamps.swift import balanced_zones
 
     def machines(layout):
@@ -201,7 +201,7 @@ def test_a_pinned_bmc_certificate_that_changes_is_refused(crowbar, fleet, lab):
     fleet.add(1, "compute", names=[ok], wall=lambda n, i: lab.wall(n))
     crowbar.machines.discover()
     crowbar.proposals.create("bios", "default", settings={"bmc_username": "admin", "bmc_password": "password"})
-    from barclamp_sdk.context import Context
+    from barclamp_sdk.model.hooks import Context
     from barclamps.bios.apply import apply
 
     bios = crowbar.barclamps.get("bios")

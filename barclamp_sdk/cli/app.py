@@ -186,7 +186,7 @@ def raw(state: CLIState, method: str, path: str, data_file: Any) -> None:
 @pass_state
 def demo(state: CLIState, directory: str) -> int:
     """Run the end-to-end demo on a local Chef server (left running)."""
-    from barclamp_sdk.demo import run_demo
+    from barclamp_sdk.cli.demo import run_demo
 
     return run_demo(Path(directory).resolve(), state.console)
 

@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from barclamp_sdk import batch as scenario_file
+from barclamp_sdk.model import batch as scenario_file
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
 
 EXIT_QUEUED = 3

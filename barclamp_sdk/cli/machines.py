@@ -9,9 +9,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
-from barclamp_sdk.naming import node_role_name
-from barclamp_sdk.runlist import expand
-from barclamp_sdk.states import STATES
+from barclamp_sdk.model.naming import node_role_name
+from barclamp_sdk.model.runlist import expand
+from barclamp_sdk.model.states import STATES
 
 
 def machine_table(records: list[dict[str, Any]]) -> Table:

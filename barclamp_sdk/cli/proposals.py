@@ -16,12 +16,12 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from barclamp_sdk.barclamp import Barclamp
+from barclamp_sdk.model.barclamp import Barclamp
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
-from barclamp_sdk.commit import CommitResult
-from barclamp_sdk.document import Proposal
+from barclamp_sdk.model.commit import CommitResult
+from barclamp_sdk.model.proposal import Proposal
 from barclamp_sdk.errors import CrowbarError, ValidationError
-from barclamp_sdk.secrets import MASK, is_reference
+from barclamp_sdk.model.secrets import MASK, is_reference
 
 EXIT_QUEUED = 3
 

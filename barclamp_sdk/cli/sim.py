@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
-from barclamp_sdk.states import LIFECYCLE
+from barclamp_sdk.model.states import LIFECYCLE
 from barclamp_sdk.testing.fleet import PROFILES, Fleet
 
 

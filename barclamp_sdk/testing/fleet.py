@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.errors import ValidationError
-from barclamp_sdk.jsondoc import deep_merge
-from barclamp_sdk.parallel import run_parallel
-from barclamp_sdk.runlist import expand
+from barclamp_sdk.model.jsondoc import deep_merge
+from barclamp_sdk.model.parallel import run_parallel
+from barclamp_sdk.model.runlist import expand
 
 if TYPE_CHECKING:
     from barclamp_sdk.api import Crowbar
@@ -297,7 +297,7 @@ class Fleet:
         A machine stops at ``discovered`` while it is not allocated (the pause),
         as Crowbar's ``wait_for_allocated`` did.
         """
-        from barclamp_sdk.states import LIFECYCLE
+        from barclamp_sdk.model.states import LIFECYCLE
 
         api = self._api()
         stop = LIFECYCLE.index(until)

@@ -29,7 +29,7 @@ import click
 
 from barclamp_sdk import Attributes, Barclamp, Element, Secret
 from barclamp_sdk.cli.context import output_options
-from barclamp_sdk.states import LIFECYCLE
+from barclamp_sdk.model.states import LIFECYCLE
 
 SETS_DIR = Path(__file__).parent / "sets"
 
@@ -135,7 +135,7 @@ class Bios(Barclamp):
 def apply_command(ctx: click.Context, names: tuple[str, ...], proposal_name: str) -> int:
     """Set the BIOS of machines NAMES now, through their BMCs."""
     from barclamp_sdk.cli.context import CLIState, progress
-    from barclamp_sdk.context import Context
+    from barclamp_sdk.model.hooks import Context
     from barclamps.bios.apply import apply, results_table
 
     state = ctx.ensure_object(CLIState)

@@ -10,8 +10,8 @@ from rich.table import Table
 
 from barclamp_sdk.bmc import BMC, BMCEndpoint
 from barclamp_sdk.errors import BMCError, CrowbarError, ValidationError
-from barclamp_sdk.noderoles import crowbar_data, now_iso
-from barclamp_sdk.parallel import run_parallel
+from barclamp_sdk.model.noderoles import crowbar_data, now_iso
+from barclamp_sdk.model.parallel import run_parallel
 from barclamps.bios import choose_sets, family_of, target_settings
 
 

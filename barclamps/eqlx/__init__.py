@@ -18,7 +18,7 @@ import re
 from pydantic import Field, field_validator
 
 from barclamp_sdk import Attributes, Barclamp, Element, Secret
-from barclamp_sdk.placement import best_controller
+from barclamp_sdk.model.placement import best_controller
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 

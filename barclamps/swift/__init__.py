@@ -17,8 +17,8 @@ from typing import Literal
 from pydantic import Field
 
 from barclamp_sdk import Attributes, Barclamp, Element, Secret
-from barclamp_sdk.barclamp import Link
-from barclamp_sdk.placement import best_controller, general_purpose, short
+from barclamp_sdk.model.barclamp import Link
+from barclamp_sdk.model.placement import best_controller, general_purpose, short
 
 
 class Device(Attributes):

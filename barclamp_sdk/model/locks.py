@@ -41,8 +41,8 @@ from barclamp_sdk.errors import (
     LockTimeout,
     NotFound,
 )
-from barclamp_sdk.naming import LOCKS_BAG
-from barclamp_sdk.parallel import run_parallel
+from barclamp_sdk.model.naming import LOCKS_BAG
+from barclamp_sdk.model.parallel import run_parallel
 
 log = logging.getLogger(__name__)
 

@@ -36,13 +36,13 @@ from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticValidationError
 
 from barclamp_sdk.errors import ConfigurationError, NotFoundError
-from barclamp_sdk.naming import check_barclamp_name, config_role_name, proposal_item_id
-from barclamp_sdk.states import STATES
+from barclamp_sdk.model.naming import check_barclamp_name, config_role_name, proposal_item_id
+from barclamp_sdk.model.states import STATES
 
 if TYPE_CHECKING:
-    from barclamp_sdk.context import Context
-    from barclamp_sdk.inventory import Inventory, Machine
-    from barclamp_sdk.proposals import Proposal
+    from barclamp_sdk.model.hooks import Context
+    from barclamp_sdk.model.inventory import Inventory, Machine
+    from barclamp_sdk.model.proposals import Proposal
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ class Barclamp:
 
     def linked(self, proposal: Proposal) -> list[ProposalRef]:
         """Proposals named by this proposal's links (where they apply)."""
-        from barclamp_sdk.jsondoc import get_path
+        from barclamp_sdk.model.jsondoc import get_path
 
         settings = proposal.settings
         refs = []

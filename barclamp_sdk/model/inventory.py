@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from barclamp_sdk.naming import node_role_name
+from barclamp_sdk.model.naming import node_role_name
 
 #: Attributes read from each node (partial search key map).
 NODE_KEYS: dict[str, list[str]] = {

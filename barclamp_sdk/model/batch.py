@@ -32,13 +32,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from barclamp_sdk.barclamp import ProposalRef
-from barclamp_sdk.commit import CommitResult
-from barclamp_sdk.context import Context
-from barclamp_sdk.document import Proposal, pydantic_messages
+from barclamp_sdk.model.barclamp import ProposalRef
+from barclamp_sdk.model.commit import CommitResult
+from barclamp_sdk.model.hooks import Context
+from barclamp_sdk.model.proposal import Proposal, pydantic_messages
 from barclamp_sdk.errors import CrowbarError, NotFoundError, ValidationError
-from barclamp_sdk.jsondoc import deep_merge
-from barclamp_sdk.naming import check_proposal_name
+from barclamp_sdk.model.jsondoc import deep_merge
+from barclamp_sdk.model.naming import check_proposal_name
 
 if TYPE_CHECKING:
     from barclamp_sdk.api import Crowbar

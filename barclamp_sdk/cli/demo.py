@@ -23,9 +23,9 @@ from rich.rule import Rule
 from rich.table import Table
 
 from barclamp_sdk.api import Crowbar
-from barclamp_sdk.jsondoc import Change
+from barclamp_sdk.model.jsondoc import Change
 from barclamp_sdk.local import LocalChefServer
-from barclamp_sdk.naming import node_role_name
+from barclamp_sdk.model.naming import node_role_name
 from barclamp_sdk.testing.bmcpeers import BmcLab
 from barclamp_sdk.testing.fleet import Fleet
 

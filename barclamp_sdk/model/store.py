@@ -5,7 +5,7 @@ of data bag ``crowbar`` (Crowbar's place for it). Every saved revision is also
 kept, whole, as item ``nova-default-<revision>`` of ``crowbar_history`` with
 who saved it, when, and a one-line summary of the change.
 
-Writers hold the proposal's lock (see :mod:`barclamp_sdk.proposals`); the store
+Writers hold the proposal's lock (see :mod:`barclamp_sdk.model.proposals`); the store
 itself only checks revisions, so an edit based on an old revision fails with
 :class:`~barclamp_sdk.errors.RevisionConflict` instead of overwriting.
 """
@@ -18,11 +18,11 @@ import socket
 import time
 from typing import Any
 
-from barclamp_sdk.barclamp import BarclampRegistry
+from barclamp_sdk.model.barclamp import BarclampRegistry
 from barclamp_sdk.chef.client import ChefClient
-from barclamp_sdk.document import Proposal
+from barclamp_sdk.model.proposal import Proposal
 from barclamp_sdk.errors import Conflict, NotFound, NotFoundError, RevisionConflict, ValidationError
-from barclamp_sdk.naming import HISTORY_BAG, PROPOSALS_BAG, history_item_id, proposal_item_id
+from barclamp_sdk.model.naming import HISTORY_BAG, PROPOSALS_BAG, history_item_id, proposal_item_id
 
 HISTORY_KEYS = {
     "id": ["id"], "barclamp": ["barclamp"], "proposal": ["proposal"], "revision": ["revision"],

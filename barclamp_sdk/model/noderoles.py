@@ -21,7 +21,7 @@ is where Crowbar keeps everything it owns about a machine::
 and drift detection ignores them.
 
 :class:`NodeRoleStore` updates many roles at once: machines are locked by
-shard (:data:`~barclamp_sdk.naming.MACHINE_LOCK_SHARDS` lock items at most,
+shard (:data:`~barclamp_sdk.model.naming.MACHINE_LOCK_SHARDS` lock items at most,
 whatever the number of machines), each role is read from the object endpoint
 under its shard's lock, changed, and written back only if it changed.
 """
@@ -38,10 +38,10 @@ from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.errors import Conflict, CrowbarError, NotFound
-from barclamp_sdk.jsondoc import fingerprint
-from barclamp_sdk.locks import Lock, LockManager
-from barclamp_sdk.naming import machine_lock_name, machine_shard, node_role_name
-from barclamp_sdk.parallel import run_parallel
+from barclamp_sdk.model.jsondoc import fingerprint
+from barclamp_sdk.model.locks import Lock, LockManager
+from barclamp_sdk.model.naming import machine_lock_name, machine_shard, node_role_name
+from barclamp_sdk.model.parallel import run_parallel
 
 log = logging.getLogger(__name__)
 

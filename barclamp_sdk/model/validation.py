@@ -18,16 +18,16 @@ import yaml
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from barclamp_sdk.barclamp import ProposalRef
-from barclamp_sdk.context import Context
-from barclamp_sdk.document import Proposal, pydantic_messages
+from barclamp_sdk.model.barclamp import ProposalRef
+from barclamp_sdk.model.hooks import Context
+from barclamp_sdk.model.proposal import Proposal, pydantic_messages
 from barclamp_sdk.errors import CrowbarError, ValidationError
-from barclamp_sdk.naming import proposal_item_id
+from barclamp_sdk.model.naming import proposal_item_id
 
 if TYPE_CHECKING:
     from barclamp_sdk.api import Crowbar
-    from barclamp_sdk.cluster import ClusterView
-    from barclamp_sdk.inventory import Inventory
+    from barclamp_sdk.model.cluster import ClusterView
+    from barclamp_sdk.model.inventory import Inventory
 
 
 def check_shape(proposal: Proposal) -> list[str]:

@@ -19,7 +19,7 @@ since the revision last applied (recorded in the ``<bc>-config-<name>`` role):
   only those are locked, re-read and written. An unchanged proposal writes
   nothing and takes no lock.
 * Something blocks it (a dependency not applied, a machine not ready): it is
-  queued with the reasons (see :mod:`barclamp_sdk.queue`).
+  queued with the reasons (see :mod:`barclamp_sdk.model.queue`).
 
 The config role is written before any machine role (a node must never name
 a role that does not exist). Progress is recorded in the proposal's lock
@@ -38,22 +38,22 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from barclamp_sdk.barclamp import Barclamp, ProposalRef
-from barclamp_sdk.cluster import ClusterView, Entry, MachineRecord, record_from_role
-from barclamp_sdk.context import Context
-from barclamp_sdk.document import Proposal
+from barclamp_sdk.model.barclamp import Barclamp, ProposalRef
+from barclamp_sdk.model.cluster import ClusterView, Entry, MachineRecord, record_from_role
+from barclamp_sdk.model.hooks import Context
+from barclamp_sdk.model.proposal import Proposal
 from barclamp_sdk.errors import CrowbarError, DriftError, NotFound, ValidationError
-from barclamp_sdk.jsondoc import canonical_json, diff, fingerprint
-from barclamp_sdk.naming import NODE_ROLE_PREFIX, node_role_name, proposal_lock_name
-from barclamp_sdk.noderoles import (
+from barclamp_sdk.model.jsondoc import canonical_json, diff, fingerprint
+from barclamp_sdk.model.naming import NODE_ROLE_PREFIX, node_role_name, proposal_lock_name
+from barclamp_sdk.model.noderoles import (
     DRIFT,
     FINGERPRINT,
     active_run_list,
     crowbar_data,
     drifted,
 )
-from barclamp_sdk.parallel import run_parallel
-from barclamp_sdk.validation import check_attributes, check_elements, check_shape, validate
+from barclamp_sdk.model.parallel import run_parallel
+from barclamp_sdk.model.validation import check_attributes, check_elements, check_shape, validate
 
 if TYPE_CHECKING:
     from barclamp_sdk.api import Crowbar

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
-from barclamp_sdk.naming import NODE_ROLE_PREFIX
-from barclamp_sdk.noderoles import DRIFT, FINGERPRINT, REVISION, role_fingerprint
+from barclamp_sdk.model.naming import NODE_ROLE_PREFIX
+from barclamp_sdk.model.noderoles import DRIFT, FINGERPRINT, REVISION, role_fingerprint
 
 #: Every document: goiardi answers ``*:*`` from its list of documents but
 #: evaluates any field query (even ``name:crowbar-*``) by scanning every

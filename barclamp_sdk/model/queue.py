@@ -22,16 +22,16 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from barclamp_sdk.barclamp import ProposalRef
-from barclamp_sdk.context import Context
-from barclamp_sdk.document import Proposal
+from barclamp_sdk.model.barclamp import ProposalRef
+from barclamp_sdk.model.hooks import Context
+from barclamp_sdk.model.proposal import Proposal
 from barclamp_sdk.errors import CrowbarError, NotFound, NotFoundError
-from barclamp_sdk.naming import PROPOSALS_BAG, QUEUE_ITEM
-from barclamp_sdk.noderoles import crowbar_data
+from barclamp_sdk.model.naming import PROPOSALS_BAG, QUEUE_ITEM
+from barclamp_sdk.model.noderoles import crowbar_data
 
 if TYPE_CHECKING:
     from barclamp_sdk.api import Crowbar
-    from barclamp_sdk.commit import CommitResult
+    from barclamp_sdk.model.commit import CommitResult
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Queue:
         each time a machine becomes ready). ``crowbar queue`` shows fresh
         reasons; the stored ones are those of the last change.
         """
-        from barclamp_sdk.commit import CommitResult
+        from barclamp_sdk.model.commit import CommitResult
 
         ref = proposal.ref
         definition = proposal.definition

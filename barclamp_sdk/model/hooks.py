@@ -9,10 +9,10 @@ from barclamp_sdk.errors import CrowbarError, NotFoundError, ValidationError
 
 if TYPE_CHECKING:
     from barclamp_sdk.api import Crowbar
-    from barclamp_sdk.barclamp import Barclamp
-    from barclamp_sdk.document import Proposal
-    from barclamp_sdk.inventory import BlockDevice, Inventory, Machine
-    from barclamp_sdk.secrets import SecretStore
+    from barclamp_sdk.model.barclamp import Barclamp
+    from barclamp_sdk.model.proposal import Proposal
+    from barclamp_sdk.model.inventory import BlockDevice, Inventory, Machine
+    from barclamp_sdk.model.secrets import SecretStore
 
 
 class Context:

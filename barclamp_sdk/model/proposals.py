@@ -21,17 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError as PydanticValidationError
 
-from barclamp_sdk.barclamp import ProposalRef
-from barclamp_sdk.commit import STATUS_KEYS, CommitResult, Committer
-from barclamp_sdk.context import Context
-from barclamp_sdk.document import Proposal, pydantic_messages
+from barclamp_sdk.model.barclamp import ProposalRef
+from barclamp_sdk.model.commit import STATUS_KEYS, CommitResult, Committer
+from barclamp_sdk.model.hooks import Context
+from barclamp_sdk.model.proposal import Proposal, pydantic_messages
 from barclamp_sdk.errors import NotFoundError, RevisionConflict, ValidationError
-from barclamp_sdk.jsondoc import Change, diff, get_path, set_path, unified_diff, unset_path
-from barclamp_sdk.locks import Lock
-from barclamp_sdk.naming import check_proposal_name, config_role_name, proposal_lock_name
-from barclamp_sdk.secrets import MASK, secret_paths
-from barclamp_sdk.store import ProposalStore
-from barclamp_sdk.validation import parse_setting, validate
+from barclamp_sdk.model.jsondoc import Change, diff, get_path, set_path, unified_diff, unset_path
+from barclamp_sdk.model.locks import Lock
+from barclamp_sdk.model.naming import check_proposal_name, config_role_name, proposal_lock_name
+from barclamp_sdk.model.secrets import MASK, secret_paths
+from barclamp_sdk.model.store import ProposalStore
+from barclamp_sdk.model.validation import parse_setting, validate
 
 if TYPE_CHECKING:
     from barclamp_sdk.api import Crowbar
@@ -338,7 +338,7 @@ class Proposals:
 
     def commit(self, barclamp: str, name: str, *, dry_run: bool = False, force: bool = False,
                progress: Callable[[int], None] | None = None) -> CommitResult:
-        """Apply the proposal (or queue it, saying why); see :mod:`barclamp_sdk.commit`."""
+        """Apply the proposal (or queue it, saying why); see :mod:`barclamp_sdk.model.commit`."""
         return self.committer.commit(barclamp, name, dry_run=dry_run, force=force, progress=progress)
 
     def dequeue(self, barclamp: str, name: str) -> None:

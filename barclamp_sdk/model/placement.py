@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from barclamp_sdk.inventory import Machine
+from barclamp_sdk.model.inventory import Machine
 
 
 def is_managed_hypervisor(machine: Machine) -> bool:

@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from barclamp_sdk.chef.client import solr_escape
-from barclamp_sdk.cluster import MATCH_ALL, ClusterView, MachineRecord, record_from_role
-from barclamp_sdk.context import Context
+from barclamp_sdk.model.cluster import MATCH_ALL, ClusterView, MachineRecord, record_from_role
+from barclamp_sdk.model.hooks import Context
 from barclamp_sdk.errors import CrowbarError, NotFound, NotFoundError
-from barclamp_sdk.inventory import NODE_KEYS, ROLE_KEYS, Inventory, machine_from_search
-from barclamp_sdk.naming import NODE_ROLE_PREFIX, check_node_name, node_role_name
-from barclamp_sdk.noderoles import NodeRoleStore, crowbar_data, now_iso
-from barclamp_sdk.states import check_state, check_transition
+from barclamp_sdk.model.inventory import NODE_KEYS, ROLE_KEYS, Inventory, machine_from_search
+from barclamp_sdk.model.naming import NODE_ROLE_PREFIX, check_node_name, node_role_name
+from barclamp_sdk.model.noderoles import NodeRoleStore, crowbar_data, now_iso
+from barclamp_sdk.model.states import check_state, check_transition
 
 if TYPE_CHECKING:
     from barclamp_sdk.api import Crowbar

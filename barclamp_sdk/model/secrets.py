@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.chef.config import check_private_file
 from barclamp_sdk.errors import ConfigurationError, CrowbarError, NotFound, ValidationError
-from barclamp_sdk.locks import LockManager
-from barclamp_sdk.naming import SECRETS_BAG
+from barclamp_sdk.model.locks import LockManager
+from barclamp_sdk.model.naming import SECRETS_BAG
 
 CIPHER = "aes-256-gcm"
 #: How the CLI shows a secret to people; never stored as a value.

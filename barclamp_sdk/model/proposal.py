@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from barclamp_sdk.barclamp import ProposalRef
+from barclamp_sdk.model.barclamp import ProposalRef
 from barclamp_sdk.errors import ValidationError
-from barclamp_sdk.naming import config_role_name
+from barclamp_sdk.model.naming import config_role_name
 
 if TYPE_CHECKING:
-    from barclamp_sdk.barclamp import Barclamp
+    from barclamp_sdk.model.barclamp import Barclamp
 
 
 def pydantic_messages(exc: PydanticValidationError, prefix: str) -> list[str]:
