@@ -3,25 +3,92 @@
 >>> import barclamp_sdk
 >>> crowbar = barclamp_sdk.connect()
 >>> crowbar.proposals.create("nova", "default")
+
+Everything a script or a barclamp needs is importable from here (and, in
+tests, from :mod:`barclamp_sdk.testing`); the modules under
+``barclamp_sdk.model`` and ``barclamp_sdk.chef`` are the implementation.
 """
 
 from barclamp_sdk.api import Crowbar, connect
-from barclamp_sdk.model.barclamp import Attributes, Barclamp, Element, ProposalRef
+from barclamp_sdk.bmc import BMC, BMCEndpoint
+from barclamp_sdk.errors import (
+    BMCError,
+    ConcurrencyError,
+    ConfigurationError,
+    CrowbarError,
+    DriftError,
+    NotFoundError,
+    RevisionConflict,
+    ValidationError,
+)
+from barclamp_sdk.model.barclamp import Barclamp
+from barclamp_sdk.model.batch import BatchReport, Scenario, dump as dump_scenario, parse as parse_scenario
+from barclamp_sdk.model.cluster import ClusterView, MachineRecord
+from barclamp_sdk.model.commit import CommitResult, RoleChange
+from barclamp_sdk.model.hooks import Context
+from barclamp_sdk.model.inventory import BlockDevice, Interface, Inventory, Machine
+from barclamp_sdk.model.parallel import run_parallel
+from barclamp_sdk.model.placement import (
+    best_controller,
+    general_purpose,
+    is_managed_hypervisor,
+    most_free_disks,
+    odd_quorum,
+    runs_services,
+    short,
+)
 from barclamp_sdk.model.proposal import Proposal
-from barclamp_sdk.errors import CrowbarError
-from barclamp_sdk.model.inventory import Inventory, Machine
-from barclamp_sdk.model.secrets import Secret
+from barclamp_sdk.model.proposals import ProposalDiff, ProposalStatus
+from barclamp_sdk.model.secrets import Secret, SecretRef
+from barclamp_sdk.model.spec import Action, ActionResult, Attributes, Element, Link, ProposalRef
+from barclamp_sdk.model.states import LIFECYCLE, STATES
 
 __all__ = [
+    "BMC",
+    "BMCEndpoint",
+    "BMCError",
+    "Action",
+    "ActionResult",
     "Attributes",
     "Barclamp",
+    "BatchReport",
+    "BlockDevice",
+    "ClusterView",
+    "CommitResult",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "Context",
     "Crowbar",
     "CrowbarError",
+    "DriftError",
     "Element",
+    "Interface",
     "Inventory",
+    "LIFECYCLE",
+    "Link",
     "Machine",
+    "MachineRecord",
+    "NotFoundError",
     "Proposal",
+    "ProposalDiff",
     "ProposalRef",
+    "ProposalStatus",
+    "RevisionConflict",
+    "RoleChange",
+    "STATES",
+    "Scenario",
     "Secret",
+    "SecretRef",
+    "ValidationError",
+    "best_controller",
     "connect",
+    "dump_scenario",
+    "general_purpose",
+    "is_managed_hypervisor",
+    "most_free_disks",
+    "odd_quorum",
+    "parse_scenario",
+    "run_parallel",
+    "runs_services",
+    "short",
 ]

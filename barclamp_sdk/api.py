@@ -1,4 +1,4 @@
-"""The public facade: one object that reaches everything.
+"""The public facade and the composition root: one object that reaches everything.
 
 >>> crowbar = barclamp_sdk.connect()              # settings as for ChefConfig.load
 >>> crowbar.proposals.create("nova", "default")
@@ -7,23 +7,40 @@
 
 Services: :attr:`Crowbar.machines`, :attr:`Crowbar.proposals`,
 :attr:`Crowbar.queue`, :attr:`Crowbar.secrets`, :attr:`Crowbar.locks`,
-:attr:`Crowbar.barclamps`; the transport is :attr:`Crowbar.chef`.
+:attr:`Crowbar.batch`, :attr:`Crowbar.barclamps`; the transport is
+:attr:`Crowbar.chef`.
+
+This is the only place that knows how the model's services fit together:
+each is built here and handed the collaborators it uses, through its
+constructor; no model module knows this facade.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
-from barclamp_sdk.model.barclamp import Barclamp, BarclampRegistry
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.chef.config import ChefConfig
 from barclamp_sdk.errors import CrowbarError, NotFound
+from barclamp_sdk.model.barclamp import Barclamp
+from barclamp_sdk.model.batch import Batch
+from barclamp_sdk.model.commit import Committer
+from barclamp_sdk.model.commit.gate import Gate
+from barclamp_sdk.model.element_roles import ElementRoles
+from barclamp_sdk.model.hooks import Context, HookServices
 from barclamp_sdk.model.locks import LockManager
-from barclamp_sdk.model.machines import Machines
+from barclamp_sdk.model.machines import Machines, record_facts
+from barclamp_sdk.model.noderoles import NodeRoleStore
+from barclamp_sdk.model.nodes import NodeRunLists
 from barclamp_sdk.model.proposals import Proposals
 from barclamp_sdk.model.queue import Queue
+from barclamp_sdk.model.reader import ClusterReader
+from barclamp_sdk.model.registry import BarclampRegistry
 from barclamp_sdk.model.secrets import SecretStore
+from barclamp_sdk.model.store import ProposalStore
+from barclamp_sdk.model.validation import Validator
 
 
 class Crowbar:
@@ -42,36 +59,45 @@ class Crowbar:
     ) -> None:
         self.chef = chef
         self.concurrency = concurrency
-        if isinstance(barclamps, BarclampRegistry):
-            self.barclamps = barclamps
-        else:
-            self.barclamps = BarclampRegistry(barclamps or ())
+        registry = barclamps if isinstance(barclamps, BarclampRegistry) else BarclampRegistry(barclamps or ())
+        self.barclamps = registry
         self.locks = LockManager(chef, owner=owner, lease=lock_lease, timeout=lock_timeout)
         if secret is not None:
             self.secrets = SecretStore(chef, self.locks, secret)
         else:
             self.secrets = SecretStore.from_file(chef, self.locks, chef.config.encrypted_data_bag_secret)
-        self.machines = Machines(self)
-        self.proposals = Proposals(self)
-        self.queue = Queue(self)
+
+        store = ProposalStore(chef, registry)
+        reader = ClusterReader(chef)
+        roles = NodeRoleStore(chef, self.locks, concurrency=concurrency)
+        run_lists = NodeRunLists(chef)
+        self.elements = ElementRoles(chef)
+        services = HookServices(
+            secrets=self.secrets, barclamp=registry.get, installed=registry.__contains__,
+            find_proposal=store.find, proposals=store.documents, is_committed=store.is_committed,
+            inventory=reader.inventory, machines=reader.view, record_hardware=partial(record_facts, roles))
+        validator = Validator(reader, store, services)
+        gate = Gate(store, self.locks, services)
+        committer = Committer(chef, store, roles, reader, self.locks, validator, gate, self.elements,
+                              run_lists, services, concurrency=concurrency)
+        self.queue = Queue(chef, self.locks, store, roles, reader, gate, services)
+        self.proposals = Proposals(registry, store, committer, self.queue, gate, reader, self.locks,
+                                   self.secrets, validator, services)
+        self.machines = Machines(chef, registry, roles, reader, run_lists, store, services,
+                                 on_ready=lambda name: self.proposals.process_queue(trigger=name))
+        self.batch = Batch(registry, store, self.proposals, services)
+        self._services = services
+
+    def context(self, barclamp: str) -> Context:
+        """A hook context of ``barclamp`` (what its hooks and actions work through)."""
+        return self._services.context(self.barclamps.get(barclamp))
 
     def __repr__(self) -> str:
         return f"Crowbar({self.chef.base_url!r})"
 
     def install(self, *names: str) -> list[str]:
         """Upload barclamps' element roles (all installed barclamps by default)."""
-        uploaded = []
-        for barclamp in [self.barclamps.get(n) for n in names] if names else self.barclamps.all():
-            for role in barclamp.element_roles():
-                current = self.chef.roles.find(role["name"])
-                if current is None:
-                    self.chef.roles.create(role)
-                elif any(current.get(k) != v for k, v in role.items() if k not in ("json_class", "chef_type")):
-                    self.chef.roles.update(role["name"], role)
-                else:
-                    continue
-                uploaded.append(role["name"])
-        return uploaded
+        return self.elements.install([self.barclamps.get(n) for n in names] if names else self.barclamps.all())
 
     def role(self, name: str) -> dict[str, Any]:
         """A Chef role by name (for inspection)."""

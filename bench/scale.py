@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from barclamp_sdk.api import Crowbar  # noqa: E402
-from barclamp_sdk.model.barclamp import Barclamp, Element  # noqa: E402
+from barclamp_sdk import Barclamp, Element  # noqa: E402
 from barclamp_sdk.chef import ChefClient, ChefConfig  # noqa: E402
 from barclamp_sdk.local import LocalChefServer  # noqa: E402
 from barclamp_sdk.model.naming import node_role_name  # noqa: E402

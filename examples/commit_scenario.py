@@ -10,7 +10,6 @@ The same as ``crowbar batch apply scenario.yaml``, as a script you can adapt
 import sys
 
 import barclamp_sdk
-from barclamp_sdk.model import batch
 
 
 def main() -> int:
@@ -20,8 +19,8 @@ def main() -> int:
     try:
         crowbar = barclamp_sdk.connect()
         with open(sys.argv[1]) as handle:
-            scenario = batch.parse(handle.read(), source=sys.argv[1])
-        report = batch.apply(crowbar, scenario)
+            scenario = barclamp_sdk.parse_scenario(handle.read(), source=sys.argv[1])
+        report = crowbar.batch.apply(scenario)
     except (barclamp_sdk.CrowbarError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

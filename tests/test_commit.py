@@ -6,6 +6,8 @@ import logging
 
 import pytest
 
+import barclamp_sdk.model.commit.committer as committer
+
 from barclamp_sdk.api import Crowbar
 from barclamp_sdk.chef import ChefClient
 from barclamp_sdk.errors import DriftError, ValidationError
@@ -229,7 +231,8 @@ def test_a_lagging_search_snapshot_is_caught_and_a_refused_commit_undone(crowbar
     crowbar.proposals.set("gizmo", "default", {"elements.gizmo-store": storage})
     assert crowbar.proposals.commit("gizmo", "default").status == "applied"
     before = node_roles(chef)
-    monkeypatch.setattr(crowbar.machines, "cluster", lambda: lagging)
+    monkeypatch.setattr(crowbar.machines.reader, "view", lambda: lagging)
+    monkeypatch.setattr(committer, "DIRECT_READ_LIMIT", 0)  # the snapshot path, as with many machines
     puts = chef.stats.snapshot()["by_endpoint"].get("PUT /roles/*", 0)
     with pytest.raises(ValidationError) as info:
         crowbar.proposals.commit("widget", "default")
@@ -250,7 +253,8 @@ def test_a_lagging_snapshot_that_changes_nothing_still_commits_everything(crowba
     crowbar.proposals.commit("gizmo", "default")
     apply_pre = mocker.spy(type(crowbar.barclamps.get("widget")), "apply_pre")
     with monkeypatch.context() as patch:
-        patch.setattr(crowbar.machines, "cluster", lambda: lagging)
+        patch.setattr(crowbar.machines.reader, "view", lambda: lagging)
+        patch.setattr(committer, "DIRECT_READ_LIMIT", 0)  # the snapshot path, as with many machines
         result = crowbar.proposals.commit("widget", "default")
     assert result.status == "applied" and result.machines_written == len(ready)
     assert apply_pre.call_count == 1  # the careful path does not run the barclamp's hook again

@@ -8,7 +8,6 @@ import pytest
 
 from barclamp_sdk.errors import ValidationError
 from barclamp_sdk.model.placement import odd_quorum
-from barclamp_sdk.model.validation import validate
 from barclamps.ceph import CephAttributes
 from barclamps.nova.settings import NovaAttributes
 
@@ -84,12 +83,12 @@ def test_placements_from_inventory(crowbar, fleet, size):
     assert eqlx.elements["eqlx-driver"] == [controller]
 
     # Constraints hold for a commit (every element complete), except where too small.
-    validate(crowbar, nova)
+    crowbar.proposals.validate(nova)
     if size >= 3:
-        validate(crowbar, ceph)
+        crowbar.proposals.validate(ceph)
     else:
         with pytest.raises(ValidationError, match="ceph-osd needs at least 2 machine"):
-            validate(crowbar, ceph)
+            crowbar.proposals.validate(ceph)
     # No disk is claimed twice: nova's raw volume disks are not ceph's.
     nova_disks = {(n, d) for n, ds in nova.attributes["volume"]["nova_volume_disks"].items() for d in ds}
     ceph_disks = {(n, d) for n, ds in devices.items() for d in ds}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from barclamp_sdk.errors import InvalidTransition, NotFoundError, ValidationError
+from barclamp_sdk.model.cluster import record_from_role
 from barclamp_sdk.model.inventory import disk_of, machine_from_search, parse_size
 from barclamp_sdk.model.naming import node_role_name
 from barclamp_sdk.model.noderoles import crowbar_data
@@ -117,7 +118,8 @@ def test_inventory_tolerates_odd_ohai_shapes():
          "block_device": {"loop0": {"size": "8"}, "sda": "not a dict", "xvda": {"size": "x", "removable": 1}},
          "filesystem": {"by_mountpoint": {"/": {"devices": ["/dev/mapper/root"]}}},
          "interfaces": ["eth0"], "dmi_system": "?", "virtualization": None, "crowbar_wall": {"bmc": {}}},
-        {"crowbar": {"state": 5, "claimed_disks": [], "run_list_map": "x"}},
+        record_from_role({"name": "crowbar-odd", "default_attributes": {
+            "crowbar": {"node": "odd", "state": 5, "claimed_disks": [], "run_list_map": "x", "pending": "y"}}}),
     )
     assert odd.cpu_count == 0 and odd.cpu_flags == frozenset() and odd.memory_bytes == 0
     assert [d.name for d in odd.disks] == ["sda", "xvda"]

@@ -16,7 +16,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from barclamp_sdk.model import batch
+from barclamp_sdk import parse_scenario
 from barclamp_sdk.errors import CrowbarError, NotFoundError, ValidationError
 from barclamp_sdk.model.inventory import BlockDevice
 from barclamp_sdk.model.naming import check_node_name, node_role_name
@@ -236,7 +236,7 @@ def test_malformed_scenarios_are_refused_naming_the_field(crowbar, case, crowbar
     text, named = case
     writes = crowbar.chef.stats.writes
     try:
-        report = batch.apply(crowbar, batch.parse(text, source="scenario.yaml"))
+        report = crowbar.batch.apply(parse_scenario(text, source="scenario.yaml"))
     except (ValidationError, NotFoundError) as exc:
         assert crowbar.chef.stats.writes == writes
         assert crowbar.proposals.list() == []

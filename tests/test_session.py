@@ -13,7 +13,7 @@ import pexpect
 import pytest
 import yaml
 
-from barclamp_sdk.model import batch
+from barclamp_sdk import dump_scenario, parse_scenario
 from barclamp_sdk.errors import ValidationError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,19 +144,19 @@ def test_batch_export_apply_round_trip_and_second_apply_changes_nothing(crowbar,
     crowbar.proposals.set("widget", "default", {"port": "9300"})
     for name in ("gizmo", "widget"):
         assert crowbar.proposals.commit(name, "default").status == "applied"
-    exported = batch.export(crowbar)
+    exported = crowbar.batch.export()
     assert [p["barclamp"] for p in exported["proposals"]] == ["gizmo", "widget"]
     assert exported["proposals"][1]["attributes"]["port"] == 9300
     # The password is a reference into the secrets bag, never the secret.
-    assert "generated-default" not in batch.dump(exported)
+    assert "generated-default" not in dump_scenario(exported)
 
     # On another (empty) server, the file recreates the deployment ...
-    text = batch.dump(exported)
+    text = dump_scenario(exported)
     for name in ("widget", "gizmo"):
         crowbar.proposals.deactivate(name, "default")
         crowbar.proposals.delete(name, "default")
-    scenario = batch.parse(text)
-    first = batch.apply(crowbar, scenario)
+    scenario = parse_scenario(text)
+    first = crowbar.batch.apply(scenario)
     assert first.saved == {"gizmo/default": "created", "widget/default": "created"}
     assert {r.status for r in first.commits.values()} == {"applied"}
     recreated = crowbar.proposals.get("widget", "default")
@@ -165,7 +165,7 @@ def test_batch_export_apply_round_trip_and_second_apply_changes_nothing(crowbar,
 
     # ... and applying it again writes nothing at all.
     before = crowbar.chef.stats.writes
-    second = batch.apply(crowbar, batch.parse(text))
+    second = crowbar.batch.apply(parse_scenario(text))
     assert second.saved == {"gizmo/default": "unchanged", "widget/default": "unchanged"}
     assert {r.status for r in second.commits.values()} == {"unchanged"}
     assert crowbar.chef.stats.writes == before
@@ -178,7 +178,7 @@ def test_batch_commits_in_dependency_order_whatever_the_file_order(crowbar, read
          "deployment": {"elements": {"widget-server": [ready[0]], "widget-agent": ready}}},
         {"barclamp": "gizmo", "deployment": {"elements": {"gizmo-node": ready}}},
     ]})
-    report = batch.apply(crowbar, batch.parse(text))
+    report = crowbar.batch.apply(parse_scenario(text))
     assert list(report.commits) == ["gizmo/default", "widget/default"]
     assert {r.status for r in report.commits.values()} == {"applied"}
 
@@ -196,7 +196,7 @@ def test_batch_commits_in_dependency_order_whatever_the_file_order(crowbar, read
 def test_bad_scenarios_are_refused_before_anything_is_written(crowbar, ready, text, message):
     before = crowbar.chef.stats.writes
     with pytest.raises(ValidationError, match=message):
-        batch.apply(crowbar, batch.parse(text, source="scenario.yaml"))
+        crowbar.batch.apply(parse_scenario(text, source="scenario.yaml"))
     assert crowbar.chef.stats.writes == before
     assert crowbar.proposals.list() == []
 

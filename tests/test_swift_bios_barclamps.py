@@ -9,7 +9,6 @@ import pytest
 
 from barclamp_sdk.errors import ValidationError
 from barclamp_sdk.testing.bmcpeers import FACTORY_BIOS, BmcLab
-from barclamp_sdk.model.validation import validate
 from barclamps.bios import target_settings
 
 RACKS = ("r1", "r2", "r3", "r4")
@@ -73,7 +72,7 @@ def test_swift_proposals_balance_zones_and_take_no_ceph_disk(crowbar, fleet, mix
         assert all(len(racks) >= 3 for racks in racks_of_zone.values())
     assert settings["auth_method"] == "swauth"
     assert any("zone(s)" in note for note in swift.notes)
-    validate(crowbar, swift)
+    crowbar.proposals.validate(swift)
 
 
 def test_zones_keep_whole_racks_only_when_that_stays_balanced():
@@ -97,11 +96,11 @@ def test_swift_validation(crowbar, fleet):
     crowbar.proposals.create("swift", "default")
     crowbar.proposals.set("swift", "default", {"replicas": "3", "zones": "3"})
     with pytest.raises(ValidationError) as info:
-        validate(crowbar, crowbar.proposals.get("swift", "default"))
+        crowbar.proposals.validate(crowbar.proposals.get("swift", "default"))
     assert "swift needs storage machines >= zones >= replicas; has 2 >= 3 >= 3" in info.value.errors[0]
     with pytest.raises(ValidationError) as info:
         crowbar.proposals.set("swift", "default", {"elements.swift-ring-compute": ""})
-        validate(crowbar, crowbar.proposals.get("swift", "default"))
+        crowbar.proposals.validate(crowbar.proposals.get("swift", "default"))
     assert any("swift-ring-compute needs exactly 1" in e for e in info.value.errors)
 
 
@@ -201,13 +200,11 @@ def test_a_pinned_bmc_certificate_that_changes_is_refused(crowbar, fleet, lab):
     fleet.add(1, "compute", names=[ok], wall=lambda n, i: lab.wall(n))
     crowbar.machines.discover()
     crowbar.proposals.create("bios", "default", settings={"bmc_username": "admin", "bmc_password": "password"})
-    from barclamp_sdk.model.hooks import Context
     from barclamps.bios.apply import apply
 
-    bios = crowbar.barclamps.get("bios")
     proposal = crowbar.proposals.get("bios", "default")
-    assert apply(Context(crowbar, bios), proposal, [ok])[0].status == "applied"
+    assert apply(crowbar.context("bios"), proposal, [ok])[0].status == "applied"
     lab.redfish.stop()  # a new self-signed certificate on restart: another BMC, or an impostor
     lab.redfish.start()
-    [result] = apply(Context(crowbar, bios), proposal, [ok])
+    [result] = apply(crowbar.context("bios"), proposal, [ok])
     assert result.status == "problem" and "certificate changed" in result.reason

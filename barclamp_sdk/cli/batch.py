@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from barclamp_sdk.model import batch as scenario_file
+from barclamp_sdk import dump_scenario, parse_scenario
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
 
 EXIT_QUEUED = 3
@@ -24,7 +24,7 @@ def batch() -> None:
 @pass_state
 def batch_export(state: CLIState, barclamps: tuple[str, ...]) -> None:
     """Print proposals (of BARCLAMPS, or all) as a scenario file."""
-    click.echo(scenario_file.dump(scenario_file.export(state.crowbar(), barclamps)), nl=False)
+    click.echo(dump_scenario(state.crowbar().batch.export(barclamps)), nl=False)
 
 
 @batch.command("apply")
@@ -33,12 +33,12 @@ def batch_export(state: CLIState, barclamps: tuple[str, ...]) -> None:
 @pass_state
 def batch_apply(state: CLIState, file: Any) -> int:
     """Create or update the file's proposals, then commit them in dependency order."""
-    scenario = scenario_file.parse(file.read(), source=file.name)
+    scenario = parse_scenario(file.read(), source=file.name)
     crowbar = state.crowbar()
     machines = sum(len(m) for p in scenario.proposals if p.commit
                    for m in (p.deployment.elements or {}).values())
     with progress(state, machines, "committing") as advance:
-        report = scenario_file.apply(crowbar, scenario, progress=advance)
+        report = crowbar.batch.apply(scenario, progress=advance)
 
     def table() -> Table:
         grid = Table(box=None, header_style="bold")

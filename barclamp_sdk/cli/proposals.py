@@ -16,9 +16,9 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from barclamp_sdk.model.barclamp import Barclamp
+from barclamp_sdk import Action, Barclamp
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
-from barclamp_sdk.model.commit import CommitResult
+from barclamp_sdk import CommitResult
 from barclamp_sdk.model.proposal import Proposal
 from barclamp_sdk.errors import CrowbarError, ValidationError
 from barclamp_sdk.model.secrets import MASK, is_reference
@@ -325,6 +325,44 @@ def make_group(barclamp: Barclamp) -> click.Group:
         result = state.crowbar().proposals.deactivate(bc, name)
         state.emit(result.as_dict(), lambda: f"deactivated {bc}/{name}: {result.machines_written} machine role(s) written")
 
-    for command in barclamp.cli_commands():
-        group.add_command(command)
+    for action in barclamp.actions:
+        group.add_command(action_command(action))
     return group
+
+
+def action_command(action: Action) -> click.Command:
+    """The command of a barclamp's :class:`~barclamp_sdk.Action`: MACHINES..., --proposal, output options."""
+    @click.command(action.name, help=action.help)
+    @click.argument("machines", nargs=-1, required=True)
+    @click.option("--proposal", "proposal_name", default="default", show_default=True)
+    @output_options
+    @pass_state
+    def command(state: CLIState, machines: tuple[str, ...], proposal_name: str) -> int:
+        with progress(state, len(machines), action.name) as advance:
+            result = action.run(state.crowbar(), proposal_name, list(machines), advance)
+
+        def table() -> Table:
+            grid = Table(box=None, header_style="bold")
+            for column in result.columns:
+                grid.add_column(column.upper().replace("_", " "))
+            for row in result.rows:
+                grid.add_row(*(escape(_cell(row.get(column))) for column in result.columns))
+            return grid
+
+        state.emit(result.rows, table)
+        if result.error:
+            click.echo(f"error: {result.error}", err=True)
+            return 1
+        return 0
+
+    return command
+
+
+def _cell(value: Any) -> str:
+    if value in (None, "", [], {}):
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)

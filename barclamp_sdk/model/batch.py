@@ -26,22 +26,23 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from barclamp_sdk.model.barclamp import ProposalRef
+from barclamp_sdk.errors import NotFoundError, ValidationError
 from barclamp_sdk.model.commit import CommitResult
-from barclamp_sdk.model.hooks import Context
-from barclamp_sdk.model.proposal import Proposal, pydantic_messages
-from barclamp_sdk.errors import CrowbarError, NotFoundError, ValidationError
+from barclamp_sdk.model.hooks import HookServices
 from barclamp_sdk.model.jsondoc import deep_merge
 from barclamp_sdk.model.naming import check_proposal_name
-
-if TYPE_CHECKING:
-    from barclamp_sdk.api import Crowbar
+from barclamp_sdk.model.proposal import Proposal, pydantic_messages
+from barclamp_sdk.model.proposals import Proposals
+from barclamp_sdk.model.registry import BarclampRegistry
+from barclamp_sdk.model.spec import ProposalRef
+from barclamp_sdk.model.store import ProposalStore
+from barclamp_sdk.model.validation import check_attributes, dependencies_among, find_cycle
 
 
 class ScenarioDeployment(BaseModel):
@@ -89,25 +90,6 @@ def parse(text: str, *, source: str = "scenario") -> Scenario:
         raise ValidationError(pydantic_messages(exc, source), subject=source) from None
 
 
-def export(crowbar: Crowbar, barclamps: Iterable[str] = ()) -> dict[str, Any]:
-    """The server's proposals (of ``barclamps``, or all) as a scenario."""
-    wanted = set(barclamps)
-    for name in wanted:
-        crowbar.barclamps.get(name)
-    proposals = []
-    docs = [p for p in crowbar.proposals.store.documents() if not wanted or p.barclamp in wanted]
-    for proposal in _in_dependency_order(crowbar, docs):
-        committed = crowbar.chef.roles.find(proposal.config_role) is not None
-        entry: dict[str, Any] = {"barclamp": proposal.barclamp, "name": proposal.name}
-        if proposal.description:
-            entry["description"] = proposal.description
-        entry["attributes"] = copy.deepcopy(proposal.attributes)
-        entry["deployment"] = {"elements": {e: list(m) for e, m in proposal.elements.items() if m}}
-        entry["commit"] = committed
-        proposals.append(entry)
-    return {"proposals": proposals}
-
-
 def dump(scenario: dict[str, Any]) -> str:
     """A scenario as YAML text, with a header saying what it is."""
     header = ("# barclamp-sdk scenario: `crowbar batch apply FILE` creates or updates these\n"
@@ -140,101 +122,120 @@ class BatchReport:
                 for ref, action in self.saved.items()}
 
 
-def _document(crowbar: Crowbar, item: ScenarioProposal) -> Proposal:
-    """The proposal a scenario entry describes (defaults filled in)."""
-    definition = crowbar.barclamps.get(item.barclamp)
-    proposal = Proposal(definition, definition.template(item.name))
-    proposal.data["attributes"][item.barclamp] = deep_merge(proposal.attributes, item.attributes)
-    if item.description is not None:
-        proposal.description = item.description
-    if item.deployment.elements is not None:
-        for element in item.deployment.elements:
-            definition.element(element)
-        proposal.elements.clear()
-        proposal.elements.update({e.name: list(item.deployment.elements.get(e.name, [])) for e in definition.elements})
-    return proposal
+class Batch:
+    """Scenarios against the server: export the proposals, apply a file."""
 
+    def __init__(self, registry: BarclampRegistry, store: ProposalStore, proposals: Proposals,
+                 services: HookServices) -> None:
+        self.registry = registry
+        self.store = store
+        self.proposals = proposals
+        self.services = services
 
-def _check(crowbar: Crowbar, scenario: Scenario) -> dict[str, Proposal]:
-    """Everything that can be checked without writing: all errors at once."""
-    errors = []
-    documents: dict[str, Proposal] = {}
-    for index, item in enumerate(scenario.proposals):
-        where = f"proposals[{index}] ({item.barclamp}/{item.name})"
-        try:
-            check_proposal_name(item.name)
-            proposal = _document(crowbar, item)
-        except (ValidationError, NotFoundError) as exc:
-            errors.append(f"{where}: {exc}")
-            continue
-        try:
-            proposal.definition.Attributes.model_validate(proposal.attributes)
-        except PydanticValidationError as exc:
-            errors += [f"{where}: {m}" for m in pydantic_messages(exc, "attributes")]
-            continue
-        if str(item.ref) in documents:
-            errors.append(f"{where}: {item.ref} appears twice")
-        documents[str(item.ref)] = proposal
-    if errors:
-        raise ValidationError(errors, subject="scenario")
-    _in_dependency_order(crowbar, list(documents.values()))  # refuses cycles
-    return documents
+    def export(self, barclamps: Iterable[str] = ()) -> dict[str, Any]:
+        """The server's proposals (of ``barclamps``, or all) as a scenario."""
+        wanted = set(barclamps)
+        for name in wanted:
+            self.registry.get(name)
+        proposals = []
+        docs = [p for p in self.store.documents() if not wanted or p.barclamp in wanted]
+        for proposal in self._in_dependency_order(docs):
+            entry: dict[str, Any] = {"barclamp": proposal.barclamp, "name": proposal.name}
+            if proposal.description:
+                entry["description"] = proposal.description
+            entry["attributes"] = copy.deepcopy(proposal.attributes)
+            entry["deployment"] = {"elements": {e: list(m) for e, m in proposal.elements.items() if m}}
+            entry["commit"] = self.store.is_committed(proposal)
+            proposals.append(entry)
+        return {"proposals": proposals}
 
+    def apply(self, scenario: Scenario, *, progress: Callable[[int], None] | None = None) -> BatchReport:
+        """Create or update every proposal, then commit them in dependency order."""
+        documents = self._check(scenario)
+        wants_commit = {str(item.ref): item.commit for item in scenario.proposals}
+        report = BatchReport()
+        ordered = self._in_dependency_order(list(documents.values()))
+        for proposal in ordered:
+            report.saved[str(proposal.ref)] = self._save(proposal)
+        for proposal in ordered:
+            ref = str(proposal.ref)
+            if wants_commit[ref]:
+                report.commits[ref] = self.proposals.commit(proposal.barclamp, proposal.name, progress=progress)
+        return report
 
-def _in_dependency_order(crowbar: Crowbar, proposals: list[Proposal]) -> list[Proposal]:
-    by_ref = {p.ref: p for p in proposals}
-    ordered: list[Proposal] = []
-    state: dict[ProposalRef, str] = {}
+    def _document(self, item: ScenarioProposal) -> Proposal:
+        """The proposal a scenario entry describes (defaults filled in)."""
+        definition = self.registry.get(item.barclamp)
+        proposal = Proposal(definition, definition.template(item.name))
+        proposal.data["attributes"][item.barclamp] = deep_merge(proposal.attributes, item.attributes)
+        if item.description is not None:
+            proposal.description = item.description
+        if item.deployment.elements is not None:
+            for element in item.deployment.elements:
+                definition.element(element)
+            proposal.elements.clear()
+            proposal.elements.update({e.name: list(item.deployment.elements.get(e.name, []))
+                                      for e in definition.elements})
+        return proposal
 
-    def visit(proposal: Proposal, path: list[str]) -> None:
-        ref = proposal.ref
-        if state.get(ref) == "done":
-            return
-        if state.get(ref) == "active":
-            raise ValidationError(f"dependency cycle: {' -> '.join([*path, str(ref)])}")
-        state[ref] = "active"
-        try:
-            deps = proposal.definition.all_dependencies(proposal, Context(crowbar, proposal.definition))
-        except CrowbarError:
-            deps = []
-        for dep in deps:
-            if dep in by_ref:
-                visit(by_ref[dep], [*path, str(ref)])
-        state[ref] = "done"
-        ordered.append(proposal)
+    def _check(self, scenario: Scenario) -> dict[str, Proposal]:
+        """Everything that can be checked without writing: all errors at once."""
+        errors = []
+        documents: dict[str, Proposal] = {}
+        for index, item in enumerate(scenario.proposals):
+            where = f"proposals[{index}] ({item.barclamp}/{item.name})"
+            try:
+                check_proposal_name(item.name)
+                proposal = self._document(item)
+            except (ValidationError, NotFoundError) as exc:
+                errors.append(f"{where}: {exc}")
+                continue
+            problems = check_attributes(proposal)
+            if problems:
+                errors += [f"{where}: {m}" for m in problems]
+                continue
+            if str(item.ref) in documents:
+                errors.append(f"{where}: {item.ref} appears twice")
+            documents[str(item.ref)] = proposal
+        if errors:
+            raise ValidationError(errors, subject="scenario")
+        self._in_dependency_order(list(documents.values()))  # refuses cycles
+        return documents
 
-    for proposal in sorted(proposals, key=lambda p: (p.definition.effective_run_order, p.barclamp, p.name)):
-        visit(proposal, [])
-    return ordered
+    def _in_dependency_order(self, proposals: list[Proposal]) -> list[Proposal]:
+        """Dependencies first; ValidationError naming a cycle if there is one."""
+        by_ref = {p.ref: p for p in proposals}
+        dependencies = dependencies_among(by_ref, lambda p: self.services.context(p.definition))
+        ordered: list[Proposal] = []
+        done: set[ProposalRef] = set()
 
+        def visit(proposal: Proposal) -> None:
+            if proposal.ref in done:
+                return
+            done.add(proposal.ref)
+            for dep in dependencies(proposal.ref):
+                if dep in by_ref:
+                    visit(by_ref[dep])
+            ordered.append(proposal)
 
-def apply(crowbar: Crowbar, scenario: Scenario, *,
-          progress: Callable[[int], None] | None = None) -> BatchReport:
-    """Create or update every proposal, then commit them in dependency order."""
-    documents = _check(crowbar, scenario)
-    wants_commit = {str(item.ref): item.commit for item in scenario.proposals}
-    report = BatchReport()
-    for proposal in _in_dependency_order(crowbar, list(documents.values())):
-        ref = str(proposal.ref)
-        report.saved[ref] = _save(crowbar, proposal)
-    for proposal in _in_dependency_order(crowbar, list(documents.values())):
-        ref = str(proposal.ref)
-        if wants_commit[ref]:
-            report.commits[ref] = crowbar.proposals.commit(proposal.barclamp, proposal.name, progress=progress)
-    return report
+        for proposal in sorted(proposals, key=lambda p: (p.definition.effective_run_order, p.barclamp, p.name)):
+            cycle = find_cycle(proposal.ref, dependencies)
+            if cycle:
+                raise ValidationError(f"dependency cycle: {' -> '.join(cycle)}")
+            visit(proposal)
+        return ordered
 
+    def _save(self, wanted: Proposal) -> str:
+        existing = self.store.find(wanted.barclamp, wanted.name)
 
-def _save(crowbar: Crowbar, wanted: Proposal) -> str:
-    existing = crowbar.proposals.store.find(wanted.barclamp, wanted.name)
+        def adopt(proposal: Proposal) -> None:
+            proposal.data["attributes"][wanted.barclamp] = copy.deepcopy(wanted.attributes)
+            proposal.description = wanted.description
+            proposal.elements.clear()
+            proposal.elements.update(copy.deepcopy(wanted.elements))
 
-    def adopt(proposal: Proposal) -> None:
-        proposal.data["attributes"][wanted.barclamp] = copy.deepcopy(wanted.attributes)
-        proposal.description = wanted.description
-        proposal.elements.clear()
-        proposal.elements.update(copy.deepcopy(wanted.elements))
-
-    if existing is None:
-        crowbar.proposals.create(wanted.barclamp, wanted.name, from_inventory=False, fill=adopt)
-        return "created"
-    saved = crowbar.proposals.update(wanted.barclamp, wanted.name, adopt, change="batch apply")
-    return "updated" if saved.revision != existing.revision else "unchanged"
+        if existing is None:
+            self.proposals.create(wanted.barclamp, wanted.name, from_inventory=False, fill=adopt)
+            return "created"
+        saved = self.proposals.update(wanted.barclamp, wanted.name, adopt, change="batch apply")
+        return "updated" if saved.revision != existing.revision else "unchanged"

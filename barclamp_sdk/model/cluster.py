@@ -74,17 +74,33 @@ class MachineRecord:
         }
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
 def record_from_role(row: dict[str, Any]) -> MachineRecord | None:
-    """A :class:`MachineRecord` from a role (or a partial-search row of one)."""
+    """A :class:`MachineRecord` from a role (or a partial-search row of one).
+
+    The one parser of a ``crowbar-<node>`` role's Crowbar data; values of
+    the wrong shape read as empty, so one odd role never breaks a snapshot.
+    """
     attributes = row.get("default_attributes") or {}
     data = attributes.get("crowbar") if isinstance(attributes, dict) else None
     if not isinstance(data, dict) or not isinstance(data.get("node"), str):
         return None  # a role named crowbar-* that is not a machine's
     entries = {}
-    for role, spec in (data.get("run_list_map") or {}).items():
+    for role, spec in _mapping(data.get("run_list_map")).items():
         if isinstance(spec, dict):
-            entries[role] = Entry(str(spec.get("proposal", "")), int(spec.get("priority", 1000)),
-                                  tuple(spec.get("states") or ("all",)))
+            states = spec.get("states")
+            entries[role] = Entry(str(spec.get("proposal", "")), _int(spec.get("priority"), 1000),
+                                  tuple(str(s) for s in states) if isinstance(states, list) and states else ("all",))
     stored = data.get(FINGERPRINT)
     drifted = bool(data.get(DRIFT)) or (stored is not None and stored != role_fingerprint(row))
     return MachineRecord(
@@ -93,11 +109,11 @@ def record_from_role(row: dict[str, Any]) -> MachineRecord | None:
         state=str(data.get("state", "")),
         allocated=bool(data.get("allocated")),
         entries=entries,
-        claims={str(k): str(v) for k, v in (data.get("claimed_disks") or {}).items()},
-        pending={str(k): tuple(v or ()) for k, v in (data.get("pending") or {}).items()},
+        claims={str(k): str(v) for k, v in _mapping(data.get("claimed_disks")).items()},
+        pending={str(k): tuple(v) if isinstance(v, list) else () for k, v in _mapping(data.get("pending")).items()},
         drifted=drifted,
-        revision=int(data.get(REVISION, 0)),
-        hardware=dict(data.get("hardware") or {}),
+        revision=_int(data.get(REVISION), 0),
+        hardware=dict(_mapping(data.get("hardware"))),
     )
 
 

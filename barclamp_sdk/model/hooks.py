@@ -1,25 +1,52 @@
-"""What a barclamp's hooks can reach: other proposals, machines, secrets."""
+"""What a barclamp's hooks can reach: other proposals, machines, secrets.
+
+A :class:`Context` is handed to every hook of a barclamp
+(``create_proposal``, ``validate``, ``apply_pre``, ``on_transition``, ...).
+It is the barclamp's whole window on the cluster: everything a barclamp may
+read or do goes through its methods, so barclamps need nothing but the
+public API. The services behind it are wired by the composition root
+(:class:`barclamp_sdk.api.Crowbar`) as a :class:`HookServices`.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from barclamp_sdk.errors import CrowbarError, NotFoundError, ValidationError
+from barclamp_sdk.model.cluster import ClusterView
+from barclamp_sdk.model.inventory import BlockDevice, Inventory, Machine
+from barclamp_sdk.model.proposal import Proposal
+from barclamp_sdk.model.secrets import SecretRef, SecretStore
+from barclamp_sdk.model.spec import BarclampSpec
 
-if TYPE_CHECKING:
-    from barclamp_sdk.api import Crowbar
-    from barclamp_sdk.model.barclamp import Barclamp
-    from barclamp_sdk.model.proposal import Proposal
-    from barclamp_sdk.model.inventory import BlockDevice, Inventory, Machine
-    from barclamp_sdk.model.secrets import SecretStore
+
+@dataclass(frozen=True)
+class HookServices:
+    """The model services hooks use, as the composition root hands them out."""
+
+    secrets: SecretStore
+    barclamp: Callable[[str], BarclampSpec]  # NotFoundError when not installed
+    installed: Callable[[str], bool]
+    find_proposal: Callable[[str, str], Proposal | None]
+    proposals: Callable[[str | None], list[Proposal]]
+    is_committed: Callable[[Proposal], bool]
+    inventory: Callable[[Iterable[str] | None], Inventory]
+    machines: Callable[[], ClusterView]
+    record_hardware: Callable[[Mapping[str, Mapping[str, Any]], Mapping[str, str]], None]
+
+    def context(self, barclamp: BarclampSpec, *, draft: bool = False) -> Context:
+        """A new context for one hook call (or one command) of ``barclamp``."""
+        return Context(self, barclamp, draft=draft)
 
 
 class Context:
-    """Passed to every hook: the API, scoped helpers, and a logger."""
+    """Passed to every hook: scoped helpers over the cluster, and a logger."""
 
-    def __init__(self, crowbar: Crowbar, barclamp: Barclamp, *, draft: bool = False) -> None:
-        self.crowbar = crowbar
+    def __init__(self, services: HookServices, barclamp: BarclampSpec, *, draft: bool = False) -> None:
+        self._services = services
         self.barclamp = barclamp
         #: True while a proposal is saved (not committed): things needed only
         #: to apply it (credentials, full element counts) may still be missing.
@@ -30,19 +57,42 @@ class Context:
 
     @property
     def secrets(self) -> SecretStore:
-        return self.crowbar.secrets
+        """The secret store (``ctx.secrets.get(ref)`` reads a secret)."""
+        return self._services.secrets
 
-    def inventory(self) -> Inventory:
-        """The cluster inventory (read once per context)."""
+    def secret(self, ref: SecretRef | dict[str, Any]) -> Any:
+        """The plain value of a secret setting."""
+        return self._services.secrets.get(ref)
+
+    # -- machines -------------------------------------------------------------------------
+
+    def inventory(self, names: Iterable[str] | None = None) -> Inventory:
+        """The cluster inventory (the whole one is read once per context), or that of ``names``."""
+        if names is not None:
+            return self._services.inventory(list(names))
         if self._inventory is None:
-            self._inventory = self.crowbar.machines.inventory()
+            self._inventory = self._services.inventory(None)
         return self._inventory
+
+    def machines(self) -> ClusterView:
+        """Every machine's Crowbar record (state, roles, pending proposals, hardware)."""
+        return self._services.machines()
+
+    def record_hardware(self, hardware: Mapping[str, Mapping[str, Any]],
+                        problems: Mapping[str, str] | None = None) -> None:
+        """Record facts the barclamp established under ``hardware`` of machines' Crowbar data.
+
+        ``problems`` (machine -> reason) puts those machines in ``problem``
+        through the state machine, the reason prefixed with the barclamp.
+        """
+        self._services.record_hardware(
+            hardware, {n: f"{self.barclamp.name}: {r}" for n, r in (problems or {}).items()})
 
     def free_disks(self, machine: Machine, proposal: Proposal) -> tuple[BlockDevice, ...]:
         """Data disks of ``machine`` that no other proposal has or plans to claim."""
         if self._planned is None:
             self._planned = {}
-            for other in self.crowbar.proposals.store.documents():
+            for other in self._services.proposals(None):
                 if other.id == proposal.id:
                     continue
                 try:
@@ -55,9 +105,21 @@ class Context:
         owner = proposal.ref.key
         return tuple(d for d in machine.free_disks(owner) if (machine.name, d.name) not in self._planned)
 
+    # -- other proposals ----------------------------------------------------------------
+
+    def installed(self, barclamp: str) -> bool:
+        """Whether barclamp ``barclamp`` is installed."""
+        return self._services.installed(barclamp)
+
+    def proposals(self, barclamp: str) -> list[Proposal]:
+        """Every proposal of ``barclamp`` (none when it is not installed)."""
+        if not self._services.installed(barclamp):
+            return []
+        return self._services.proposals(barclamp)
+
     def is_committed(self, proposal: Proposal) -> bool:
         """Whether the proposal has been committed (its config role exists)."""
-        return self.crowbar.chef.roles.find(proposal.config_role) is not None
+        return self._services.is_committed(proposal)
 
     def find_proposal(self, barclamp: str, name: str | None = None, *, purpose: str = "") -> Proposal:
         """Find another barclamp's proposal: the one named, or the only one.
@@ -67,17 +129,17 @@ class Context:
         errors say what to create or choose.
         """
         why = f" ({purpose})" if purpose else ""
-        if barclamp not in self.crowbar.barclamps:
+        if not self._services.installed(barclamp):
             raise ValidationError(f"barclamp {barclamp} is not installed{why}")
         if name:
-            found = self.crowbar.proposals.store.find(barclamp, name)
+            found = self._services.find_proposal(barclamp, name)
             if found is None:
                 raise ValidationError(
                     f"no {barclamp} proposal {name!r}{why}; create it with "
                     f"`crowbar {barclamp} proposal create {name}`"
                 )
             return found
-        candidates = self.crowbar.proposals.store.documents(barclamp)
+        candidates = self._services.proposals(barclamp)
         committed = [p for p in candidates if self.is_committed(p)]
         pool = committed or candidates
         if not pool:
@@ -90,7 +152,8 @@ class Context:
             raise ValidationError(f"several {barclamp} proposals exist ({names}){why}; name the one to use")
         return pool[0]
 
-    def require_barclamp(self, name: str) -> Barclamp:
-        if name not in self.crowbar.barclamps:
+    def require_barclamp(self, name: str) -> BarclampSpec:
+        """Another installed barclamp (NotFoundError when it is not installed)."""
+        if not self._services.installed(name):
             raise NotFoundError(f"barclamp {name} is not installed")
-        return self.crowbar.barclamps.get(name)
+        return self._services.barclamp(name)

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from barclamp_sdk.model.cluster import MachineRecord
 from barclamp_sdk.model.naming import node_role_name
 
 #: Attributes read from each node (partial search key map).
@@ -38,12 +39,6 @@ NODE_KEYS: dict[str, list[str]] = {
     "crowbar_wall": ["crowbar_wall"],
 }
 
-#: Attributes read from each ``crowbar-<node>`` role.
-ROLE_KEYS: dict[str, list[str]] = {
-    "role": ["name"],
-    "crowbar": ["default_attributes", "crowbar"],
-    "run_list": ["run_list"],
-}
 
 _UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?b?)\s*$", re.IGNORECASE)
@@ -314,8 +309,10 @@ def _fact_problems(node: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(problems)
 
 
-def machine_from_search(node: Mapping[str, Any], role: Mapping[str, Any] | None) -> Machine:
-    """Build a :class:`Machine` from partial-search rows (odd shapes tolerated).
+def machine_from_search(node: Mapping[str, Any], record: MachineRecord | None) -> Machine:
+    """Build a :class:`Machine` from a node's partial-search row and its Crowbar record.
+
+    Odd shapes are tolerated.
 
     A fact of the wrong shape takes its empty default and is named in
     :attr:`Machine.fact_problems`, so one odd node never breaks an inventory.
@@ -323,9 +320,7 @@ def machine_from_search(node: Mapping[str, Any], role: Mapping[str, Any] | None)
     wall = _dict(node.get("crowbar_wall"))
     dmi = _dict(node.get("dmi_system"))
     virt = _dict(node.get("virtualization"))
-    crowbar = _dict((role or {}).get("crowbar"))
     flags = node.get("cpu_flags")
-    run_list_map = _dict(crowbar.get("run_list_map"))
     return Machine(
         name=_str(node.get("name")),
         fqdn=_str(node.get("fqdn")),
@@ -346,11 +341,11 @@ def machine_from_search(node: Mapping[str, Any], role: Mapping[str, Any] | None)
         bmc=_bmc(wall),
         rack=_str(wall.get("rack")),
         hypervisor_host=_str(wall.get("hypervisor_host")),
-        state=_str(crowbar.get("state")),
-        allocated=bool(crowbar.get("allocated")),
-        roles=tuple(sorted(run_list_map)),
-        claimed_disks={str(k): str(v) for k, v in _dict(crowbar.get("claimed_disks")).items()},
-        pending=_dict(crowbar.get("pending")),
+        state=record.state if record else "",
+        allocated=record.allocated if record else False,
+        roles=tuple(sorted(record.entries)) if record else (),
+        claimed_disks=dict(record.claims) if record else {},
+        pending={k: list(v) for k, v in record.pending.items()} if record else {},
         fact_problems=_fact_problems(node),
     )
 

@@ -6,11 +6,17 @@ import copy
 import difflib
 import hashlib
 import json
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 _MISSING = object()
+
+
+def now_iso() -> str:
+    """The current UTC time as documents record it (``2026-12-02T01:21:44Z``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def canonical_json(data: Any) -> str:

@@ -11,44 +11,47 @@ machine. Everything else Crowbar knows about a machine lives in its role.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-from barclamp_sdk.chef.client import solr_escape
-from barclamp_sdk.model.cluster import MATCH_ALL, ClusterView, MachineRecord, record_from_role
-from barclamp_sdk.model.hooks import Context
-from barclamp_sdk.errors import CrowbarError, NotFound, NotFoundError
-from barclamp_sdk.model.inventory import NODE_KEYS, ROLE_KEYS, Inventory, machine_from_search
-from barclamp_sdk.model.naming import NODE_ROLE_PREFIX, check_node_name, node_role_name
-from barclamp_sdk.model.noderoles import NodeRoleStore, crowbar_data, now_iso
+from barclamp_sdk.chef.client import ChefClient
+from barclamp_sdk.errors import CrowbarError, NotFoundError
+from barclamp_sdk.model.cluster import ClusterView, MachineRecord, record_from_role
+from barclamp_sdk.model.hooks import HookServices
+from barclamp_sdk.model.inventory import Inventory
+from barclamp_sdk.model.jsondoc import now_iso
+from barclamp_sdk.model.naming import check_node_name
+from barclamp_sdk.model.noderoles import NodeRoleStore, crowbar_data
+from barclamp_sdk.model.nodes import NodeRunLists
+from barclamp_sdk.model.reader import ClusterReader
+from barclamp_sdk.model.registry import BarclampRegistry
 from barclamp_sdk.model.states import check_state, check_transition
-
-if TYPE_CHECKING:
-    from barclamp_sdk.api import Crowbar
+from barclamp_sdk.model.store import ProposalStore
 
 log = logging.getLogger(__name__)
-
-#: Above this many names, read everything and filter instead of an OR query.
-_OR_QUERY_LIMIT = 40
-
-
-def _names_query(names: Iterable[str], field: str = "name") -> str:
-    return " OR ".join(f"{field}:{solr_escape(n)}" for n in names)
 
 
 class Machines:
     """Discover, allocate, transition and inspect machines."""
 
-    def __init__(self, crowbar: Crowbar) -> None:
-        self.crowbar = crowbar
-        self.chef = crowbar.chef
-        self.roles = NodeRoleStore(crowbar.chef, crowbar.locks, concurrency=crowbar.concurrency)
+    def __init__(self, chef: ChefClient, registry: BarclampRegistry, roles: NodeRoleStore, reader: ClusterReader,
+                 run_lists: NodeRunLists, store: ProposalStore, services: HookServices, *,
+                 on_ready: Callable[[str], Any] | None = None) -> None:
+        self.chef = chef
+        self.registry = registry
+        self.roles = roles
+        self.reader = reader
+        self.run_lists = run_lists
+        self.store = store
+        self.services = services
+        #: Called with a machine's name when it reaches ``ready`` (the lifecycle processes the queue).
+        self.on_ready = on_ready
 
     # -- reading ---------------------------------------------------------------------
 
     def cluster(self) -> ClusterView:
         """A snapshot of every machine's Crowbar record."""
-        return ClusterView.load(self.chef)
+        return self.reader.view()
 
     def list(self) -> list[MachineRecord]:
         """Every machine, by name."""
@@ -57,11 +60,11 @@ class Machines:
 
     def record(self, name: str) -> MachineRecord:
         """One machine's Crowbar record, read from its role."""
-        role = self.chef.roles.find(node_role_name(name))
-        record = record_from_role(role) if role else None
-        if record is None:
-            raise NotFoundError(f"no machine {name!r}; see `crowbar machines list`")
-        return record
+        return self.reader.record(name)
+
+    def inventory(self, names: Iterable[str] | None = None) -> Inventory:
+        """Typed facts of every machine (or of ``names``), by partial search."""
+        return self.reader.inventory(names)
 
     def state(self, name: str) -> str:
         """A machine's state ("" when it is not a machine yet)."""
@@ -72,28 +75,6 @@ class Machines:
 
     def is_allocated(self, name: str) -> bool:
         return self.record(name).allocated
-
-    def inventory(self, names: Iterable[str] | None = None) -> Inventory:
-        """Typed facts of every machine (or of ``names``), by partial search."""
-        wanted = None if names is None else sorted(set(names))
-        use_or = wanted is not None and len(wanted) <= _OR_QUERY_LIMIT
-        if wanted == []:
-            return Inventory([])
-        node_query = _names_query(wanted) if use_or else MATCH_ALL  # type: ignore[arg-type]
-        role_query = (_names_query([node_role_name(n) for n in wanted]) if use_or  # type: ignore[union-attr]
-                      else MATCH_ALL)
-        roles: dict[str, dict[str, Any]] = {}
-        for row in self.chef.partial_search("role", role_query, ROLE_KEYS):
-            node = (row.get("crowbar") or {}).get("node")
-            if isinstance(node, str) and str(row.get("role", "")).startswith(NODE_ROLE_PREFIX):
-                roles[node] = row
-        machines = []
-        keep = set(wanted) if wanted is not None else None
-        for row in self.chef.partial_search("node", node_query, NODE_KEYS):
-            name = row.get("name")
-            if name in roles and (keep is None or name in keep):
-                machines.append(machine_from_search(row, roles[name]))
-        return Inventory(machines)
 
     def show(self, name: str) -> dict[str, Any]:
         """Everything about one machine: facts, Crowbar record, run lists."""
@@ -133,38 +114,8 @@ class Machines:
         """Check nodes' run lists hold their crowbar role; repair (warned) if not.
 
         Checks every machine's node, or ``names``; returns the repaired ones.
-        One paged search reads the run lists (``*:*``, the query goiardi answers
-        fastest); a node whose run list lacks its role is confirmed from its
-        object endpoint (search may lag) before it is repaired.
         """
-        wanted = set(names) if names is not None else set(self.cluster().names())
-        if not wanted:
-            return []
-        suspects = [row["name"] for row in self.chef.partial_search(
-                        "node", MATCH_ALL, {"name": ["name"], "run_list": ["run_list"]})
-                    if row.get("name") in wanted
-                    and f"role[{node_role_name(row['name'])}]" not in (row.get("run_list") or [])]
-        repaired = []
-        for name in sorted(suspects):
-            if self._add_role_to_node(name):
-                log.warning("node %s had lost role[%s] from its run list; restored it "
-                            "(another tool or chef-client overwrote the node)", name, node_role_name(name))
-                repaired.append(name)
-        return repaired
-
-    def _add_role_to_node(self, name: str) -> bool:
-        """The library's only node write: put role[crowbar-<node>] first."""
-        try:
-            node = self.chef.nodes.get(name)
-        except NotFound:
-            return False
-        entry = f"role[{node_role_name(name)}]"
-        run_list = list(node.get("run_list") or [])
-        if entry in run_list:
-            return False
-        node["run_list"] = [entry, *run_list]
-        self.chef.nodes.update(name, node)
-        return True
+        return self.run_lists.check(names if names is not None else self.cluster().names())
 
     # -- transitions ---------------------------------------------------------------------
 
@@ -185,7 +136,7 @@ class Machines:
                     "(it creates the node that discovery adopts)"
                 )
             _, created = self.roles.create(name, state)
-            self._add_role_to_node(name)
+            self.run_lists.add_role(name)
         record = None
         if not created:
             record = self._write_state(name, state)
@@ -193,8 +144,8 @@ class Machines:
             record = self.record(name)
         if self._run_hooks(record, state):
             record = self.record(name)  # a hook may have changed it (say, to problem)
-        if state == "ready":
-            self.crowbar.queue.process(trigger=name)
+        if state == "ready" and self.on_ready is not None:
+            self.on_ready(name)
         return record
 
     def _write_state(self, name: str, state: str) -> MachineRecord:
@@ -227,19 +178,17 @@ class Machines:
 
     def set_problem(self, name: str, reason: str) -> MachineRecord:
         """Put a machine in ``problem``, recording why (shown by the CLI)."""
-        def change(role: dict[str, Any]) -> bool:
-            data = crowbar_data(role)
-            data["state"] = "problem"
-            data["state_change_time"] = now_iso()
-            data["problem"] = {"reason": reason, "at": now_iso()}
-            return True
-
-        self.roles.update({name: change}, purpose=f"mark {name} problem")
+        self.record_hardware({}, {name: reason})
         return self.record(name)
+
+    def record_hardware(self, hardware: Mapping[str, Mapping[str, Any]],
+                        problems: Mapping[str, str] | None = None) -> None:
+        """Merge facts into machines' ``hardware`` record; put ``problems`` (name -> reason) in ``problem``."""
+        record_facts(self.roles, hardware, problems)
 
     def _run_hooks(self, record: MachineRecord, state: str) -> bool:
         """Call the barclamps' transition hooks; True if any ran."""
-        hooked = [b for b in self.crowbar.barclamps.all()
+        hooked = [b for b in self.registry.all()
                   if state in b.transition_states or "all" in b.transition_states]
         if not hooked:
             return False
@@ -248,10 +197,10 @@ class Machines:
             return False
         ran = False
         for barclamp in hooked:
-            for proposal in self.crowbar.proposals.committed(barclamp.name):
+            for proposal in self.store.committed(barclamp.name):
                 ran = True
                 try:
-                    barclamp.on_transition(Context(self.crowbar, barclamp), proposal, facts, state)
+                    barclamp.on_transition(self.services.context(barclamp), proposal, facts, state)
                 except CrowbarError as exc:
                     log.warning("%s hook for %s entering %s failed: %s",
                                 barclamp.name, record.name, state, exc)
@@ -284,3 +233,30 @@ class Machines:
 
         report = self.roles.update({n: change for n in names}, purpose="allocate machines", progress=progress)
         return sorted(report.written)
+
+
+def record_facts(roles: NodeRoleStore, hardware: Mapping[str, Mapping[str, Any]],
+                 problems: Mapping[str, str] | None = None) -> None:
+    """Merge facts into machines' ``hardware`` record; put ``problems`` (name -> reason) in ``problem``.
+
+    One write per machine; the only way the model marks a machine as a problem.
+    """
+    problems = dict(problems or {})
+
+    def change(name: str) -> Callable[[dict[str, Any]], bool]:
+        def mutate(role: dict[str, Any]) -> bool:
+            data = crowbar_data(role)
+            if name in hardware:
+                data.setdefault("hardware", {}).update(hardware[name])
+            if name in problems:
+                data["state"] = "problem"
+                data["state_change_time"] = now_iso()
+                data["problem"] = {"reason": problems[name], "at": now_iso()}
+            return True
+        return mutate
+
+    names = sorted(set(hardware) | set(problems))
+    report = roles.update({n: change(n) for n in names}, purpose="record machine facts")
+    if report.failed:
+        name, error = next(iter(report.failed.items()))
+        raise CrowbarError(f"could not record the facts of {name}: {error}")

@@ -29,8 +29,8 @@ under its shard's lock, changed, and written back only if it changed.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,7 +38,7 @@ from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.errors import Conflict, CrowbarError, NotFound
-from barclamp_sdk.model.jsondoc import fingerprint
+from barclamp_sdk.model.jsondoc import fingerprint, now_iso
 from barclamp_sdk.model.locks import Lock, LockManager
 from barclamp_sdk.model.naming import machine_lock_name, machine_shard, node_role_name
 from barclamp_sdk.model.parallel import run_parallel
@@ -51,10 +51,6 @@ DRIFT = "crowbar-drift"
 
 #: A change to one role: edit ``role`` in place; return True if it changed.
 Mutation = Callable[[dict[str, Any]], bool]
-
-
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def new_node_role(node: str, state: str) -> dict[str, Any]:
@@ -84,6 +80,20 @@ def new_node_role(node: str, state: str) -> dict[str, Any]:
     }
     seal(role)
     return role
+
+
+def comparable_role(role: Mapping[str, Any]) -> dict[str, Any]:
+    """A role minus what the server adds and our own fingerprints (to compare two roles)."""
+    body = copy.deepcopy(dict(role))
+    for key in ("json_class", "chef_type"):
+        body.pop(key, None)
+    for attributes in ("default_attributes", "override_attributes"):
+        for value in (body.get(attributes) or {}).values():
+            if isinstance(value, dict):
+                value.pop(FINGERPRINT, None)
+                value.pop(DRIFT, None)
+    body.setdefault("env_run_lists", {})
+    return body
 
 
 def crowbar_data(role: dict[str, Any]) -> dict[str, Any]:

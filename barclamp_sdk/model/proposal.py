@@ -21,17 +21,18 @@
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from barclamp_sdk.model.barclamp import ProposalRef
 from barclamp_sdk.errors import ValidationError
 from barclamp_sdk.model.naming import config_role_name
+from barclamp_sdk.model.spec import BarclampSpec, ProposalRef
 
-if TYPE_CHECKING:
-    from barclamp_sdk.model.barclamp import Barclamp
+
+#: Bookkeeping keys of ``deployment.<barclamp>`` written by commits and the queue, not by editors.
+STATUS_KEYS = ("crowbar-status", "crowbar-failed", "crowbar-queued")
 
 
 def pydantic_messages(exc: PydanticValidationError, prefix: str) -> list[str]:
@@ -50,7 +51,7 @@ def pydantic_messages(exc: PydanticValidationError, prefix: str) -> list[str]:
 class Proposal:
     """A proposal: settings plus the mapping of machines into elements."""
 
-    def __init__(self, barclamp: Barclamp, data: dict[str, Any]) -> None:
+    def __init__(self, barclamp: BarclampSpec, data: dict[str, Any]) -> None:
         self.definition = barclamp
         self.data = data
         bc = barclamp.name
@@ -139,6 +140,21 @@ class Proposal:
     @settings.setter
     def settings(self, model: BaseModel) -> None:
         self.data["attributes"][self.barclamp] = model.model_dump(mode="json", by_alias=True)
+
+    @property
+    def queued(self) -> bool:
+        """Whether the proposal waits in the queue (its ``crowbar-queued`` mark)."""
+        return bool(self.deployment.get("crowbar-queued"))
+
+    @property
+    def head_status(self) -> str:
+        """Crowbar's status as the document records it: pending, ready, failed, interrupted or hold."""
+        if self.queued:
+            return "pending"
+        status = self.deployment.get("crowbar-status")
+        if status == "success":
+            return "ready"
+        return str(status) if status else "hold"
 
     # -- machines ------------------------------------------------------------------------
 

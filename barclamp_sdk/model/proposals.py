@@ -15,26 +15,28 @@ three forms, one way each:
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic import ValidationError as PydanticValidationError
-
-from barclamp_sdk.model.barclamp import ProposalRef
-from barclamp_sdk.model.commit import STATUS_KEYS, CommitResult, Committer
-from barclamp_sdk.model.hooks import Context
-from barclamp_sdk.model.proposal import Proposal, pydantic_messages
-from barclamp_sdk.errors import NotFoundError, RevisionConflict, ValidationError
+from barclamp_sdk.errors import CrowbarError, NotFoundError, RevisionConflict, ValidationError
+from barclamp_sdk.model.commit import CommitResult, Committer
+from barclamp_sdk.model.commit.gate import Gate
+from barclamp_sdk.model.hooks import Context, HookServices
 from barclamp_sdk.model.jsondoc import Change, diff, get_path, set_path, unified_diff, unset_path
-from barclamp_sdk.model.locks import Lock
-from barclamp_sdk.model.naming import check_proposal_name, config_role_name, proposal_lock_name
-from barclamp_sdk.model.secrets import MASK, secret_paths
+from barclamp_sdk.model.locks import Lock, LockManager
+from barclamp_sdk.model.naming import check_proposal_name, proposal_lock_name
+from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
+from barclamp_sdk.model.queue import Queue
+from barclamp_sdk.model.reader import ClusterReader
+from barclamp_sdk.model.registry import BarclampRegistry
+from barclamp_sdk.model.secrets import MASK, SecretStore, secret_paths
+from barclamp_sdk.model.spec import ProposalRef
 from barclamp_sdk.model.store import ProposalStore
-from barclamp_sdk.model.validation import parse_setting, validate
+from barclamp_sdk.model.validation import Validator, parse_setting
 
-if TYPE_CHECKING:
-    from barclamp_sdk.api import Crowbar
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,12 +76,21 @@ class ProposalDiff:
 
 
 class Proposals:
-    """Every barclamp's proposals."""
+    """Every barclamp's proposals, and their lifecycle: create, edit, commit or queue, deactivate."""
 
-    def __init__(self, crowbar: Crowbar) -> None:
-        self.crowbar = crowbar
-        self.store = ProposalStore(crowbar.chef, crowbar.barclamps)
-        self.committer = Committer(crowbar)
+    def __init__(self, registry: BarclampRegistry, store: ProposalStore, committer: Committer, queue: Queue,
+                 gate: Gate, reader: ClusterReader, locks: LockManager, secrets: SecretStore,
+                 validator: Validator, services: HookServices) -> None:
+        self.registry = registry
+        self.store = store
+        self.committer = committer
+        self.queue = queue
+        self.gate = gate
+        self.reader = reader
+        self.locks = locks
+        self.secrets = secrets
+        self.validator = validator
+        self.services = services
 
     # -- reading --------------------------------------------------------------------------
 
@@ -90,23 +101,16 @@ class Proposals:
     def list(self, barclamp: str | None = None) -> list[dict[str, Any]]:
         """A summary of each proposal."""
         if barclamp is not None:
-            self.crowbar.barclamps.get(barclamp)
+            self.registry.get(barclamp)
         return [
             {"barclamp": p.barclamp, "name": p.name, "revision": p.revision,
-             "status": _head_status(p), "machines": len(p.nodes()), "description": p.description}
+             "status": p.head_status, "machines": len(p.nodes()), "description": p.description}
             for p in self.store.documents(barclamp)
         ]
 
     def committed(self, barclamp: str) -> list[Proposal]:
         """Proposals of ``barclamp`` that have been committed."""
-        found = []
-        prefix = config_role_name(barclamp, "")
-        for row in self.crowbar.chef.partial_search("role", f"name:{barclamp}-config-*", {"name": ["name"]}):
-            name = str(row.get("name", ""))[len(prefix):]
-            proposal = self.store.find(barclamp, name) if name else None
-            if proposal is not None:
-                found.append(proposal)
-        return found
+        return self.store.committed(barclamp)
 
     def history(self, barclamp: str, name: str) -> list[dict[str, Any]]:
         """Who saved which revision, when, and what changed."""
@@ -118,22 +122,8 @@ class Proposals:
 
     def applied(self, barclamp: str, name: str) -> Proposal | None:
         """The revision last committed (recorded in its config role), or None."""
-        definition = self.crowbar.barclamps.get(barclamp)
-        role = self.crowbar.chef.roles.find(config_role_name(barclamp, name))
-        if role is None:
-            return None
-        deployment = copy.deepcopy((role.get("override_attributes") or {}).get(barclamp, {}))
-        revision = int(deployment.get("crowbar-revision") or 0)
-        if revision:
-            try:
-                return self.store.revision(barclamp, name, revision)
-            except NotFoundError:
-                pass  # history lost: rebuild what the role holds
-        deployment.pop("crowbar-fingerprint", None)
-        data = {"id": f"bc-{barclamp}-{name}",
-                "attributes": {barclamp: (role.get("default_attributes") or {}).get(barclamp, {})},
-                "deployment": {barclamp: deployment}}
-        return Proposal(definition, data)
+        self.registry.get(barclamp)
+        return self.store.applied(barclamp, name)[0]
 
     def diff(self, barclamp: str, name: str, old: int | None = None, new: int | None = None) -> ProposalDiff:
         """Compare revisions; with none given, what is applied against the current one."""
@@ -158,25 +148,21 @@ class Proposals:
         ref = proposal.ref
         applied = self.applied(barclamp, name)
         applied_revision = applied.revision if applied else None
-        lock = self.crowbar.locks.inspect(proposal_lock_name(barclamp, name))
-        queued = [i for i in self.crowbar.queue.items()
-                  if i.get("barclamp") == barclamp and i.get("inst") == name]
+        lock = self.locks.inspect(proposal_lock_name(barclamp, name))
         deployment = proposal.deployment
         if lock is not None and str(lock.get("purpose", "")).startswith("commit"):
             progress = lock.get("details") or {}
             where = (f" (batch {progress['batch']} of {progress['batches']} done)"
                      if "batch" in progress else "")
-            if self.crowbar.locks.expired(lock):
+            if self.locks.expired(lock):
                 return ProposalStatus(ref, "interrupted", proposal.revision, applied_revision,
                                       f"a commit by {lock.get('owner')} stopped{where}; "
                                       f"commit again to finish it")
             return ProposalStatus(ref, "unready", proposal.revision, applied_revision,
                                   f"being committed by {lock.get('owner')}{where}")
-        if queued or deployment.get("crowbar-queued"):
-            reasons = []
-            for item in self.crowbar.queue.explain():
-                if item.get("barclamp") == barclamp and item.get("inst") == name:
-                    reasons = list(item.get("reasons") or [])
+        if proposal.queued or self.queue.contains(ref):
+            reasons = self.gate.blockers(proposal, self.reader.view()) or [
+                "nothing blocks it any more: it will be applied when the queue is next processed"]
             return ProposalStatus(ref, "pending", proposal.revision, applied_revision,
                                   "queued: " + "; ".join(reasons), reasons)
         status = deployment.get("crowbar-status")
@@ -203,7 +189,7 @@ class Proposals:
         ``settings`` are dotted keys set first; ``fill`` edits the document
         last (``from_inventory=False`` skips the barclamp's placement).
         """
-        definition = self.crowbar.barclamps.get(barclamp)
+        definition = self.registry.get(barclamp)
         check_proposal_name(name)
         if self.store.find(barclamp, name) is not None:
             raise ValidationError(f"proposal {barclamp}/{name} already exists; edit it, or delete it first")
@@ -214,12 +200,12 @@ class Proposals:
             proposal.description = description
         for key, value in (settings or {}).items():
             self._set_one(proposal, key, value)
-        inventory = self.crowbar.machines.inventory() if from_inventory else None
+        inventory = self.reader.inventory() if from_inventory else None
         if inventory is not None:
-            definition.create_proposal(proposal, inventory, Context(self.crowbar, definition))
+            definition.create_proposal(proposal, inventory, self.services.context(definition))
         if fill is not None:
             fill(proposal)
-        with self.crowbar.locks.hold(proposal_lock_name(barclamp, name), f"create {barclamp}/{name}"):
+        with self.locks.hold(proposal_lock_name(barclamp, name), f"create {barclamp}/{name}"):
             self._check_and_seal(proposal)
             machines = f" from an inventory of {len(inventory)} machine(s)" if inventory is not None else ""
             return self.store.create(proposal, change=f"created{machines}")
@@ -239,7 +225,7 @@ class Proposals:
         self._check(preview)
         if _comparable(preview) == _comparable(current):
             return current  # the change normalises to what is stored: no new revision
-        with self.crowbar.locks.hold(proposal_lock_name(barclamp, name), f"edit {barclamp}/{name}") as lock:
+        with self.locks.hold(proposal_lock_name(barclamp, name), f"edit {barclamp}/{name}") as lock:
             current = self.store.get(barclamp, name)
             edited = self._edited(current, mutate, expected_revision)
             if edited is None:
@@ -285,7 +271,7 @@ class Proposals:
         unset = list(unset)
         if not values and not unset:
             raise ValidationError("nothing to change: give KEY=VALUE pairs or keys to unset")
-        definition = self.crowbar.barclamps.get(barclamp)
+        definition = self.registry.get(barclamp)
         probe = Proposal(definition, definition.template(name))
         for key, value in values.items():  # refuse typos before taking any lock
             self._set_one(probe, key, value)
@@ -304,7 +290,7 @@ class Proposals:
     def replace(self, barclamp: str, name: str, document: Mapping[str, Any], *,
                 expected_revision: int | None = None, change: str = "replaced the document") -> Proposal:
         """Store a whole edited document (from an editor or a file)."""
-        definition = self.crowbar.barclamps.get(barclamp)
+        definition = self.registry.get(barclamp)
         if not isinstance(document, Mapping):
             raise ValidationError("a proposal document must be a JSON object")
         incoming = Proposal(definition, copy.deepcopy(dict(document)))
@@ -321,33 +307,88 @@ class Proposals:
 
     def delete(self, barclamp: str, name: str) -> None:
         """Delete a proposal that is not committed (deactivate it first)."""
-        with self.crowbar.locks.hold(proposal_lock_name(barclamp, name), f"delete {barclamp}/{name}"):
+        with self.locks.hold(proposal_lock_name(barclamp, name), f"delete {barclamp}/{name}"):
             proposal = self.store.get(barclamp, name)
-            if self.crowbar.chef.roles.find(proposal.config_role) is not None:
+            if self.store.is_committed(proposal):
                 raise ValidationError(
                     f"proposal {barclamp}/{name} is committed; deactivate it first with "
                     f"`crowbar {barclamp} proposal deactivate {name}`")
-            self.crowbar.queue.remove(proposal.ref)
+            self.queue.remove(proposal.ref)
             self.store.delete(proposal)
-            if self.crowbar.secrets.configured:
-                self.crowbar.secrets.delete(f"{barclamp}-{name}")
+            if self.secrets.configured:
+                self.secrets.delete(f"{barclamp}-{name}")
 
     def deactivate(self, barclamp: str, name: str) -> CommitResult:
         """Take a committed proposal off its machines and delete its config role."""
-        return self.committer.deactivate(barclamp, name)
+        result = self.committer.deactivate(barclamp, name)
+        self.queue.remove(result.proposal)
+        return result
+
+    # -- commit or queue ----------------------------------------------------------------------
 
     def commit(self, barclamp: str, name: str, *, dry_run: bool = False, force: bool = False,
                progress: Callable[[int], None] | None = None) -> CommitResult:
-        """Apply the proposal (or queue it, saying why); see :mod:`barclamp_sdk.model.commit`."""
-        return self.committer.commit(barclamp, name, dry_run=dry_run, force=force, progress=progress)
+        """Apply the proposal, or queue it saying why; see :mod:`barclamp_sdk.model.commit`.
+
+        Once it is applied, the queue is processed: what waited for it may go.
+        """
+        result = self._commit_or_queue(barclamp, name, dry_run=dry_run, force=force, progress=progress)
+        if result.status == "applied":
+            self.process_queue()
+        return result
+
+    def _commit_or_queue(self, barclamp: str, name: str, *, queued: bool = False, dry_run: bool = False,
+                         force: bool = False, progress: Callable[[int], None] | None = None) -> CommitResult:
+        """The one decision point: commit now, or enqueue with the reasons."""
+        result = self.committer.commit(barclamp, name, dry_run=dry_run, force=force, queued=queued,
+                                       progress=progress)
+        if result.status == "blocked":
+            assert result.document is not None
+            seconds = result.seconds
+            result = self.queue.enqueue(result.document, result.reasons)
+            result.seconds = seconds
+        elif result.status in ("applied", "unchanged") and (queued or result.was_queued):
+            self.queue.remove(result.proposal)
+        return result
+
+    def process_queue(self, *, trigger: str | None = None) -> list[CommitResult]:
+        """Commit every queued proposal that nothing blocks any more.
+
+        ``trigger`` (a machine that just became ready) limits the first pass
+        to items that use it or wait on dependencies; once anything is
+        applied, every item is looked at again (a dependency may have landed).
+        """
+        results: list[CommitResult] = []
+        items = self.queue.items()
+        for _ in range(len(items) + 2):
+            applied = False
+            for item in items:
+                ident = (str(item.get("barclamp")), str(item.get("inst")))
+                if trigger and trigger not in (item.get("elements") or {}) and not item.get("deps"):
+                    continue
+                try:
+                    result = self._commit_or_queue(*ident, queued=True)
+                except NotFoundError:
+                    self.queue.remove(ProposalRef(*ident))  # its proposal was deleted
+                    continue
+                except CrowbarError as exc:
+                    log.warning("queued proposal %s/%s could not be applied: %s", *ident, exc)
+                    continue
+                results.append(result)
+                applied = applied or result.status == "applied"
+            if not applied:
+                break
+            trigger = None
+            items = self.queue.items()
+        return results
 
     def dequeue(self, barclamp: str, name: str) -> None:
         """Take a queued proposal out of the queue."""
-        self.crowbar.queue.dequeue(barclamp, name)
+        self.queue.dequeue(barclamp, name)
 
     def validate(self, proposal: Proposal) -> None:
         """Raise ValidationError listing every problem (writes nothing)."""
-        validate(self.crowbar, proposal)
+        self.validator.validate(proposal)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -358,16 +399,11 @@ class Proposals:
 
     def _check(self, proposal: Proposal) -> None:
         """Resolve links, let the barclamp prepare, then validate (reads only)."""
-        ctx = Context(self.crowbar, proposal.definition, draft=True)
+        ctx = self.services.context(proposal.definition, draft=True)
         self._resolve_links(proposal, ctx)
         proposal.definition.prepare(proposal, ctx)
-        try:
-            model = proposal.definition.Attributes.model_validate(proposal.attributes)
-        except PydanticValidationError as exc:
-            raise ValidationError(pydantic_messages(exc, f"attributes.{proposal.barclamp}"),
-                                  subject=f"{proposal.barclamp}/{proposal.name}") from None
-        proposal.data["attributes"][proposal.barclamp] = model.model_dump(mode="json", by_alias=True)
-        validate(self.crowbar, proposal, draft=True)
+        proposal.settings = proposal.settings  # validated by the model, and normalised
+        self.validator.validate(proposal, draft=True)
 
     @staticmethod
     def _resolve_links(proposal: Proposal, ctx: Context) -> None:
@@ -393,7 +429,7 @@ class Proposals:
                 plain[path] = value
         if not plain:
             return
-        refs = self.crowbar.secrets.put(f"{proposal.barclamp}-{proposal.name}", plain)
+        refs = self.secrets.put(f"{proposal.barclamp}-{proposal.name}", plain)
         for path, ref in refs.items():
             set_path(proposal.attributes, path, ref.model_dump())
 
@@ -431,16 +467,6 @@ class Proposals:
             proposal.deployment["crowbar-status"] = "interrupted"
             proposal.deployment["crowbar-failed"] = (
                 f"{previous.get('purpose')} by {previous.get('owner')} was interrupted")
-
-
-def _head_status(proposal: Proposal) -> str:
-    deployment = proposal.deployment
-    if deployment.get("crowbar-queued"):
-        return "pending"
-    status = deployment.get("crowbar-status")
-    if status == "success":
-        return "ready"
-    return str(status) if status else "hold"
 
 
 def _comparable(proposal: Proposal) -> dict[str, Any]:

@@ -17,32 +17,35 @@ current, so nothing waits "for no obvious reason".
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from barclamp_sdk.model.barclamp import ProposalRef
-from barclamp_sdk.model.hooks import Context
-from barclamp_sdk.model.proposal import Proposal
+from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.errors import CrowbarError, NotFound, NotFoundError
-from barclamp_sdk.model.naming import PROPOSALS_BAG, QUEUE_ITEM
-from barclamp_sdk.model.noderoles import crowbar_data
-
-if TYPE_CHECKING:
-    from barclamp_sdk.api import Crowbar
-    from barclamp_sdk.model.commit import CommitResult
-
-log = logging.getLogger(__name__)
+from barclamp_sdk.model.commit.gate import Gate
+from barclamp_sdk.model.commit.result import CommitResult
+from barclamp_sdk.model.hooks import HookServices
+from barclamp_sdk.model.jsondoc import now_iso
+from barclamp_sdk.model.locks import LockManager
+from barclamp_sdk.model.naming import PROPOSALS_BAG, QUEUE_ITEM, proposal_lock_name
+from barclamp_sdk.model.noderoles import NodeRoleStore, crowbar_data
+from barclamp_sdk.model.proposal import Proposal
+from barclamp_sdk.model.reader import ClusterReader
+from barclamp_sdk.model.spec import ProposalRef
+from barclamp_sdk.model.store import ProposalStore
 
 
 class Queue:
-    """Queued commits: list, explain, add, remove, process."""
+    """Queued commits: list, explain, add, remove (the lifecycle processes them)."""
 
-    def __init__(self, crowbar: Crowbar) -> None:
-        self.crowbar = crowbar
-        self.chef = crowbar.chef
-        self._local = threading.local()  # re-entrancy guard, per thread
+    def __init__(self, chef: ChefClient, locks: LockManager, store: ProposalStore, roles: NodeRoleStore,
+                 reader: ClusterReader, gate: Gate, services: HookServices) -> None:
+        self.chef = chef
+        self.locks = locks
+        self.store = store
+        self.roles = roles
+        self.reader = reader
+        self.gate = gate
+        self.services = services
 
     def items(self) -> list[dict[str, Any]]:
         """The queued proposals, oldest first."""
@@ -51,6 +54,10 @@ class Queue:
         except NotFound:
             return []
         return [_normalized(e) for e in item.get("proposal_queue") or [] if isinstance(e, dict)]
+
+    def contains(self, ref: ProposalRef, items: list[dict[str, Any]] | None = None) -> bool:
+        """Whether ``ref`` has an item in the queue (of ``items`` when already read)."""
+        return any(_is(entry, ref) for entry in (self.items() if items is None else items))
 
     def _write(self, entries: list[dict[str, Any]], existed: bool) -> None:
         body = {"id": QUEUE_ITEM, "proposal_queue": entries}
@@ -62,7 +69,7 @@ class Queue:
 
     def _modify(self, change: Any, purpose: str) -> bool:
         """Read-modify-write the queue item under the queue lock."""
-        with self.crowbar.locks.hold("queue", purpose):
+        with self.locks.hold("queue", purpose):
             try:
                 item = self.chef.data_bags.get_item(PROPOSALS_BAG, QUEUE_ITEM)
                 existed = True
@@ -83,12 +90,10 @@ class Queue:
         each time a machine becomes ready). ``crowbar queue`` shows fresh
         reasons; the stored ones are those of the last change.
         """
-        from barclamp_sdk.model.commit import CommitResult
-
         ref = proposal.ref
         definition = proposal.definition
         deps = [{"barclamp": d.barclamp, "inst": d.name}
-                for d in definition.all_dependencies(proposal, Context(self.crowbar, definition))]
+                for d in definition.all_dependencies(proposal, self.services.context(definition))]
         elements = {node: proposal.elements_of(node) for node in proposal.nodes()}
         entry = {"barclamp": ref.barclamp, "inst": ref.name, "revision": proposal.revision,
                  "reasons": reasons, "deps": deps, "elements": elements}
@@ -98,26 +103,25 @@ class Queue:
 
         def change(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for index, existing in enumerate(entries):
-                if existing.get("barclamp") == ref.barclamp and existing.get("inst") == ref.name:
+                if _is(existing, ref):
                     if same(existing):
                         return entries
-                    merged = {**entry, "queued_at": existing.get("queued_at", _now())}
+                    merged = {**entry, "queued_at": existing.get("queued_at", now_iso())}
                     return [*entries[:index], merged, *entries[index + 1:]]
-            return [*entries, {**entry, "queued_at": _now()}]
+            return [*entries, {**entry, "queued_at": now_iso()}]
 
-        queued = any(i.get("barclamp") == ref.barclamp and i.get("inst") == ref.name and same(i)
-                     for i in self.items())
+        queued = any(_is(i, ref) and same(i) for i in self.items())
         todo = self._pending_marks(proposal)
-        if queued and not todo and proposal.deployment.get("crowbar-queued"):
+        if queued and not todo and proposal.queued:
             return CommitResult(ref, proposal.revision, "queued", reasons=reasons)
-        with self.crowbar.locks.hold(f"proposal-{ref.barclamp}-{ref.name}", f"queue {ref}"):
+        with self.locks.hold(proposal_lock_name(ref.barclamp, ref.name), f"queue {ref}"):
             self._modify(change, f"queue {ref}")
             if todo:
-                self.crowbar.machines.roles.update(todo, purpose=f"queue {ref}")
-            current = self.crowbar.proposals.store.get(ref.barclamp, ref.name)
-            if not current.deployment.get("crowbar-queued"):
+                self.roles.update(todo, purpose=f"queue {ref}")
+            current = self.store.get(ref.barclamp, ref.name)
+            if not current.queued:
                 current.deployment["crowbar-queued"] = True
-                self.crowbar.proposals.store.write_status(current)
+                self.store.write_status(current)
         return CommitResult(ref, proposal.revision, "queued", reasons=reasons)
 
     def _pending_marks(self, proposal: Proposal) -> dict[str, Any]:
@@ -137,7 +141,7 @@ class Queue:
 
             return mark
 
-        cluster = self.crowbar.machines.cluster()
+        cluster = self.reader.view()
         todo = {}
         for node in proposal.nodes():
             record = cluster.get(node)
@@ -149,81 +153,50 @@ class Queue:
 
     def remove(self, ref: ProposalRef) -> bool:
         """Take a proposal out of the queue (no write if it was not queued)."""
-        if not any(i.get("barclamp") == ref.barclamp and i.get("inst") == ref.name for i in self.items()):
+        if not self.contains(ref):
             return False
 
         def change(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            return [e for e in entries if not (e.get("barclamp") == ref.barclamp and e.get("inst") == ref.name)]
+            return [e for e in entries if not _is(e, ref)]
 
         return self._modify(change, f"dequeue {ref}")
 
     def dequeue(self, barclamp: str, name: str) -> None:
         """Operator action: stop waiting; clear the machines' pending marks."""
         ref = ProposalRef(barclamp, name)
-        proposal = self.crowbar.proposals.store.get(barclamp, name)
-        if not self.remove(ref) and not proposal.deployment.get("crowbar-queued"):
+        proposal = self.store.get(barclamp, name)
+        if not self.remove(ref) and not proposal.queued:
             raise NotFoundError(f"proposal {ref} is not queued")
         key = ref.key
 
         def clear(role: dict[str, Any]) -> bool:
             return crowbar_data(role).get("pending", {}).pop(key, None) is not None
 
-        cluster = self.crowbar.machines.cluster()
+        cluster = self.reader.view()
         todo = {r.name: clear for r in cluster if key in r.pending}
         if todo:
-            self.crowbar.machines.roles.update(todo, purpose=f"dequeue {ref}")
+            self.roles.update(todo, purpose=f"dequeue {ref}")
         proposal.deployment.pop("crowbar-queued", None)
-        self.crowbar.proposals.store.write_status(proposal)
+        self.store.write_status(proposal)
 
     def explain(self) -> list[dict[str, Any]]:
         """Each queued proposal with fresh reasons (reads only)."""
-        cluster = self.crowbar.machines.cluster()
+        cluster = self.reader.view()
         explained = []
         for item in self.items():
             entry = dict(item)
             try:
-                proposal = self.crowbar.proposals.store.get(item["barclamp"], item["inst"])
-                entry["reasons"] = self.crowbar.proposals.committer.blockers(proposal, cluster) or [
+                proposal = self.store.get(item["barclamp"], item["inst"])
+                entry["reasons"] = self.gate.blockers(proposal, cluster) or [
                     "nothing blocks it any more: it will be applied when the queue is next processed"]
             except CrowbarError as exc:
                 entry["reasons"] = [f"cannot be evaluated: {exc}"]
             explained.append(entry)
         return explained
 
-    def process(self, *, trigger: str | None = None) -> list[CommitResult]:
-        """Commit every queued proposal that nothing blocks any more.
 
-        ``trigger`` (a machine that just became ready) limits the first pass
-        to items that use it or wait on dependencies; once anything is
-        applied, every item is looked at again (a dependency may have landed).
-        """
-        if getattr(self._local, "processing", False):
-            return []  # a commit made while processing asked again: the loop covers it
-        self._local.processing = True
-        results: list[CommitResult] = []
-        try:
-            for _ in range(len(self.items()) + 2):
-                applied = False
-                for item in self.items():
-                    ident = (str(item.get("barclamp")), str(item.get("inst")))
-                    if trigger and trigger not in (item.get("elements") or {}) and not item.get("deps"):
-                        continue
-                    try:
-                        result = self.crowbar.proposals.committer.commit(*ident, in_queue=True)
-                    except NotFoundError:
-                        self.remove(ProposalRef(*ident))  # its proposal was deleted
-                        continue
-                    except CrowbarError as exc:
-                        log.warning("queued proposal %s/%s could not be applied: %s", *ident, exc)
-                        continue
-                    results.append(result)
-                    applied = applied or result.status == "applied"
-                if not applied:
-                    break
-                trigger = None
-            return results
-        finally:
-            self._local.processing = False
+def _is(entry: dict[str, Any], ref: ProposalRef) -> bool:
+    return entry.get("barclamp") == ref.barclamp and entry.get("inst") == ref.name
 
 
 def _normalized(entry: dict[str, Any]) -> dict[str, Any]:
@@ -231,7 +204,3 @@ def _normalized(entry: dict[str, Any]) -> dict[str, Any]:
     nested in a list as null)."""
     return {**entry, "deps": list(entry.get("deps") or []), "reasons": list(entry.get("reasons") or []),
             "elements": {k: list(v or []) for k, v in (entry.get("elements") or {}).items()}}
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

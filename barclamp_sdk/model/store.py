@@ -12,17 +12,30 @@ itself only checks revisions, so an edit based on an old revision fails with
 
 from __future__ import annotations
 
+import copy
 import getpass
+import logging
 import os
 import socket
-import time
 from typing import Any
 
-from barclamp_sdk.model.barclamp import BarclampRegistry
 from barclamp_sdk.chef.client import ChefClient
-from barclamp_sdk.model.proposal import Proposal
-from barclamp_sdk.errors import Conflict, NotFound, NotFoundError, RevisionConflict, ValidationError
-from barclamp_sdk.model.naming import HISTORY_BAG, PROPOSALS_BAG, history_item_id, proposal_item_id
+from barclamp_sdk.errors import Conflict, CrowbarError, NotFound, NotFoundError, RevisionConflict, ValidationError
+from barclamp_sdk.model.jsondoc import now_iso
+from barclamp_sdk.model.naming import (
+    HISTORY_BAG,
+    PROPOSALS_BAG,
+    config_role_name,
+    history_item_id,
+    proposal_item_id,
+)
+from barclamp_sdk.model.noderoles import FINGERPRINT
+from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
+from barclamp_sdk.model.registry import BarclampRegistry
+
+log = logging.getLogger(__name__)
+
+_UNREAD = object()
 
 HISTORY_KEYS = {
     "id": ["id"], "barclamp": ["barclamp"], "proposal": ["proposal"], "revision": ["revision"],
@@ -119,13 +132,34 @@ class ProposalStore:
         """Store bookkeeping changes (status keys) without a new revision."""
         self.chef.data_bags.update_item(PROPOSALS_BAG, proposal.data)
 
+    def record_status(self, proposal: Proposal, *, failed: str | None = None) -> None:
+        """Record the outcome of a commit (success, or failed and why); no write if unchanged.
+
+        A failure to record is logged, never raised: the commit's own outcome
+        (or error) is what the caller reports.
+        """
+        deployment = proposal.deployment
+        before = {k: deployment.get(k) for k in STATUS_KEYS}
+        if failed:
+            deployment["crowbar-status"] = "failed"
+            deployment["crowbar-failed"] = failed
+        else:
+            deployment["crowbar-status"] = "success"
+            deployment.pop("crowbar-failed", None)
+        deployment.pop("crowbar-queued", None)
+        if {k: deployment.get(k) for k in STATUS_KEYS} != before:
+            try:
+                self.write_status(proposal)
+            except CrowbarError as exc:
+                log.warning("could not record the status of %s: %s", proposal.ref, exc)
+
     def _record(self, proposal: Proposal, change: str) -> None:
         item = {
             "id": history_item_id(proposal.barclamp, proposal.name, proposal.revision),
             "barclamp": proposal.barclamp,
             "proposal": proposal.id,
             "revision": proposal.revision,
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "saved_at": now_iso(),
             "saved_by": who(),
             "change": change,
             "document": proposal.data,
@@ -167,3 +201,52 @@ class ProposalStore:
                 f"`crowbar {barclamp} proposal history {name}`"
             ) from None
         return Proposal(definition, item["document"])
+
+    # -- what is committed ------------------------------------------------------------
+
+    def config_role(self, barclamp: str, name: str) -> dict[str, Any] | None:
+        """The config role of a committed proposal (None when it is not committed)."""
+        return self.chef.roles.find(config_role_name(barclamp, name))
+
+    def applied(self, barclamp: str, name: str,
+                role: dict[str, Any] | None | object = _UNREAD) -> tuple[Proposal | None, dict[str, Any] | None]:
+        """The revision last committed and the config role that records it.
+
+        The revision comes from history; if history lost it, the proposal is
+        rebuilt from what the config role holds. ``role`` is the config role
+        when the caller has read it already (None: there is none).
+        """
+        if role is _UNREAD:
+            role = self.config_role(barclamp, name)
+        if not isinstance(role, dict):
+            return None, None
+        deployment = copy.deepcopy((role.get("override_attributes") or {}).get(barclamp, {}))
+        try:
+            revision = int(deployment.get("crowbar-revision") or 0)
+        except (TypeError, ValueError):
+            revision = 0
+        if revision:
+            try:
+                return self.revision(barclamp, name, revision), role
+            except CrowbarError:
+                pass  # history lost: rebuild what the role holds
+        deployment.pop(FINGERPRINT, None)
+        data = {"id": proposal_item_id(barclamp, name),
+                "attributes": {barclamp: copy.deepcopy((role.get("default_attributes") or {}).get(barclamp, {}))},
+                "deployment": {barclamp: deployment}}
+        return Proposal(self.registry.get(barclamp), data), role
+
+    def is_committed(self, proposal: Proposal) -> bool:
+        """Whether ``proposal`` has been committed (its config role exists)."""
+        return self.config_role(proposal.barclamp, proposal.name) is not None
+
+    def committed(self, barclamp: str) -> list[Proposal]:
+        """Proposals of ``barclamp`` that have been committed (current documents)."""
+        found = []
+        prefix = config_role_name(barclamp, "")
+        for row in self.chef.partial_search("role", f"name:{barclamp}-config-*", {"name": ["name"]}):
+            name = str(row.get("name", ""))[len(prefix):]
+            proposal = self.find(barclamp, name) if name else None
+            if proposal is not None:
+                found.append(proposal)
+        return found

@@ -11,23 +11,21 @@ from __future__ import annotations
 
 import difflib
 import types
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel
-from pydantic import ValidationError as PydanticValidationError
 
-from barclamp_sdk.model.barclamp import ProposalRef
-from barclamp_sdk.model.hooks import Context
-from barclamp_sdk.model.proposal import Proposal, pydantic_messages
 from barclamp_sdk.errors import CrowbarError, ValidationError
+from barclamp_sdk.model.cluster import ClusterView
+from barclamp_sdk.model.hooks import Context, HookServices
+from barclamp_sdk.model.inventory import Inventory
 from barclamp_sdk.model.naming import proposal_item_id
-
-if TYPE_CHECKING:
-    from barclamp_sdk.api import Crowbar
-    from barclamp_sdk.model.cluster import ClusterView
-    from barclamp_sdk.model.inventory import Inventory
+from barclamp_sdk.model.proposal import Proposal
+from barclamp_sdk.model.reader import ClusterReader
+from barclamp_sdk.model.spec import ProposalRef
+from barclamp_sdk.model.store import ProposalStore
 
 
 def check_shape(proposal: Proposal) -> list[str]:
@@ -54,10 +52,11 @@ def check_shape(proposal: Proposal) -> list[str]:
 
 
 def check_attributes(proposal: Proposal) -> list[str]:
+    """The settings against the barclamp's attribute model."""
     try:
-        proposal.definition.Attributes.model_validate(proposal.attributes)
-    except PydanticValidationError as exc:
-        return pydantic_messages(exc, f"attributes.{proposal.barclamp}")
+        proposal.settings
+    except ValidationError as exc:
+        return exc.errors
     return []
 
 
@@ -152,16 +151,13 @@ def check_claims(proposal: Proposal, claims: Mapping[str, Iterable[str]], invent
     return errors
 
 
-def dependency_cycle(crowbar: Crowbar, proposal: Proposal, docs: Mapping[str, Proposal]) -> list[str] | None:
-    """A cycle through ``proposal`` in the dependency graph, or None."""
-    def deps(p: Proposal) -> list[ProposalRef]:
-        try:
-            return list(p.definition.all_dependencies(p, Context(crowbar, p.definition)))
-        except CrowbarError:
-            return []
+def find_cycle(start: ProposalRef, dependencies: Callable[[ProposalRef], Iterable[ProposalRef]]) -> list[str] | None:
+    """A dependency cycle through ``start`` (as ``a -> b -> a``), or None.
 
-    start = proposal.ref
-    stack: list[tuple[ProposalRef, list[str]]] = [(d, [str(start), str(d)]) for d in deps(proposal)]
+    ``dependencies(ref)`` lists what ``ref`` depends on (nothing for an
+    unknown proposal). The one cycle check, for saves, commits and scenarios.
+    """
+    stack: list[tuple[ProposalRef, list[str]]] = [(d, [str(start), str(d)]) for d in dependencies(start)]
     seen: set[ProposalRef] = set()
     while stack:
         ref, path = stack.pop()
@@ -170,50 +166,73 @@ def dependency_cycle(crowbar: Crowbar, proposal: Proposal, docs: Mapping[str, Pr
         if ref in seen:
             continue
         seen.add(ref)
-        other = docs.get(proposal_item_id(ref.barclamp, ref.name))
-        if other is not None:
-            stack.extend((d, [*path, str(d)]) for d in deps(other))
+        stack.extend((d, [*path, str(d)]) for d in dependencies(ref))
     return None
 
 
-def validate(crowbar: Crowbar, proposal: Proposal, *, cluster: ClusterView | None = None,
-             inventory: Inventory | None = None, draft: bool = False) -> None:
-    """Raise :class:`ValidationError` listing every problem with ``proposal``.
-
-    A ``draft`` (saved, not committed) may still have too few machines in an
-    element; a commit needs every element complete.
-    """
-    subject = f"{proposal.barclamp}/{proposal.name}"
-    errors = check_shape(proposal)
-    if errors:
-        raise ValidationError(errors, subject=subject)
-    errors += check_attributes(proposal)
-    cluster = cluster if cluster is not None else crowbar.machines.cluster()
-    errors += check_elements(proposal, cluster, draft=draft)
-    if any(e.accepts for e in proposal.definition.elements if proposal.elements.get(e.name)):
-        inventory = inventory if inventory is not None else crowbar.machines.inventory(proposal.nodes())
-        errors += check_machines(proposal, inventory)
-    all_docs = crowbar.proposals.store.documents()
-    try:
-        claims = {n: list(d) for n, d in proposal.definition.claims(proposal).items()}
-    except CrowbarError as exc:
-        claims = {}
-        errors.append(str(exc))
-    if claims:
-        inventory = inventory if inventory is not None else crowbar.machines.inventory(list(claims))
-        errors += check_claims(proposal, claims, inventory, cluster, all_docs)
-    if not errors:  # the barclamp's checks may rely on valid settings
+def dependencies_among(proposals: Mapping[ProposalRef, Proposal],
+                       context: Callable[[Proposal], Context]) -> Callable[[ProposalRef], list[ProposalRef]]:
+    """``dependencies(ref)`` over a set of documents, for :func:`find_cycle`."""
+    def dependencies(ref: ProposalRef) -> list[ProposalRef]:
+        proposal = proposals.get(ref)
+        if proposal is None:
+            return []
         try:
-            errors += list(proposal.definition.validate(proposal, Context(crowbar, proposal.definition, draft=draft)))
-        except ValidationError as exc:
-            errors += exc.errors
-        docs = {p.id: p for p in all_docs}
-        docs[proposal.id] = proposal
-        cycle = dependency_cycle(crowbar, proposal, docs)
-        if cycle:
-            errors.append(f"dependency cycle: {' -> '.join(cycle)}")
-    if errors:
-        raise ValidationError(errors, subject=subject)
+            return list(proposal.definition.all_dependencies(proposal, context(proposal)))
+        except CrowbarError:
+            return []
+
+    return dependencies
+
+
+class Validator:
+    """Validates proposals against the cluster (reads only)."""
+
+    def __init__(self, reader: ClusterReader, store: ProposalStore, services: HookServices) -> None:
+        self.reader = reader
+        self.store = store
+        self.services = services
+
+    def validate(self, proposal: Proposal, *, cluster: ClusterView | None = None,
+                 inventory: Inventory | None = None, draft: bool = False) -> None:
+        """Raise :class:`ValidationError` listing every problem with ``proposal``.
+
+        A ``draft`` (saved, not committed) may still have too few machines in an
+        element; a commit needs every element complete.
+        """
+        subject = f"{proposal.barclamp}/{proposal.name}"
+        errors = check_shape(proposal)
+        if errors:
+            raise ValidationError(errors, subject=subject)
+        errors += check_attributes(proposal)
+        cluster = cluster if cluster is not None else self.reader.view()
+        errors += check_elements(proposal, cluster, draft=draft)
+        if any(e.accepts for e in proposal.definition.elements if proposal.elements.get(e.name)):
+            inventory = inventory if inventory is not None else self.reader.inventory(proposal.nodes())
+            errors += check_machines(proposal, inventory)
+        all_docs = self.store.documents()
+        try:
+            claims = {n: list(d) for n, d in proposal.definition.claims(proposal).items()}
+        except CrowbarError as exc:
+            claims = {}
+            errors.append(str(exc))
+        if claims:
+            inventory = inventory if inventory is not None else self.reader.inventory(list(claims))
+            errors += check_claims(proposal, claims, inventory, cluster, all_docs)
+        if not errors:  # the barclamp's checks may rely on valid settings
+            try:
+                errors += list(proposal.definition.validate(
+                    proposal, self.services.context(proposal.definition, draft=draft)))
+            except ValidationError as exc:
+                errors += exc.errors
+            docs = {p.ref: p for p in all_docs}
+            docs[proposal.ref] = proposal
+            cycle = find_cycle(proposal.ref, dependencies_among(
+                docs, lambda p: self.services.context(p.definition)))
+            if cycle:
+                errors.append(f"dependency cycle: {' -> '.join(cycle)}")
+        if errors:
+            raise ValidationError(errors, subject=subject)
 
 
 # -- setting one key at a time (CLI --set) ---------------------------------------------

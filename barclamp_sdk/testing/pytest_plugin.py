@@ -41,7 +41,7 @@ from typing import Any
 import pytest
 
 from barclamp_sdk.api import Crowbar
-from barclamp_sdk.model.barclamp import Barclamp
+from barclamp_sdk import Barclamp
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.chef.config import ChefConfig
 from barclamp_sdk.local import LocalChefServer

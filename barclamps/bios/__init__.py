@@ -19,25 +19,15 @@ in ``problem`` with the reason. Machines with no known BMC are skipped.
 
 from __future__ import annotations
 
-import json
 import re
-from functools import cache
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import click
+from barclamp_sdk import LIFECYCLE, Action, ActionResult, Attributes, Barclamp, Element, Secret
+from barclamps.bios.apply import apply
+from barclamps.bios.choice import MapEntry, choose_sets, families, family_of, target_settings
 
-from barclamp_sdk import Attributes, Barclamp, Element, Secret
-from barclamp_sdk.cli.context import output_options
-from barclamp_sdk.model.states import LIFECYCLE
-
-SETS_DIR = Path(__file__).parent / "sets"
-
-
-class MapEntry(Attributes):
-    pattern: str
-    bios_set: str
-    raid_set: str
+__all__ = ["Bios", "BiosAttributes", "MapEntry", "choose_sets", "families", "family_of", "target_settings"]
 
 
 class BiosAttributes(Attributes):
@@ -52,38 +42,18 @@ class BiosAttributes(Attributes):
     ]
 
 
-@cache
-def families() -> list[dict[str, Any]]:
-    """The settings-set files, most specific first (generic last)."""
-    loaded = [json.loads(path.read_text()) for path in sorted(SETS_DIR.glob("*.json"))]
-    return sorted(loaded, key=lambda f: not f.get("match"))
+def apply_action(crowbar: Any, proposal_name: str, names: list[str],
+                 progress: Callable[[int], None] | None) -> ActionResult:
+    """``crowbar bios apply NAMES``: set the BIOS of machines now, through their BMCs."""
+    proposal = crowbar.proposals.get("bios", proposal_name)
+    results = apply(crowbar.context("bios"), proposal, names, progress=progress)
+    failed = [r for r in results if r.status == "problem"]
+    error = (f"{len(failed)} of {len(results)} machine(s) are in problem (see above); "
+             "fix their BMCs and run `crowbar bios apply` again") if failed else None
+    return ActionResult([r.as_dict() for r in results], RESULT_COLUMNS, error)
 
 
-def family_of(machine: Any) -> dict[str, Any]:
-    for family in families():
-        match = family.get("match") or {}
-        if (match.get("manufacturer", "") in machine.manufacturer
-                and machine.product.startswith(match.get("product_prefix", ""))):
-            return family
-    raise LookupError("no generic settings set")
-
-
-def choose_sets(bios_map: list[MapEntry], roles: list[str]) -> tuple[str, str, str]:
-    """(bios_set, raid_set, why) from the first map entry a role matches.
-
-    A machine with no roles yet is matched as the empty role (so ``.*`` applies).
-    """
-    for entry in bios_map:
-        for role in roles or [""]:
-            if re.fullmatch(entry.pattern, role):
-                return entry.bios_set, entry.raid_set, f"because of {role}" if role else "no roles yet"
-    return "default", "", "no bios_map entry matched"
-
-
-def target_settings(machine: Any, bios_set: str) -> dict[str, str]:
-    """The family's default set with ``bios_set`` laid over it."""
-    sets = family_of(machine)["sets"]
-    return {**sets.get("default", {}), **sets.get(bios_set, {})}
+RESULT_COLUMNS = ("machine", "status", "bios_set", "family", "changed", "power", "reason")
 
 
 class Bios(Barclamp):
@@ -98,6 +68,7 @@ class Bios(Barclamp):
     )
     transition_states = ("hardware-installing",)
     ready_states = LIFECYCLE
+    actions = (Action("apply", "Set the BIOS of machines MACHINES now, through their BMCs.", apply_action),)
 
     def create_proposal(self, proposal, inventory, ctx):
         managed = [m.name for m in inventory.candidates() if m.bmc is not None]
@@ -119,35 +90,5 @@ class Bios(Barclamp):
 
     def on_transition(self, ctx, proposal, machine, state):
         if machine.name in proposal.elements.get("bios-settings", []):
-            from barclamps.bios.apply import apply
-
             apply(ctx, proposal, [machine.name])
 
-    def cli_commands(self):
-        return [apply_command]
-
-
-@click.command("apply")
-@click.argument("names", nargs=-1, required=True)
-@click.option("--proposal", "proposal_name", default="default", show_default=True)
-@output_options
-@click.pass_context
-def apply_command(ctx: click.Context, names: tuple[str, ...], proposal_name: str) -> int:
-    """Set the BIOS of machines NAMES now, through their BMCs."""
-    from barclamp_sdk.cli.context import CLIState, progress
-    from barclamp_sdk.model.hooks import Context
-    from barclamps.bios.apply import apply, results_table
-
-    state = ctx.ensure_object(CLIState)
-    crowbar = state.crowbar()
-    barclamp = crowbar.barclamps.get("bios")
-    proposal = crowbar.proposals.get("bios", proposal_name)
-    with progress(state, len(names), "setting BIOS") as advance:
-        results = apply(Context(crowbar, barclamp), proposal, list(names), progress=advance)
-    state.emit([r.as_dict() for r in results], lambda: results_table(results))
-    failed = [r for r in results if r.status == "problem"]
-    if failed:
-        click.echo(f"error: {len(failed)} of {len(results)} machine(s) are in problem (see above); "
-                   "fix their BMCs and run `crowbar bios apply` again", err=True)
-        return 1
-    return 0

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.table import Table
-
-from barclamp_sdk.bmc import BMC, BMCEndpoint
-from barclamp_sdk.errors import BMCError, CrowbarError, ValidationError
-from barclamp_sdk.model.noderoles import crowbar_data, now_iso
-from barclamp_sdk.model.parallel import run_parallel
-from barclamps.bios import choose_sets, family_of, target_settings
+from barclamp_sdk import BMC, BMCEndpoint, BMCError, Context, Proposal, ValidationError, run_parallel
+from barclamps.bios.choice import choose_sets, family_of, target_settings
 
 
 @dataclass
@@ -75,74 +71,56 @@ def _apply_one(machine: Any, roles: list[str], settings: Any, password: str, pin
     return result
 
 
-def apply(ctx: Any, proposal: Any, names: list[str], *,
+def apply(ctx: Context, proposal: Proposal, names: list[str], *,
           progress: Callable[[int], None] | None = None) -> list[BiosResult]:
     """Set the BIOS of ``names`` (machines of ``proposal``) and record the results."""
-    crowbar = ctx.crowbar
     settings = proposal.settings
     if settings.bmc_password is None:
         raise ValidationError(f"bmc_password is not set in bios/{proposal.name}")
-    password = crowbar.secrets.get(settings.bmc_password)
+    password = ctx.secret(settings.bmc_password)
     managed = set(proposal.elements.get("bios-settings", []))
     outside = [n for n in names if n not in managed]
     if outside:
         raise ValidationError(f"{', '.join(outside)} not in bios/{proposal.name}'s bios-settings; add them first")
-    inventory = crowbar.machines.inventory(names)
-    cluster = crowbar.machines.cluster()
+    inventory = ctx.inventory(names)
+    cluster = ctx.machines()
     missing = [n for n in names if inventory.get(n) is None or cluster.get(n) is None]
     if missing:
         raise ValidationError(f"no machine {missing[0]!r}; see `crowbar machines list`")
+    pinned = {n: cluster.get(n).hardware.get("bmc_certificate") for n in names}  # type: ignore[union-attr]
 
     def work(name: str) -> BiosResult:
         record = cluster.get(name)
+        assert record is not None
         own = {e.name for e in proposal.definition.elements}
         roles = [r for r in (*record.elements, *(e for elements in record.pending.values() for e in elements))
                  if r not in own]
-        pinned = record.hardware.get("bmc_certificate")
-        result = _apply_one(inventory.get(name), roles, settings, password, pinned)
+        result = _apply_one(inventory.get(name), roles, settings, password, pinned[name])
         if progress is not None:
             progress(1)
         return result
 
     results = run_parallel(work, names, workers=8, name="bios")
-    _record(crowbar, results)
+    _record(ctx, results, pinned)
     return results
 
 
-def _record(crowbar: Any, results: list[BiosResult]) -> None:
-    """Status and sets into each machine's role; failures put it in problem."""
-    def mutation(result: BiosResult) -> Callable[[dict[str, Any]], bool]:
-        def change(role: dict[str, Any]) -> bool:
-            data = crowbar_data(role)
-            hardware = data.setdefault("hardware", {})
-            hardware["bios_set"] = result.bios_set
-            hardware["raid_set"] = result.raid_set
-            if result.certificate and not hardware.get("bmc_certificate"):
-                hardware["bmc_certificate"] = result.certificate  # trust on first use
-            hardware["bios"] = {"status": result.status, "at": now_iso(), "family": result.family,
-                                "changed": sorted(result.changed), "unsupported": result.unsupported,
-                                "reason": result.reason}
-            if result.status == "problem":
-                data["state"] = "problem"
-                data["state_change_time"] = now_iso()
-                data["problem"] = {"reason": f"bios: {result.reason}", "at": now_iso()}
-            return True
-        return change
-
-    report = crowbar.machines.roles.update({r.machine: mutation(r) for r in results if r.status != "skipped"},
-                                           purpose="record BIOS results")
-    if report.failed:
-        name, error = next(iter(report.failed.items()))
-        raise CrowbarError(f"could not record the BIOS result of {name}: {error}")
+def _record(ctx: Context, results: list[BiosResult], pinned: dict[str, str | None]) -> None:
+    """Status and sets into each machine's record; failures put it in problem."""
+    hardware: dict[str, dict[str, Any]] = {}
+    for result in results:
+        if result.status == "skipped":
+            continue
+        facts: dict[str, Any] = {
+            "bios_set": result.bios_set, "raid_set": result.raid_set,
+            "bios": {"status": result.status, "at": now_iso(), "family": result.family,
+                     "changed": sorted(result.changed), "unsupported": result.unsupported,
+                     "reason": result.reason}}
+        if result.certificate and not pinned.get(result.machine):
+            facts["bmc_certificate"] = result.certificate  # trust on first use
+        hardware[result.machine] = facts
+    ctx.record_hardware(hardware, {r.machine: r.reason for r in results if r.status == "problem"})
 
 
-def results_table(results: list[BiosResult]) -> Table:
-    table = Table(box=None, header_style="bold")
-    for column in ("MACHINE", "STATUS", "SET", "CHANGED", "POWER", "REASON"):
-        table.add_column(column)
-    for r in results:
-        style = {"problem": "red", "applied": "green", "skipped": "yellow"}.get(r.status, "")
-        table.add_row(r.machine, f"[{style}]{r.status}[/{style}]" if style else r.status,
-                      f"{r.bios_set} ({r.family})", ", ".join(f"{k}={v}" for k, v in r.changed.items()) or "-",
-                      r.power or "-", r.reason or "-")
-    return table
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -20,8 +20,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from barclamp_sdk import Attributes, Barclamp, Element, Secret
-from barclamp_sdk.model.placement import general_purpose, odd_quorum, short
+from barclamp_sdk import Attributes, Barclamp, Element, Secret, general_purpose, odd_quorum, short
 
 
 def cephx_key() -> str:

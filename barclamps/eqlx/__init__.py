@@ -17,8 +17,7 @@ import re
 
 from pydantic import Field, field_validator
 
-from barclamp_sdk import Attributes, Barclamp, Element, Secret
-from barclamp_sdk.model.placement import best_controller
+from barclamp_sdk import Attributes, Barclamp, Element, Secret, best_controller
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
@@ -76,10 +75,8 @@ class Eqlx(Barclamp):
                       "the machine with the most memory among those not built for storage")
 
     def _nova_volume_nodes(self, ctx) -> list[str]:
-        if "nova" not in ctx.crowbar.barclamps:
-            return []
         nodes: set[str] = set()
-        for nova in ctx.crowbar.proposals.store.documents("nova"):
+        for nova in ctx.proposals("nova"):
             nodes.update(nova.elements.get("nova-multi-volume", []))
         return sorted(nodes)
 

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import uuid
 
-from barclamp_sdk import Barclamp, Element
-from barclamp_sdk.model.barclamp import Link
-from barclamp_sdk.model.placement import best_controller, general_purpose, is_managed_hypervisor, runs_services, short
+from barclamp_sdk import Barclamp, Element, Link, best_controller, general_purpose, is_managed_hypervisor, runs_services, short
 from barclamps.nova.settings import NovaAttributes
 
 COMPUTE = {"kvm": ("nova-multi-compute-kvm", "nova-multi-compute-qemu"),

@@ -16,9 +16,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from barclamp_sdk import Attributes, Barclamp, Element, Secret
-from barclamp_sdk.model.barclamp import Link
-from barclamp_sdk.model.placement import best_controller, general_purpose, short
+from barclamp_sdk import Attributes, Barclamp, Element, Link, Secret, best_controller, general_purpose, short
 
 
 class Device(Attributes):
@@ -117,7 +115,7 @@ class Swift(Barclamp):
                 proposal.assign(element, front.name)
             proposal.note(f"proxy, ring computation and dispersion reports on {front.name}")
         settings.cluster_hash = secrets.token_hex(16)
-        if "keystone" in ctx.crowbar.barclamps and ctx.crowbar.proposals.store.documents("keystone"):
+        if ctx.proposals("keystone"):
             settings.keystone_instance = ctx.find_proposal("keystone").name
         else:
             settings.auth_method = "swauth"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from barclamp_sdk import Attributes, Barclamp, Element
-from barclamp_sdk.model.placement import general_purpose, short
+from barclamp_sdk import general_purpose, short
 
 
 class NtpAttributes(Attributes):

@@ -1,0 +1,185 @@
+"""Planning a commit, pure: what a proposal wants on each machine and in its config role.
+
+Nothing here reads or writes the Chef server: given documents and records,
+these functions say which roles change, how, and in which batch of
+``element_order``; the unit tests run them without a server.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from barclamp_sdk.errors import CrowbarError
+from barclamp_sdk.model.cluster import Entry, MachineRecord
+from barclamp_sdk.model.jsondoc import canonical_json, fingerprint
+from barclamp_sdk.model.noderoles import DRIFT, FINGERPRINT, crowbar_data
+from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
+from barclamp_sdk.model.spec import BarclampSpec
+
+#: Changed on at most this share of its machines, a commit plans by search.
+SMALL_CHANGE = 0.3
+
+
+def config_role(proposal: Proposal) -> dict[str, Any]:
+    """The role a committed proposal becomes (attributes default, deployment override)."""
+    deployment = {k: copy.deepcopy(v) for k, v in proposal.deployment.items() if k not in STATUS_KEYS}
+    role = {
+        "name": proposal.config_role,
+        "json_class": "Chef::Role",
+        "chef_type": "role",
+        "description": f"Committed proposal {proposal.barclamp}/{proposal.name} (barclamp-sdk)",
+        "default_attributes": {proposal.barclamp: copy.deepcopy(proposal.attributes)},
+        "override_attributes": {proposal.barclamp: deployment},
+        "run_list": [],
+        "env_run_lists": {},
+    }
+    deployment[FINGERPRINT] = _config_fingerprint(role, proposal.barclamp)
+    return role
+
+
+def _config_fingerprint(role: Mapping[str, Any], barclamp: str) -> str:
+    body = copy.deepcopy(dict(role))
+    body.pop("description", None)
+    body.get("override_attributes", {}).get(barclamp, {}).pop(FINGERPRINT, None)
+    for key in ("json_class", "chef_type"):
+        body.pop(key, None)
+    return fingerprint(body)
+
+
+def config_role_drifted(role: Mapping[str, Any], barclamp: str) -> bool:
+    """Whether a config role was edited by hand since it was written."""
+    stored = (role.get("override_attributes") or {}).get(barclamp, {}).get(FINGERPRINT)
+    return stored is not None and stored != _config_fingerprint(role, barclamp)
+
+
+@dataclass
+class MachinePlan:
+    """What a proposal wants on one machine."""
+
+    node: str
+    entries: dict[str, dict[str, Any]]
+    claims: dict[str, str]
+    batch: int
+
+
+@dataclass
+class Desired:
+    """What a proposal wants on all its machines, and in its config role."""
+
+    proposal: Proposal
+    entries: dict[str, dict[str, dict[str, Any]]]
+    claims: dict[str, dict[str, str]]
+    config: dict[str, Any]
+
+    def plan_for(self, node: str, current: MachineRecord | None) -> MachinePlan:
+        want = self.entries.get(node, {})
+        have = {r: e for r, e in (current.entries if current else {}).items() if e.owner == self.proposal.ref.key}
+        changed = set(want) ^ set(have) | {r for r in want if r in have and _entry(want[r]) != have[r]}
+        return MachinePlan(node, want, self.claims.get(node, {}), batch_of(self.proposal.definition, changed))
+
+    def satisfied(self, record: MachineRecord) -> bool:
+        """Whether a machine's role already holds exactly what is wanted."""
+        key = self.proposal.ref.key
+        want = self.entries.get(record.name, {})
+        have = {r: e for r, e in record.entries.items() if e.owner == key}
+        return ({r: _entry(s) for r, s in want.items()} == have
+                and self.claims.get(record.name, {}) == {d: o for d, o in record.claims.items() if o == key}
+                and key not in record.pending and (record.allocated or not want) and not record.drifted)
+
+    def batches(self, plans: Mapping[str, MachinePlan]) -> dict[int, list[str]]:
+        """Machines by the batch of ``element_order`` their changes belong to."""
+        batches: dict[int, list[str]] = {}
+        for node in sorted(plans):
+            batches.setdefault(plans[node].batch, []).append(node)
+        return batches
+
+
+def desired(proposal: Proposal) -> Desired:
+    """Everything ``proposal`` wants: run-list entries and disk claims per machine, its config role."""
+    definition = proposal.definition
+    key = proposal.ref.key
+    entries: dict[str, dict[str, dict[str, Any]]] = {}
+    for element in definition.elements:
+        spec = {"priority": definition.priority(element), "states": list(element.states), "proposal": key}
+        for node in proposal.elements.get(element.name, []):
+            entries.setdefault(node, {})[element.name] = dict(spec)
+    for node_entries in entries.values():
+        states = {s for spec in node_entries.values() for s in spec["states"]}
+        node_entries[proposal.config_role] = {
+            "priority": definition.effective_chef_order,
+            "states": ["all"] if "all" in states else sorted(states), "proposal": key}
+    members = set(proposal.nodes())
+    claims = {node: {device: key for device in devices}
+              for node, devices in definition.claims(proposal).items() if node in members}
+    return Desired(proposal, entries, claims, config_role(proposal))
+
+
+def changed_nodes(proposal: Proposal, applied: Proposal) -> set[str]:
+    """Machines whose entries or claims differ between two revisions."""
+    now, then = desired(proposal), desired(applied)
+    nodes = set(now.entries) | set(then.entries) | set(now.claims) | set(then.claims)
+    return {n for n in nodes if now.entries.get(n) != then.entries.get(n) or now.claims.get(n) != then.claims.get(n)}
+
+
+def _entry(spec: Mapping[str, Any]) -> Entry:
+    return Entry(spec["proposal"], spec["priority"], tuple(spec["states"]))
+
+
+def batch_of(definition: BarclampSpec, roles: set[str]) -> int:
+    """The first batch of ``element_order`` holding one of ``roles`` (0 if none)."""
+    for index, batch in enumerate(definition.batches()):
+        if roles & set(batch):
+            return index
+    return 0
+
+
+def machine_mutation(key: str, plan: MachinePlan) -> Callable[[dict[str, Any]], bool]:
+    """Edit a machine's role to hold exactly what ``plan`` wants of proposal ``key``."""
+    def mutate(role: dict[str, Any]) -> bool:
+        data = crowbar_data(role)
+        run_list_map = data.setdefault("run_list_map", {})
+        before = canonical_json([run_list_map, data.get("claimed_disks"), data.get("pending"), data.get("allocated")])
+        for name, spec in list(run_list_map.items()):
+            if spec.get("proposal") == key and name not in plan.entries:
+                del run_list_map[name]
+        for name, spec in plan.entries.items():
+            owner = (run_list_map.get(name) or {}).get("proposal")
+            if owner not in (None, "", key):
+                raise CrowbarError(f"{plan.node} already has {name} from proposal {owner}")
+            run_list_map[name] = dict(spec)
+        claims = data.setdefault("claimed_disks", {})
+        for device, owner in list(claims.items()):
+            if owner == key and device not in plan.claims:
+                del claims[device]
+        for device, owner in plan.claims.items():
+            if claims.get(device) not in (None, owner):
+                raise CrowbarError(f"disk {device} on {plan.node} is claimed by {claims[device]}")
+            claims[device] = owner
+        (data.get("pending") or {}).pop(key, None)
+        if plan.entries and not data.get("allocated"):
+            data["allocated"] = True
+        after = canonical_json([run_list_map, data.get("claimed_disks"), data.get("pending"), data.get("allocated")])
+        return before != after
+
+    return mutate
+
+
+def change_role(key: str, plan: MachinePlan, role: dict[str, Any], *, drifted: bool) -> bool:
+    """Apply ``plan`` to a machine's role; True if it changed.
+
+    A drifted role (edited by hand, overwritten with --force) is always
+    rewritten, its drift mark dropped.
+    """
+    changed = machine_mutation(key, plan)(role)
+    if drifted:
+        crowbar_data(role).pop(DRIFT, None)
+        changed = True
+    return changed
+
+
+def removal(key: str, node: str) -> Callable[[dict[str, Any]], bool]:
+    """Take everything of proposal ``key`` off a machine's role (deactivation)."""
+    return machine_mutation(key, MachinePlan(node, {}, {}, 0))
