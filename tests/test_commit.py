@@ -7,6 +7,7 @@ import logging
 import pytest
 
 import barclamp_sdk.model.commit.committer as committer
+from barclamp_sdk.model.naming import machine_shard
 
 from barclamp_sdk.api import Crowbar
 from barclamp_sdk.chef import ChefClient
@@ -277,3 +278,33 @@ def test_deactivate_takes_everything_back(crowbar, ready, chef):
         assert data["run_list_map"] == {} and data["claimed_disks"] == {}
     assert crowbar.proposals.status("widget", "default").status == "hold"
     crowbar.proposals.delete("widget", "default")
+
+
+def test_a_small_commit_on_an_idle_cluster_sends_few_requests(crowbar, fleet, chef):
+    """Each command reads what it needs once: the document twice (before and under
+    its lock), no search snapshot for a few machines, one read and one write per role.
+
+    Lock traffic is a create and a delete per lock item: the proposal's and one per
+    shard of the machines (3 here), 8 of the 22 requests. The issue's target of 16
+    is not met (see docs/architecture.md, "Requests of a commit").
+    """
+    names = fleet.ready(3, "compute")
+    crowbar.install("sprocket")
+    crowbar.proposals.create("sprocket", "default")
+    shards = {machine_shard(n) for n in names}
+    before = chef.stats.snapshot()
+    result = crowbar.proposals.commit("sprocket", "default")
+    after = chef.stats.snapshot()
+    assert result.status == "applied" and result.machines_written == 3
+    sent = after["reads"] + after["writes"] - before["reads"] - before["writes"]
+    endpoints = {k: after["by_endpoint"].get(k, 0) - before["by_endpoint"].get(k, 0) for k in after["by_endpoint"]}
+    assert endpoints.get("POST /data/*", 0) == 1 + len(shards)  # lock items created
+    assert endpoints.get("DELETE /data/*", 0) == 1 + len(shards)  # and released
+    assert endpoints.get("GET /data/*", 0) == 3  # the document twice, the queue once
+    assert endpoints.get("GET /roles/*", 0) == 3 + 1  # each machine's role, the element role
+    assert endpoints.get("PUT /roles/*", 0) == 3
+    assert sent <= 14 + 2 * (1 + len(shards)), endpoints
+    # Committing it again reads, decides nothing changed, and writes nothing.
+    before = chef.stats.snapshot()
+    assert crowbar.proposals.commit("sprocket", "default").status == "unchanged"
+    assert chef.stats.snapshot()["writes"] == before["writes"]

@@ -22,10 +22,17 @@ class ElementRoles:
     def __init__(self, chef: ChefClient) -> None:
         self.chef = chef
 
-    def outdated(self, definition: BarclampSpec) -> list[tuple[dict[str, Any], bool]]:
-        """Element roles of ``definition`` missing or different on the server: (role, exists)."""
+    def outdated(self, definition: BarclampSpec, existing: set[str] | None = None) -> list[tuple[dict[str, Any], bool]]:
+        """Element roles of ``definition`` missing or different on the server: (role, exists).
+
+        ``existing``: the names of the roles on the server, when the caller
+        has listed them (a role not among them is not read).
+        """
         stale = []
         for role in definition.element_roles():
+            if existing is not None and role["name"] not in existing:
+                stale.append((role, False))
+                continue
             current = self.chef.roles.find(role["name"])
             if current is None or comparable_role(current) != comparable_role(role):
                 stale.append((role, current is not None))

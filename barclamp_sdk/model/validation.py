@@ -210,7 +210,14 @@ class Validator:
         if any(e.accepts for e in proposal.definition.elements if proposal.elements.get(e.name)):
             inventory = inventory if inventory is not None else self.reader.inventory(proposal.nodes())
             errors += check_machines(proposal, inventory)
-        all_docs = self.store.documents()
+        documents: list[Proposal] | None = None
+
+        def others() -> list[Proposal]:  # read once, and only when needed
+            nonlocal documents
+            if documents is None:
+                documents = self.store.documents()
+            return documents
+
         try:
             claims = {n: list(d) for n, d in proposal.definition.claims(proposal).items()}
         except CrowbarError as exc:
@@ -218,19 +225,20 @@ class Validator:
             errors.append(str(exc))
         if claims:
             inventory = inventory if inventory is not None else self.reader.inventory(list(claims))
-            errors += check_claims(proposal, claims, inventory, cluster, all_docs)
+            errors += check_claims(proposal, claims, inventory, cluster, others())
         if not errors:  # the barclamp's checks may rely on valid settings
+            ctx = self.services.context(proposal.definition, draft=draft)
             try:
-                errors += list(proposal.definition.validate(
-                    proposal, self.services.context(proposal.definition, draft=draft)))
+                errors += list(proposal.definition.validate(proposal, ctx))
             except ValidationError as exc:
                 errors += exc.errors
-            docs = {p.ref: p for p in all_docs}
-            docs[proposal.ref] = proposal
-            cycle = find_cycle(proposal.ref, dependencies_among(
-                docs, lambda p: self.services.context(p.definition)))
-            if cycle:
-                errors.append(f"dependency cycle: {' -> '.join(cycle)}")
+            if dependencies_among({proposal.ref: proposal}, lambda p: ctx)(proposal.ref):  # else no cycle through it
+                docs = {p.ref: p for p in others()}
+                docs[proposal.ref] = proposal
+                cycle = find_cycle(proposal.ref, dependencies_among(
+                    docs, lambda p: self.services.context(p.definition)))
+                if cycle:
+                    errors.append(f"dependency cycle: {' -> '.join(cycle)}")
         if errors:
             raise ValidationError(errors, subject=subject)
 

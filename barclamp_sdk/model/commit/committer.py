@@ -46,7 +46,7 @@ from barclamp_sdk.model.commit.write import Progress, Speculation, Writer
 from barclamp_sdk.model.element_roles import ElementRoles
 from barclamp_sdk.model.hooks import HookServices
 from barclamp_sdk.model.locks import LockManager
-from barclamp_sdk.model.naming import NODE_ROLE_PREFIX, node_role_name, proposal_lock_name
+from barclamp_sdk.model.naming import node_role_name, proposal_lock_name
 from barclamp_sdk.model.nodes import NodeRunLists
 from barclamp_sdk.model.noderoles import NodeRoleStore, comparable_role
 from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
@@ -87,8 +87,9 @@ class Committer:
         """
         started = time.monotonic()
         proposal = self.store.get(barclamp, name)
-        self._precheck(proposal)
-        applied, config = self.store.applied(barclamp, name)
+        existing = self._precheck(proposal)
+        config_known = proposal.config_role in existing
+        applied, config = self.store.applied(barclamp, name) if config_known else (None, None)
         status_ok = proposal.deployment.get("crowbar-status") == "success" and not proposal.queued
         involved = set(proposal.nodes()) | set(applied.nodes() if applied else [])
         if dry_run:
@@ -99,9 +100,9 @@ class Committer:
         else:
             changed = changed_nodes(proposal, applied) if applied is not None and status_ok else None
             if changed is not None and len(changed) <= SMALL_CHANGE * max(1, len(involved)):
-                result = self._small_commit(proposal, changed, config, force=force, progress=progress)
+                result = self._small_commit(proposal, changed, config, existing, force=force, progress=progress)
             else:
-                result = self._apply(proposal, sorted(involved), config, force=force, progress=progress)
+                result = self._apply(proposal, sorted(involved), config, existing, force=force, progress=progress)
         result.seconds = time.monotonic() - started
         result.was_queued = result.was_queued or proposal.queued
         return result
@@ -110,19 +111,21 @@ class Committer:
         return dry_run(self.chef, self.validator, self.gate, self.elements, proposal, involved, config,
                        concurrency=self.concurrency)
 
-    def _precheck(self, proposal: Proposal) -> None:
-        """Checks that need no lock and no role: bad input writes nothing."""
+    def _precheck(self, proposal: Proposal) -> set[str]:
+        """Checks that need no lock and no role: bad input writes nothing. Returns the roles on the server."""
         errors = check_shape(proposal) or check_attributes(proposal)
+        existing: set[str] = set()
         if not errors:
-            existing = {name for name in self.chef.roles.list() if name.startswith(NODE_ROLE_PREFIX)}
+            existing = set(self.chef.roles.list())
             stub = ClusterView({n: MachineRecord(n, node_role_name(n), "", False, {}, {}, {}, False, 0, {})
                                 for n in proposal.nodes() if node_role_name(n) in existing})
             errors = check_elements(proposal, stub)
         if errors:
             raise ValidationError(errors, subject=f"{proposal.barclamp}/{proposal.name}")
+        return existing
 
-    def _small_commit(self, proposal: Proposal, changed: set[str], config: dict[str, Any] | None, *,
-                      force: bool, progress: Progress) -> CommitResult:
+    def _small_commit(self, proposal: Proposal, changed: set[str], config: dict[str, Any] | None,
+                      existing: set[str], *, force: bool, progress: Progress) -> CommitResult:
         """Plan from a search snapshot; lock and write only what differs."""
         cluster = self.reader.view()
         wanted = desired(proposal)
@@ -136,13 +139,17 @@ class Committer:
             any(e.owner == key for e in r.entries.values()) or key in r.claims.values() or key in r.pending))
         config_current = (config is not None and comparable_role(config) == comparable_role(wanted.config)
                           and not config_role_drifted(config, proposal.barclamp))
-        if not targets and config_current and not self.elements.outdated(proposal.definition):
+        if not targets and config_current and not self.elements.outdated(proposal.definition, existing):
             return CommitResult(proposal.ref, proposal.revision, "unchanged", document=proposal)
-        return self._apply(proposal, sorted(targets), config, force=force, progress=progress)
+        return self._apply(proposal, sorted(targets), config, existing, force=force, progress=progress)
 
-    def _apply(self, proposal: Proposal, targets: list[str], config: dict[str, Any] | None, *, force: bool,
-               progress: Progress) -> CommitResult:
-        """Under the proposal's lock and the targets' shard locks: read, check, write."""
+    def _apply(self, proposal: Proposal, targets: list[str], config: dict[str, Any] | None, existing: set[str], *,
+               force: bool, progress: Progress) -> CommitResult:
+        """Under the proposal's lock and the targets' shard locks: read, check, write.
+
+        ``existing``: the roles listed before the locks (element roles not
+        among them are created without being read first).
+        """
         ref = proposal.ref
         with self.locks.hold(proposal_lock_name(ref.barclamp, ref.name),
                              f"commit {ref} r{proposal.revision}") as lock:
@@ -159,7 +166,7 @@ class Committer:
                 if direct or snapshot is None:
                     outcome = Speculation()
                 else:
-                    outcome = self.writer.speculate(proposal, targets, snapshot, held, lock, config,
+                    outcome = self.writer.speculate(proposal, targets, snapshot, held, lock, config, existing,
                                                     force=force, progress=progress)
                 written = outcome.written
                 blocked: list[str] = []
@@ -177,8 +184,8 @@ class Committer:
                         if blocked and outcome.stale:
                             self.writer.undo(proposal, outcome, held)
                         if not blocked:
-                            written = self.writer.write(proposal, roles, fresh, held, lock, config, force=force,
-                                                        prepared=outcome.stale, progress=progress)
+                            written = self.writer.write(proposal, roles, fresh, held, lock, config, existing,
+                                                        force=force, prepared=outcome.stale, progress=progress)
                             written.machines += len(outcome.originals)
                     except (ValidationError, DriftError):
                         if outcome.stale:  # refused after all: undo what the speculative pass wrote

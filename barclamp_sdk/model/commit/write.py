@@ -84,7 +84,8 @@ class Writer:
         self.concurrency = concurrency
 
     def speculate(self, proposal: Proposal, targets: list[str], view: ClusterView, held: LockedRoles,
-                  lock: Lock, config: dict[str, Any] | None, *, force: bool, progress: Progress) -> Speculation:
+                  lock: Lock, config: dict[str, Any] | None, existing: set[str], *, force: bool,
+                  progress: Progress) -> Speculation:
         """Validate against ``view`` (a search snapshot taken under the locks), then read and write each role in one go.
 
         The floor of a commit is one GET and one PUT per role; validating
@@ -105,7 +106,7 @@ class Writer:
         wanted = desired(proposal)
         drifted_nodes = sorted(n for n, r in records.items() if r is not None and r.drifted)
         drift = self.refuse_drift(proposal, config, drifted_nodes, force=force)
-        self.prepare(proposal, wanted, config, drifted=bool(drift), lock=lock)
+        self.prepare(proposal, wanted, config, existing, drifted=bool(drift), lock=lock)
         key = proposal.ref.key
         plans = {node: wanted.plan_for(node, records[node]) for node in targets}
         outcome = Speculation(config_before=config)
@@ -178,14 +179,14 @@ class Writer:
                 f"Review them (`crowbar raw GET /roles/NAME`), then commit with --force to overwrite")
         return drift
 
-    def prepare(self, proposal: Proposal, wanted: Desired, config: dict[str, Any] | None, *, drifted: bool,
-                lock: Lock) -> None:
+    def prepare(self, proposal: Proposal, wanted: Desired, config: dict[str, Any] | None, existing: set[str], *,
+                drifted: bool, lock: Lock) -> None:
         """Before machine roles: the barclamp's apply_pre, element roles, the config role."""
         definition = proposal.definition
         old = self.store.applied(proposal.barclamp, proposal.name, config)[0] if config is not None else None
         try:
             definition.apply_pre(self.services.context(definition), old, proposal)
-            for role, exists in self.elements.outdated(definition):
+            for role, exists in self.elements.outdated(definition, existing):
                 self.elements.upload(role, exists=exists)
             if config is None or comparable_role(config) != comparable_role(wanted.config) or drifted:
                 self.locks.ensure_valid(lock)
@@ -196,7 +197,8 @@ class Writer:
 
     def write(self, proposal: Proposal, roles: dict[str, dict[str, Any]],
               records: Mapping[str, MachineRecord | None], held: LockedRoles, lock: Lock,
-              config: dict[str, Any] | None, *, force: bool, prepared: bool, progress: Progress) -> Written:
+              config: dict[str, Any] | None, existing: set[str], *, force: bool, prepared: bool,
+              progress: Progress) -> Written:
         """The careful pass: mutate and write roles read beforehand.
 
         ``prepared``: a speculative pass already ran :meth:`prepare` under
@@ -220,7 +222,7 @@ class Writer:
         if failures:
             raise ValidationError(failures, subject=str(proposal.ref))
         if not prepared:
-            self.prepare(proposal, wanted, config, drifted=bool(drift), lock=lock)
+            self.prepare(proposal, wanted, config, existing, drifted=bool(drift), lock=lock)
         try:
             written = self.in_batches(proposal, lock, batches,
                                       lambda batch: len(held.write(batch, progress=progress)))
