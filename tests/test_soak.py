@@ -66,7 +66,7 @@ def test_soak_nothing_lost_nothing_stuck(chef_server, crowbar, fleet, chef, tmp_
     assert crowbar.locks.all() == []
     states = {m.name: m.state for m in crowbar.machines.list()}
     assert set(states.values()) == {"ready"}, states
-    crowbar.queue.process()
+    crowbar.proposals.process_queue()
     assert crowbar.queue.items() == []
 
     # 3. Roles agree with the proposals: a final commit converges, and then writes nothing.

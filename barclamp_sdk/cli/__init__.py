@@ -13,12 +13,11 @@ import traceback
 import click
 
 from barclamp_sdk.cli.app import root
+from barclamp_sdk.cli.context import EXIT_ERROR, EXIT_OK, EXIT_QUEUED, EXIT_USAGE
+
+__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_QUEUED", "EXIT_USAGE", "main"]
 from barclamp_sdk.errors import CrowbarError
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_QUEUED = 3
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,9 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from barclamp_sdk import dump_scenario, parse_scenario
-from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
+from barclamp_sdk.cli.context import EXIT_QUEUED, CLIState, output_options, pass_state, progress
 
-EXIT_QUEUED = 3
 
 
 @click.group()

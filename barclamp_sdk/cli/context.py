@@ -18,6 +18,12 @@ from rich.text import Text
 
 from barclamp_sdk.model.registry import BarclampRegistry
 
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+#: A commit was queued (not an error: it waits for something named in the output).
+EXIT_QUEUED = 3
+
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.chef.config import ChefConfig
 

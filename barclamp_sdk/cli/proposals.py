@@ -17,13 +17,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from barclamp_sdk import Action, Barclamp
-from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
+from barclamp_sdk.cli.context import EXIT_QUEUED, CLIState, output_options, pass_state, progress
 from barclamp_sdk import CommitResult
 from barclamp_sdk.model.proposal import Proposal
 from barclamp_sdk.errors import CrowbarError, ValidationError
 from barclamp_sdk.model.secrets import MASK, is_reference
 
-EXIT_QUEUED = 3
 
 
 def masked(value: Any) -> Any:

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from barclamp_sdk.errors import CrowbarError, NotFoundError, ValidationError
+from barclamp_sdk.errors import NotFoundError, ValidationError
 from barclamp_sdk.model.cluster import ClusterView
 from barclamp_sdk.model.inventory import BlockDevice, Inventory, Machine
-from barclamp_sdk.model.proposal import Proposal
+from barclamp_sdk.model.proposal import Proposal, claims_of_others
 from barclamp_sdk.model.secrets import SecretRef, SecretStore
 from barclamp_sdk.model.spec import BarclampSpec
 
@@ -91,17 +91,7 @@ class Context:
     def free_disks(self, machine: Machine, proposal: Proposal) -> tuple[BlockDevice, ...]:
         """Data disks of ``machine`` that no other proposal has or plans to claim."""
         if self._planned is None:
-            self._planned = {}
-            for other in self._services.proposals(None):
-                if other.id == proposal.id:
-                    continue
-                try:
-                    planned = other.definition.claims(other)
-                except CrowbarError:
-                    continue
-                for node, devices in planned.items():
-                    for device in devices:
-                        self._planned[(node, device)] = str(other.ref)
+            self._planned = claims_of_others(proposal, self._services.proposals(None))
         owner = proposal.ref.key
         return tuple(d for d in machine.free_disks(owner) if (machine.name, d.name) not in self._planned)
 

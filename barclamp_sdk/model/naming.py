@@ -102,6 +102,29 @@ def proposal_item_id(barclamp: str, name: str) -> str:
     return f"bc-{barclamp}-{name}"
 
 
+def proposal_name_of(barclamp: str, item_id: str) -> str:
+    """The proposal name in a proposal item id (the id itself when it is not one of ``barclamp``)."""
+    prefix = proposal_item_id(barclamp, "")
+    return item_id[len(prefix):] if item_id.startswith(prefix) else item_id
+
+
+def barclamp_of_item(item_id: str) -> str | None:
+    """The barclamp of a proposal item id (``bc-nova-default`` -> ``nova``), None for others and templates."""
+    if not item_id.startswith("bc-") or item_id.startswith(template_item_id("")):
+        return None
+    return item_id[3:].split("-", 1)[0]
+
+
+def proposal_query(barclamp: str | None = None) -> str:
+    """The search query for the proposal items (of ``barclamp``, or of all barclamps)."""
+    return f"id:{proposal_item_id(barclamp, '*')}" if barclamp else "id:bc-*"
+
+
+def secrets_item_id(barclamp: str, name: str) -> str:
+    """The ``crowbar_secrets`` item holding a proposal's secrets: ``<barclamp>-<name>``."""
+    return f"{barclamp}-{name}"
+
+
 def template_item_id(barclamp: str) -> str:
     """The data bag item of a barclamp's template: ``bc-template-<barclamp>``."""
     return f"bc-template-{barclamp}"

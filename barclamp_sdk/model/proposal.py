@@ -21,13 +21,14 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from barclamp_sdk.errors import ValidationError
-from barclamp_sdk.model.naming import config_role_name
+from barclamp_sdk.errors import CrowbarError, ValidationError
+from barclamp_sdk.model.naming import config_role_name, proposal_name_of
 from barclamp_sdk.model.spec import BarclampSpec, ProposalRef
 
 
@@ -71,8 +72,7 @@ class Proposal:
 
     @property
     def name(self) -> str:
-        prefix = f"bc-{self.barclamp}-"
-        return self.id[len(prefix):] if self.id.startswith(prefix) else self.id
+        return proposal_name_of(self.barclamp, self.id)
 
     @property
     def ref(self) -> ProposalRef:
@@ -146,6 +146,13 @@ class Proposal:
         """Whether the proposal waits in the queue (its ``crowbar-queued`` mark)."""
         return bool(self.deployment.get("crowbar-queued"))
 
+    @queued.setter
+    def queued(self, value: bool) -> None:
+        if value:
+            self.deployment["crowbar-queued"] = True
+        else:
+            self.deployment.pop("crowbar-queued", None)
+
     @property
     def head_status(self) -> str:
         """Crowbar's status as the document records it: pending, ready, failed, interrupted or hold."""
@@ -205,3 +212,21 @@ class Proposal:
                 del deployment[key]
         return data
 
+
+def claims_of_others(proposal: Proposal, others: Iterable[Proposal]) -> dict[tuple[str, str], str]:
+    """Disks the other proposals claim or plan to claim: (machine, device) -> ``barclamp/name``.
+
+    A proposal whose claims cannot be read (invalid settings) claims nothing.
+    """
+    taken: dict[tuple[str, str], str] = {}
+    for other in others:
+        if other.id == proposal.id:
+            continue
+        try:
+            planned = other.definition.claims(other)
+        except CrowbarError:
+            continue
+        for node, devices in planned.items():
+            for device in devices:
+                taken[(node, device)] = str(other.ref)
+    return taken

@@ -26,7 +26,7 @@ from barclamp_sdk.model.commit.gate import Gate
 from barclamp_sdk.model.hooks import Context, HookServices
 from barclamp_sdk.model.jsondoc import Change, diff, get_path, set_path, unified_diff, unset_path
 from barclamp_sdk.model.locks import Lock, LockManager
-from barclamp_sdk.model.naming import check_proposal_name, proposal_lock_name
+from barclamp_sdk.model.naming import check_proposal_name, proposal_lock_name, secrets_item_id
 from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
 from barclamp_sdk.model.queue import Queue
 from barclamp_sdk.model.reader import ClusterReader
@@ -316,7 +316,7 @@ class Proposals:
             self.queue.remove(proposal.ref)
             self.store.delete(proposal)
             if self.secrets.configured:
-                self.secrets.delete(f"{barclamp}-{name}")
+                self.secrets.delete(secrets_item_id(barclamp, name))
 
     def deactivate(self, barclamp: str, name: str) -> CommitResult:
         """Take a committed proposal off its machines and delete its config role."""
@@ -429,7 +429,7 @@ class Proposals:
                 plain[path] = value
         if not plain:
             return
-        refs = self.secrets.put(f"{proposal.barclamp}-{proposal.name}", plain)
+        refs = self.secrets.put(secrets_item_id(proposal.barclamp, proposal.name), plain)
         for path, ref in refs.items():
             set_path(proposal.attributes, path, ref.model_dump())
 

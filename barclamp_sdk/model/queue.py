@@ -120,7 +120,7 @@ class Queue:
                 self.roles.update(todo, purpose=f"queue {ref}")
             current = self.store.get(ref.barclamp, ref.name)
             if not current.queued:
-                current.deployment["crowbar-queued"] = True
+                current.queued = True
                 self.store.write_status(current)
         return CommitResult(ref, proposal.revision, "queued", reasons=reasons)
 
@@ -176,7 +176,7 @@ class Queue:
         todo = {r.name: clear for r in cluster if key in r.pending}
         if todo:
             self.roles.update(todo, purpose=f"dequeue {ref}")
-        proposal.deployment.pop("crowbar-queued", None)
+        proposal.queued = False
         self.store.write_status(proposal)
 
     def explain(self) -> list[dict[str, Any]]:

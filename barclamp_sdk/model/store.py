@@ -25,9 +25,11 @@ from barclamp_sdk.model.jsondoc import now_iso
 from barclamp_sdk.model.naming import (
     HISTORY_BAG,
     PROPOSALS_BAG,
+    barclamp_of_item,
     config_role_name,
     history_item_id,
     proposal_item_id,
+    proposal_query,
 )
 from barclamp_sdk.model.noderoles import FINGERPRINT
 from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
@@ -85,7 +87,7 @@ class ProposalStore:
 
     def documents(self, barclamp: str | None = None) -> list[Proposal]:
         """Every proposal (of one barclamp, or of all known barclamps)."""
-        query = f"id:bc-{barclamp}-*" if barclamp else "id:bc-*"
+        query = proposal_query(barclamp)
         try:
             rows = list(self.chef.search(PROPOSALS_BAG, query))
         except NotFound:
@@ -93,11 +95,8 @@ class ProposalStore:
         found = []
         for row in rows:
             data = row.get("raw_data", row)
-            item_id = str(data.get("id", ""))
-            if item_id.startswith("bc-template-"):
-                continue
-            bc = item_id[3:].split("-", 1)[0]
-            if bc in self.registry and (barclamp is None or bc == barclamp):
+            bc = barclamp_of_item(str(data.get("id", "")))
+            if bc is not None and bc in self.registry and (barclamp is None or bc == barclamp):
                 found.append(Proposal(self.registry.get(bc), data))
         return sorted(found, key=lambda p: (p.barclamp, p.name))
 
@@ -146,7 +145,7 @@ class ProposalStore:
         else:
             deployment["crowbar-status"] = "success"
             deployment.pop("crowbar-failed", None)
-        deployment.pop("crowbar-queued", None)
+        proposal.queued = False
         if {k: deployment.get(k) for k in STATUS_KEYS} != before:
             try:
                 self.write_status(proposal)

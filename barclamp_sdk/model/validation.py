@@ -22,7 +22,7 @@ from barclamp_sdk.model.cluster import ClusterView
 from barclamp_sdk.model.hooks import Context, HookServices
 from barclamp_sdk.model.inventory import Inventory
 from barclamp_sdk.model.naming import proposal_item_id
-from barclamp_sdk.model.proposal import Proposal
+from barclamp_sdk.model.proposal import Proposal, claims_of_others
 from barclamp_sdk.model.reader import ClusterReader
 from barclamp_sdk.model.spec import ProposalRef
 from barclamp_sdk.model.store import ProposalStore
@@ -121,17 +121,7 @@ def check_claims(proposal: Proposal, claims: Mapping[str, Iterable[str]], invent
     """Claimed disks exist, and nobody else owns them."""
     errors = []
     owner = proposal.ref.key
-    taken: dict[tuple[str, str], str] = {}
-    for other in others:
-        if other.id == proposal.id:
-            continue
-        try:
-            other_claims = other.definition.claims(other)
-        except CrowbarError:
-            continue
-        for node, devices in other_claims.items():
-            for device in devices:
-                taken[(node, device)] = str(other.ref)
+    taken = claims_of_others(proposal, others)
     for node, devices in claims.items():
         machine = inventory.get(node)
         record = cluster.get(node)
