@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from barclamp_sdk.api import Crowbar
 from barclamp_sdk.chef import ChefClient
@@ -229,3 +231,38 @@ def test_ruby_strips_the_same_bytes(tmp_path):
 def test_an_empty_or_blank_secret_file_is_refused(tmp_path):
     with pytest.raises(ConfigurationError, match="is empty"):
         load_secret(secret_file(tmp_path, b"\x00 \t\n\x0b\x0c\r\x00"))
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(max_size=40),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                    max_leaves=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=JSON, secret=st.binary(min_size=1, max_size=64), version=st.sampled_from([1, 2, 3]))
+def test_any_value_and_secret_round_trip_in_formats_1_to_3(value, secret, version):
+    assert edb.decrypt(chef_encrypt(value, secret, version), secret) == value
+
+
+@settings(max_examples=40, deadline=None)
+@given(value=st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=40) | st.integers(),
+       secret=st.binary(min_size=1, max_size=64))
+def test_any_value_and_secret_round_trip_in_format_0(value, secret):
+    assert edb.decrypt(chef_encrypt(value, secret, 0), secret) == value
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=JSON, version=st.sampled_from([2, 3]), data=st.data())
+def test_an_authenticated_value_with_any_bit_flipped_is_never_read(value, version, data):
+    encrypted = chef_encrypt(value, b"s", version)
+    field = data.draw(st.sampled_from(sorted(k for k in encrypted if k not in ("version", "cipher"))))
+    length = len(base64.b64decode(encrypted[field]))
+    position, bit = data.draw(st.integers(0, length - 1)), data.draw(st.integers(0, 7))
+    raw = bytearray(base64.b64decode(encrypted[field]))
+    raw[position] ^= 1 << bit
+    encrypted[field] = edb.b64encode(bytes(raw))
+    with pytest.raises((edb.SecretMismatch, edb.CorruptedValue)):
+        edb.decrypt(encrypted, b"s")
+    if field != "iv":  # format 2's HMAC covers encrypted_data only, so an altered iv shows as corruption
+        with pytest.raises(edb.SecretMismatch):
+            edb.decrypt(encrypted, b"s")

@@ -211,9 +211,10 @@ def _unwrap(plain: bytes, *, authenticated: bool, version: int) -> Any:
         return wrapper["json_wrapper"]
     except (ValueError, TypeError, KeyError):
         if authenticated:
+            altered = " or its iv was altered (format 2's HMAC does not cover it)" if version == 2 else ""
             raise CorruptedValue(
                 f"corrupted format {version} value: it authenticates with this secret but does not "
-                "hold JSON {\"json_wrapper\": ...} (written by a faulty client)"
+                f"hold JSON {{\"json_wrapper\": ...}}: written by a faulty client{altered}"
             ) from None
         raise WrongSecret(f"it does not decrypt with this secret (format {version}, not JSON)") from None
 
