@@ -266,3 +266,23 @@ def test_an_authenticated_value_with_any_bit_flipped_is_never_read(value, versio
     if field != "iv":  # format 2's HMAC covers encrypted_data only, so an altered iv shows as corruption
         with pytest.raises(edb.SecretMismatch):
             edb.decrypt(encrypted, b"s")
+
+
+def test_cli_checks_and_rotates_a_mixed_bag(crowbar_cli, chef, tmp_path, monkeypatch):
+    from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
+
+    for version in (0, 1, 2, 3):
+        store_item(chef, chef_encrypt_item(f"v{version}", {"k": version}, TEST_SECRET, version))
+    code, out, _ = crowbar_cli("secrets", "check", "--json")
+    assert code == 0 and sorted(row["format"] for row in json.loads(out)) == [0, 1, 2, 3]
+    new = secret_file(tmp_path, b"\x00the new secret\xc2\xa0\n", "new")
+    code, out, err = crowbar_cli("secrets", "rotate", str(new))
+    assert code == 0 and "rotated 4 items, 0 already rotated" in out, (out, err)
+    code, out, _ = crowbar_cli("secrets", "check")
+    assert code == 1 and "wrong encrypted data bag secret: it opens none of 3 other values" in out
+    monkeypatch.setenv("CHEF_ENCRYPTED_DATA_BAG_SECRET", str(new))
+    code, out, _ = crowbar_cli("secrets", "check", "--json")
+    assert code == 0 and [row["format"] for row in json.loads(out)] == [3, 3, 3, 3]
+    store_item(chef, {"id": "bad", "k": {**chef_encrypt("x", b"the new secret\xc2\xa0", 3), "version": 9}})
+    code, out, _ = crowbar_cli("secrets", "check")
+    assert code == 1 and "unsupported encrypted data bag format version 9" in out
