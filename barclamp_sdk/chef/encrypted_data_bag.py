@@ -84,8 +84,6 @@ class SecretMismatch(EncryptedValueError):
     decides with the help of other values.
     """
 
-    check = "decryption"
-
 
 class WrongSecret(SecretMismatch):
     """Formats 0 and 1 (no integrity check): padding or plain text invalid."""
@@ -94,13 +92,9 @@ class WrongSecret(SecretMismatch):
 class HmacMismatch(SecretMismatch):
     """Format 2: the HMAC does not match."""
 
-    check = "HMAC"
-
 
 class AuthTagMismatch(SecretMismatch):
     """Format 3: the GCM authentication tag does not match."""
-
-    check = "authentication tag"
 
 
 def strip_secret(raw: bytes) -> bytes:
