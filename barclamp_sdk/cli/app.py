@@ -192,10 +192,10 @@ def demo(state: CLIState, directory: str) -> int:
 
 
 def _register() -> None:
-    from barclamp_sdk.cli import batch, machines, sim
+    from barclamp_sdk.cli import batch, machines, secrets, sim
 
     for command in (machines.machines, machines.roles, machines.queue, machines.barclamps, sim.sim,
-                    batch.batch, batch.completion):
+                    batch.batch, batch.completion, secrets.secrets):
         root.add_command(command)
 
 

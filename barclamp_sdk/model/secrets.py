@@ -1,8 +1,10 @@
 """Secrets in Chef encrypted data bag items (format version 3).
 
 Each value is stored as Chef does it: ``{"json_wrapper": value}`` as JSON,
-encrypted with AES-256-GCM under SHA-256 of the shared secret (the text of
-the ``encrypted_data_bag_secret`` file, stripped), with a random 12-byte IV::
+encrypted with AES-256-GCM under SHA-256 of the shared secret (the bytes of
+the ``encrypted_data_bag_secret`` file, stripped as Chef strips them), with a
+random 12-byte IV (formats 0, 1 and 2 are read too, see
+:mod:`barclamp_sdk.chef.encrypted_data_bag`)::
 
     {"id": "eqlx-default",
      "san_password": {"encrypted_data": "...", "iv": "...", "auth_tag": "...",
@@ -18,19 +20,14 @@ library stores what is set there and keeps only the reference.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-import os
 import secrets as random_source
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict
 
+from barclamp_sdk.chef import encrypted_data_bag as edb
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.chef.config import check_private_file
 from barclamp_sdk.errors import ConfigurationError, CrowbarError, NotFound, ValidationError
@@ -99,48 +96,20 @@ def load_secret(path: str | Path) -> bytes:
     except FileNotFoundError:
         raise ConfigurationError(f"encrypted data bag secret {file} does not exist") from None
     check_private_file(file, mode, what="encrypted data bag secret")
-    text = file.read_text().strip()
-    if not text:
+    secret = edb.parse_secret(file.read_bytes(), f"encrypted data bag secret {file}")  # bytes
+    if not secret:
         raise ConfigurationError(f"encrypted data bag secret {file} is empty")
-    return text.encode()
-
-
-def _key(secret: bytes) -> bytes:
-    return hashlib.sha256(secret).digest()
-
-
-def _b64(data: bytes) -> str:
-    """Base64 as Ruby's Base64.encode64 writes it (60-character lines)."""
-    text = base64.b64encode(data).decode()
-    return "".join(text[i:i + 60] + "\n" for i in range(0, len(text), 60))
+    return secret
 
 
 def encrypt_value(value: Any, secret: bytes) -> dict[str, Any]:
     """Encrypt one value as Chef's encrypted data bag format version 3."""
-    iv = os.urandom(12)
-    plaintext = json.dumps({"json_wrapper": value}, separators=(",", ":")).encode()
-    sealed = AESGCM(_key(secret)).encrypt(iv, plaintext, b"")
-    return {
-        "encrypted_data": _b64(sealed[:-16]),
-        "iv": _b64(iv),
-        "auth_tag": _b64(sealed[-16:]),
-        "version": 3,
-        "cipher": CIPHER,
-    }
+    return edb.encrypt(value, secret)
 
 
-def decrypt_value(encrypted: dict[str, Any], secret: bytes) -> Any:
-    """Decrypt one version-3 value; ValueError when the secret is wrong."""
-    if encrypted.get("version") != 3 or encrypted.get("cipher") != CIPHER:
-        raise ValueError(f"unsupported encrypted data bag format {encrypted.get('version')!r}")
-    data = base64.b64decode(encrypted["encrypted_data"])
-    tag = base64.b64decode(encrypted["auth_tag"])
-    iv = base64.b64decode(encrypted["iv"])
-    try:
-        plaintext = AESGCM(_key(secret)).decrypt(iv, data + tag, b"")
-    except InvalidTag:
-        raise ValueError("the secret does not decrypt this value") from None
-    return json.loads(plaintext)["json_wrapper"]
+def decrypt_value(encrypted: Any, secret: bytes) -> Any:
+    """Decrypt one value of format 0 to 3; an ``edb.EncryptedValueError`` names the cause."""
+    return edb.decrypt(encrypted, secret)
 
 
 def generate_password(length: int = 24) -> str:
@@ -207,8 +176,14 @@ class SecretStore:
             raise CrowbarError(f"secret {ref} is missing from its item")
         try:
             return decrypt_value(item[ref.key], secret)
-        except ValueError as exc:
-            raise CrowbarError(f"secret {ref} cannot be read: {exc} (wrong encrypted data bag secret?)") from None
+        except edb.EncryptedValueError as exc:
+            why = edb.explain(exc, secret, item, ref.key, lambda: self._neighbours(ref.data_bag, ref.item))
+            raise CrowbarError(f"secret {ref} cannot be read: {why}") from None
+
+    def _neighbours(self, bag: str, item_id: str, limit: int = 5) -> Iterator[tuple[str, dict[str, Any]]]:
+        """A few other items of a bag, witnesses for :func:`edb.explain`."""
+        for other in [i for i in self.chef.data_bags.items(bag) if i != item_id][:limit]:
+            yield other, self.chef.data_bags.get_item(bag, other)
 
     def delete(self, item: str) -> None:
         try:
@@ -225,34 +200,33 @@ class SecretStore:
     def rotate(self, new_secret: bytes) -> dict[str, int]:
         """Re-encrypt every item under ``new_secret``; resumable.
 
-        Items already readable with the new secret are skipped, so running it
+        Values of every format (0 to 3) are rewritten as format 3; values
+        already in format 3 under the new secret are skipped, so running it
         again after an interruption finishes the job without losing any item.
         Afterwards the store uses the new secret.
         """
         old = self._require()
-        if not new_secret.strip():
+        new = edb.strip_secret(new_secret)
+        if not new:
             raise ValidationError("the new secret is empty")
-        new = new_secret.strip()
         done = skipped = 0
         for item_id in self.items():
             with self.locks.hold(f"secrets-{item_id}", "rotate the encrypted data bag secret"):
                 item = self.chef.data_bags.get_item(self.bag, item_id)
-                changed = False
+                before, changed = dict(item), False
                 for key, value in list(item.items()):
-                    if key == "id" or not isinstance(value, dict):
-                        continue
-                    try:
-                        decrypt_value(value, new)
-                        continue  # already rotated
-                    except ValueError:
-                        pass
+                    if key == "id" or not edb.is_encrypted(value) or edb.is_current(value, new):
+                        continue  # not a secret, or already rotated (format 3 under the new secret)
                     try:
                         plain = decrypt_value(value, old)
-                    except ValueError:
-                        raise CrowbarError(
-                            f"{self.bag}/{item_id}:{key} opens with neither the old nor the new "
-                            "secret; nothing more was changed"
-                        ) from None
+                    except edb.EncryptedValueError as exc:
+                        if not edb.opens(value, new):
+                            raise CrowbarError(
+                                f"{self.bag}/{item_id}:{key} cannot be rotated: it opens with neither the "
+                                f"old nor the new secret ({edb.explain(exc, old, before, key)}); "
+                                "nothing more was changed"
+                            ) from None
+                        plain = decrypt_value(value, new)  # an older format, already under the new secret
                     item[key] = encrypt_value(plain, new)
                     changed = True
                 if changed:
