@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from barclamp_sdk.bmctrust import MachineBMCs
 from barclamp_sdk.chef.client import solr_escape
 from barclamp_sdk.cluster import MATCH_ALL, ClusterView, MachineRecord, record_from_role
 from barclamp_sdk.context import Context
@@ -43,6 +44,8 @@ class Machines:
         self.crowbar = crowbar
         self.chef = crowbar.chef
         self.roles = NodeRoleStore(crowbar.chef, crowbar.locks, concurrency=crowbar.concurrency)
+        #: Confirmed BMC endpoints: the only ones credentials go to.
+        self.bmc = MachineBMCs(self)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -113,6 +116,7 @@ class Machines:
             "hardware": record.hardware,
             "drifted": record.drifted,
             "node_run_list": node.get("run_list", []),
+            "bmc": self.bmc.show(name),
             "facts": facts.model_dump(mode="json") if facts else None,
         }
 

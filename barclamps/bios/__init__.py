@@ -14,7 +14,12 @@ Settings sets are data (``sets/*.json``): per product family, with a generic
 fallback; a set overlays the family's ``default``. Results, the set and the
 RAID set chosen go into the machine's ``crowbar-<node>`` role; a BMC that
 cannot be reached, refuses the password or rejects a value puts the machine
-in ``problem`` with the reason. Machines with no known BMC are skipped.
+in ``problem`` with the reason.
+
+Credentials go only to a machine's *confirmed* BMC (server-mastered, its
+Redfish certificate pinned: :mod:`barclamp_sdk.bmctrust`), never to the
+address the node reports; a machine without one is skipped with the reason.
+Only the committed revision of a proposal is ever applied.
 """
 
 from __future__ import annotations
@@ -107,6 +112,9 @@ class Bios(Barclamp):
         if skipped:
             proposal.note(f"skipped {len(skipped)} machine(s) with no known BMC ({', '.join(skipped[:4])}"
                           f"{' ...' if len(skipped) > 4 else ''}): they report none under crowbar_wall.bmc")
+        if managed:
+            proposal.note("credentials go only to confirmed BMC addresses: check each, then "
+                          "`crowbar machines bmc confirm NAME` (a machine without one is skipped)")
 
     def validate(self, proposal, ctx):
         for index, entry in enumerate(proposal.settings.bios_map):
@@ -118,10 +126,11 @@ class Bios(Barclamp):
             yield f"bmc_password is not set; set it with `crowbar bios proposal edit {proposal.name} --set bmc_password=...`"
 
     def on_transition(self, ctx, proposal, machine, state):
-        if machine.name in proposal.elements.get("bios-settings", []):
-            from barclamps.bios.apply import apply
+        from barclamps.bios.apply import apply, committed_revision
 
-            apply(ctx, proposal, [machine.name])
+        committed = committed_revision(ctx.crowbar, proposal.name)  # never the editable revision
+        if machine.name in committed.elements.get("bios-settings", []):
+            apply(ctx, committed, [machine.name])
 
     def cli_commands(self):
         return [apply_command]
@@ -145,9 +154,16 @@ def apply_command(ctx: click.Context, names: tuple[str, ...], proposal_name: str
     with progress(state, len(names), "setting BIOS") as advance:
         results = apply(Context(crowbar, barclamp), proposal, list(names), progress=advance)
     state.emit([r.as_dict() for r in results], lambda: results_table(results))
+    for warning in (w for r in results for w in r.warnings):
+        click.echo(f"warning: {warning}", err=True)
     failed = [r for r in results if r.status == "problem"]
     if failed:
         click.echo(f"error: {len(failed)} of {len(results)} machine(s) are in problem (see above); "
                    "fix their BMCs and run `crowbar bios apply` again", err=True)
+        return 1
+    skipped = [r for r in results if r.status == "skipped"]
+    if skipped:
+        click.echo(f"error: {len(skipped)} of {len(results)} machine(s) skipped, nothing sent to their BMCs: "
+                   + "; ".join(f"{r.machine}: {r.reason}" for r in skipped), err=True)
         return 1
     return 0

@@ -9,6 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from barclamp_sdk.bmc import BMC, BMCEndpoint
+from barclamp_sdk.bmctrust import ConfirmedBMC, endpoint_text, report_warnings
 from barclamp_sdk.errors import BMCError, CrowbarError, ValidationError
 from barclamp_sdk.noderoles import crowbar_data, now_iso
 from barclamp_sdk.parallel import run_parallel
@@ -28,26 +29,38 @@ class BiosResult:
     unsupported: list[str] = field(default_factory=list)
     power: str = ""
     reason: str = ""
-    certificate: str | None = None
+    #: What the node reports about its BMC that is not used (see barclamp_sdk.bmctrust).
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "certificate"}
+        return dict(self.__dict__)
 
 
-def _endpoint(machine: Any, username: str, password: str, pinned: str | None) -> BMCEndpoint:
-    bmc = machine.bmc
+def _endpoint(bmc: ConfirmedBMC, username: str, password: str) -> BMCEndpoint:
+    """Where credentials go: the confirmed endpoint, its certificate pinned; never the node's report."""
     return BMCEndpoint(bmc.address, username, password, ipmi_port=bmc.ipmi_port, redfish_port=bmc.redfish_port,
-                       redfish_system=bmc.redfish_system, certificate_sha256=pinned)
+                       redfish_system=bmc.redfish_system, certificate_sha256=bmc.certificate_sha256)
 
 
-def _apply_one(machine: Any, roles: list[str], settings: Any, password: str, pinned: str | None) -> BiosResult:
+def _apply_one(machine: Any, confirmed: ConfirmedBMC | None, roles: list[str], settings: Any,
+               password: str) -> BiosResult:
     bios_set, raid_set, why = choose_sets(settings.bios_map, roles)
     family = family_of(machine)
     result = BiosResult(machine.name, "applied", bios_set, raid_set, family["family"])
-    if machine.bmc is None:
-        result.status, result.reason = "skipped", "no known BMC (nothing under crowbar_wall.bmc)"
+    result.warnings = report_warnings(machine.name, confirmed, machine.bmc) if confirmed else []
+    if confirmed is None:
+        told = (f"; the node reports {endpoint_text(machine.bmc.address, machine.bmc.ipmi_port, machine.bmc.redfish_port)},"
+                " never used with credentials" if machine.bmc else "")
+        result.status = "skipped"
+        result.reason = (f"no confirmed BMC address{told}; check it, then "
+                         f"`crowbar machines bmc confirm {machine.name}`")
         return result
-    endpoint = _endpoint(machine, settings.bmc_username, password, pinned)
+    if not confirmed.certificate_sha256:
+        result.status = "skipped"
+        result.reason = (f"the Redfish certificate of its BMC {confirmed.address} is not pinned; "
+                         f"`crowbar machines bmc confirm {machine.name}` pins it")
+        return result
+    endpoint = _endpoint(confirmed, settings.bmc_username, password)
     bmc = BMC(endpoint)
     try:
         current = bmc.bios_settings()
@@ -57,7 +70,7 @@ def _apply_one(machine: Any, roles: list[str], settings: Any, password: str, pin
         bmc.set_bios_settings(changes)
         if changes:
             # pyghmi caches Redfish reads for 30 s: verify on a fresh session.
-            check = BMC(_endpoint(machine, settings.bmc_username, password, bmc.certificate_sha256))
+            check = BMC(endpoint)
             after = check.bios_settings()
             wrong = {k: after.get(k) for k, v in changes.items() if after.get(k) != v}
             if wrong:
@@ -70,15 +83,29 @@ def _apply_one(machine: Any, roles: list[str], settings: Any, password: str, pin
         result.power = bmc.power_state()
     except BMCError as exc:
         result.status, result.reason = "problem", str(exc)
-    result.certificate = bmc.certificate_sha256
     result.reason = result.reason or f"{bios_set}: {why}"
     return result
 
 
+def committed_revision(crowbar: Any, name: str) -> Any:
+    """The revision of bios/``name`` last committed (never the editable one), or a ValidationError."""
+    applied = crowbar.proposals.applied("bios", name)
+    if applied is None:
+        raise ValidationError(f"bios/{name} is not committed; `crowbar bios apply` acts on committed proposals "
+                              f"only: commit it first (`crowbar bios proposal commit {name}`)")
+    return applied
+
+
 def apply(ctx: Any, proposal: Any, names: list[str], *,
           progress: Callable[[int], None] | None = None) -> list[BiosResult]:
-    """Set the BIOS of ``names`` (machines of ``proposal``) and record the results."""
+    """Set the BIOS of ``names`` as the committed revision of ``proposal`` says, and record the results.
+
+    Credentials go only to each machine's confirmed BMC (``crowbar.machines.bmc``),
+    whose Redfish certificate must match the one pinned; a machine without
+    one is skipped with the reason.
+    """
     crowbar = ctx.crowbar
+    proposal = committed_revision(crowbar, proposal.name)
     settings = proposal.settings
     if settings.bmc_password is None:
         raise ValidationError(f"bmc_password is not set in bios/{proposal.name}")
@@ -86,7 +113,8 @@ def apply(ctx: Any, proposal: Any, names: list[str], *,
     managed = set(proposal.elements.get("bios-settings", []))
     outside = [n for n in names if n not in managed]
     if outside:
-        raise ValidationError(f"{', '.join(outside)} not in bios/{proposal.name}'s bios-settings; add them first")
+        raise ValidationError(f"{', '.join(outside)} not in the bios-settings of bios/{proposal.name} as committed "
+                              f"(r{proposal.revision}); add them and commit first")
     inventory = crowbar.machines.inventory(names)
     cluster = crowbar.machines.cluster()
     missing = [n for n in names if inventory.get(n) is None or cluster.get(n) is None]
@@ -98,8 +126,8 @@ def apply(ctx: Any, proposal: Any, names: list[str], *,
         own = {e.name for e in proposal.definition.elements}
         roles = [r for r in (*record.elements, *(e for elements in record.pending.values() for e in elements))
                  if r not in own]
-        pinned = record.hardware.get("bmc_certificate")
-        result = _apply_one(inventory.get(name), roles, settings, password, pinned)
+        confirmed = crowbar.machines.bmc.get(name)  # from the role's object endpoint, under no node's control
+        result = _apply_one(inventory.get(name), confirmed, roles, settings, password)
         if progress is not None:
             progress(1)
         return result
@@ -117,8 +145,6 @@ def _record(crowbar: Any, results: list[BiosResult]) -> None:
             hardware = data.setdefault("hardware", {})
             hardware["bios_set"] = result.bios_set
             hardware["raid_set"] = result.raid_set
-            if result.certificate and not hardware.get("bmc_certificate"):
-                hardware["bmc_certificate"] = result.certificate  # trust on first use
             hardware["bios"] = {"status": result.status, "at": now_iso(), "family": result.family,
                                 "changed": sorted(result.changed), "unsupported": result.unsupported,
                                 "reason": result.reason}
