@@ -6,13 +6,18 @@ on 127.0.0.1 as the foreign address a compromised node points at.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from barclamp_sdk.bmctrust import BMC_KEY
+from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.context import Context
-from barclamp_sdk.errors import BMCError, ValidationError
+from barclamp_sdk.errors import BMCError, Forbidden, ValidationError
+from barclamp_sdk.naming import node_role_name
 from barclamp_sdk.testing.bmcpeers import FACTORY_BIOS, BmcLab, fresh_port
 from barclamp_sdk.testing.tripwire import TlsImpostor, Tripwire
 from barclamps.bios.apply import apply
@@ -155,6 +160,10 @@ def test_bios_apply_uses_the_committed_revision_only(crowbar, fleet, lab, crowba
     # Dropped from the editable revision, still in the committed one: skipped for its own reason.
     code, out, _ = crowbar_cli("bios", "apply", other)
     assert code == 1 and "no confirmed BMC address" in out
+    # The lifecycle hook too: the machine boots through hardware-installing with the committed settings.
+    crowbar.machines.allocate([good])
+    assert fleet.boot([good]) == {good: "ready"}
+    assert crowbar.machines.record(good).hardware["bios"]["status"] == "unchanged"
 
 
 def test_confirm_refuses_what_it_cannot_check(crowbar, fleet, lab, crowbar_cli):
@@ -182,3 +191,34 @@ def test_confirm_refuses_what_it_cannot_check(crowbar, fleet, lab, crowbar_cli):
     assert crowbar.machines.bmc.get(good) is None
     with pytest.raises(Exception, match="no machine 'nope.example.com'"):
         crowbar.machines.bmc.confirm("nope.example.com", "127.0.0.1")
+
+
+def test_a_node_with_its_own_client_key_can_write_its_report_but_not_its_confirmed_bmc(crowbar, fleet, lab, tripwire):
+    """What the trust model rests on: roles and data bags are not writable with a node's client key."""
+    good, _ = lab.names
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    fleet.add(1, "compute", names=[good], clients=False, wall=lambda n, i: lab.wall(n))
+    crowbar.chef.clients.create({"name": good, "admin": False, "public_key": public})
+    crowbar.machines.discover()
+    crowbar.machines.bmc.confirm(good)
+    _bios(crowbar)
+    with ChefClient(dataclasses.replace(crowbar.chef.config, client_name=good, client_key_pem=private,
+                                        client_key_path=None)) as node_client:
+        node = node_client.nodes.get(good)  # the node rewrites its own report: allowed, and harmless
+        node["normal"]["crowbar_wall"].update(foreign(tripwire))
+        node_client.nodes.update(good, node)
+        role = node_client.roles.get(node_role_name(good))  # it may read its role ...
+        role["default_attributes"]["crowbar"][BMC_KEY]["address"] = "127.0.0.2"
+        with pytest.raises(Forbidden):  # ... not change its confirmed BMC
+            node_client.roles.update(node_role_name(good), role)
+        item = node_client.data_bags.get_item("crowbar", "bc-bios-default")
+        with pytest.raises(Forbidden):  # nor a proposal
+            node_client.data_bags.update_item("crowbar", item)
+    assert crowbar.machines.bmc.get(good).address == "127.0.0.1"
+    assert crowbar.machines.bmc.reported(good).ipmi_port == tripwire.port
+    assert _apply(crowbar, [good])[good].status == "applied"
+    assert tripwire.received() == (0, b"")

@@ -49,8 +49,9 @@ def _apply_one(machine: Any, confirmed: ConfirmedBMC | None, roles: list[str], s
     result = BiosResult(machine.name, "applied", bios_set, raid_set, family["family"])
     result.warnings = report_warnings(machine.name, confirmed, machine.bmc) if confirmed else []
     if confirmed is None:
-        told = (f"; the node reports {endpoint_text(machine.bmc.address, machine.bmc.ipmi_port, machine.bmc.redfish_port)},"
-                " never used with credentials" if machine.bmc else "")
+        reported = machine.bmc
+        told = (f"; the node reports {endpoint_text(reported.address, reported.ipmi_port, reported.redfish_port)}, "
+                "never used with credentials" if reported else "")
         result.status = "skipped"
         result.reason = (f"no confirmed BMC address{told}; check it, then "
                          f"`crowbar machines bmc confirm {machine.name}`")
@@ -147,7 +148,7 @@ def _record(crowbar: Any, results: list[BiosResult]) -> None:
             hardware["raid_set"] = result.raid_set
             hardware["bios"] = {"status": result.status, "at": now_iso(), "family": result.family,
                                 "changed": sorted(result.changed), "unsupported": result.unsupported,
-                                "reason": result.reason}
+                                "reason": result.reason, "warnings": result.warnings}
             if result.status == "problem":
                 data["state"] = "problem"
                 data["state_change_time"] = now_iso()
