@@ -67,14 +67,20 @@ def bmc_show(state: CLIState, name: str) -> None:
 @click.option("--interface", help="The BMC's interface or network (recorded for reference).")
 @click.option("--certificate", "certificate_sha256", metavar="SHA256",
               help="The Redfish certificate's SHA-256 known out of band; it must match what the BMC presents.")
+@click.option("--by", help="Who checked it, for the record (default: the Chef client name).")
 @output_options
 @pass_state
 def bmc_confirm(state: CLIState, name: str, address: str | None, ipmi_port: int | None, redfish_port: int | None,
-                redfish_system: str | None, interface: str | None, certificate_sha256: str | None) -> None:
-    """Record NAME's BMC endpoint as the one credentials may go to; pin its Redfish certificate."""
+                redfish_system: str | None, interface: str | None, certificate_sha256: str | None,
+                by: str | None) -> None:
+    """Record NAME's BMC endpoint as the one credentials may go to; pin its Redfish certificate.
+
+    Without --address, the endpoint the node reports is taken: check it first
+    (`crowbar machines bmc show NAME`), since the node writes that report itself.
+    """
     confirmed = state.crowbar().machines.bmc.confirm(
         name, address, ipmi_port=ipmi_port, redfish_port=redfish_port, redfish_system=redfish_system,
-        interface=interface, certificate_sha256=certificate_sha256)
+        interface=interface, certificate_sha256=certificate_sha256, by=by)
     state.emit(confirmed.model_dump(),
                lambda: f"{name}: BMC {confirmed.where()} confirmed; Redfish certificate pinned "
                        f"(sha256 {confirmed.certificate_sha256})")
