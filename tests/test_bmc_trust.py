@@ -191,6 +191,14 @@ def test_confirm_refuses_what_it_cannot_check(crowbar, fleet, lab, crowbar_cli):
     assert crowbar.machines.bmc.get(good) is None
     with pytest.raises(Exception, match="no machine 'nope.example.com'"):
         crowbar.machines.bmc.confirm("nope.example.com", "127.0.0.1")
+    code, _, err = crowbar_cli("machines", "bmc", "show", "nope.example.com")
+    assert code == 1 and err.strip() == "error: no machine 'nope.example.com'; see `crowbar machines list`"
+    # A trusted source (say, the network barclamp allocating BMC addresses) confirms through the same call.
+    by_network = crowbar.machines.bmc.confirm(good, "127.0.0.1", ipmi_port=lab.ipmi[good].port,
+                                              redfish_port=lab.redfish.port, redfish_system=lab.redfish.system_path(good),
+                                              interface="bmc", source="network", by="network barclamp")
+    assert crowbar_cli.json("machines", "bmc", "show", good)["confirmed"] == by_network.model_dump()
+    assert by_network.source == "network" and len(by_network.certificate_sha256) == 64
 
 
 def test_a_node_with_its_own_client_key_can_write_its_report_but_not_its_confirmed_bmc(crowbar, fleet, lab, tripwire):
