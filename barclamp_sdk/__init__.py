@@ -22,6 +22,9 @@ from barclamp_sdk.errors import (
     ValidationError,
 )
 from barclamp_sdk.model.barclamp import Barclamp
+from barclamp_sdk.model.bmctrust import ConfirmedBMC
+from barclamp_sdk.model.bmctrust import endpoint_text as bmc_endpoint_text
+from barclamp_sdk.model.bmctrust import report_warnings as bmc_report_warnings
 from barclamp_sdk.model.batch import BatchReport, Scenario, dump as dump_scenario, parse as parse_scenario
 from barclamp_sdk.model.cluster import ClusterView, MachineRecord
 from barclamp_sdk.model.commit import CommitResult, RoleChange
@@ -54,6 +57,7 @@ __all__ = [
     "BatchReport",
     "BlockDevice",
     "ClusterView",
+    "ConfirmedBMC",
     "CommitResult",
     "ConcurrencyError",
     "ConfigurationError",
@@ -81,6 +85,8 @@ __all__ = [
     "SecretRef",
     "ValidationError",
     "best_controller",
+    "bmc_endpoint_text",
+    "bmc_report_warnings",
     "connect",
     "dump_scenario",
     "general_purpose",

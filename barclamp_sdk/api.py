@@ -26,6 +26,7 @@ from barclamp_sdk.chef.config import ChefConfig
 from barclamp_sdk.errors import CrowbarError, NotFound
 from barclamp_sdk.model.barclamp import Barclamp
 from barclamp_sdk.model.batch import Batch
+from barclamp_sdk.model.bmctrust import MachineBMCs
 from barclamp_sdk.model.commit import Committer
 from barclamp_sdk.model.commit.gate import Gate
 from barclamp_sdk.model.element_roles import ElementRoles
@@ -72,10 +73,12 @@ class Crowbar:
         roles = NodeRoleStore(chef, self.locks, concurrency=concurrency)
         run_lists = NodeRunLists(chef)
         self.elements = ElementRoles(chef)
+        bmcs = MachineBMCs(chef, roles, reader)
         services = HookServices(
             secrets=self.secrets, barclamp=registry.get, installed=registry.__contains__,
             find_proposal=store.find, proposals=store.documents, is_committed=store.is_committed,
-            inventory=reader.inventory, machines=reader.view, record_hardware=partial(record_facts, roles))
+            inventory=reader.inventory, machines=reader.view, record_hardware=partial(record_facts, roles),
+            applied=lambda barclamp, name: store.applied(barclamp, name)[0], confirmed_bmc=bmcs.get)
         validator = Validator(reader, store, services)
         gate = Gate(store, self.locks, services)
         committer = Committer(chef, store, roles, reader, self.locks, validator, gate, self.elements,
@@ -83,7 +86,7 @@ class Crowbar:
         self.queue = Queue(chef, self.locks, store, roles, reader, gate, services)
         self.proposals = Proposals(registry, store, committer, self.queue, gate, reader, self.locks,
                                    self.secrets, validator, services)
-        self.machines = Machines(chef, registry, roles, reader, run_lists, store, services,
+        self.machines = Machines(chef, registry, roles, reader, run_lists, store, services, bmcs,
                                  on_ready=lambda name: self.proposals.process_queue(trigger=name))
         self.batch = Batch(registry, store, self.proposals, services)
         self._services = services

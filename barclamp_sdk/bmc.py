@@ -14,12 +14,13 @@ the one place that knows pyghmi's quirks:
   a session with waits forever, and logging out breaks the cached session.
   So one IPMI command object per BMC and credentials lives for the process,
   used by one caller at a time, and is dropped after a failure;
-* Redfish BMCs present self-signed certificates: the first one seen is
-  returned (``certificate_sha256``) for the caller to pin, and a pinned one
-  must match on every later connection.
+* Redfish BMCs present self-signed certificates: :func:`redfish_certificate_sha256`
+  reads one without logging in (to pin it when an operator confirms the
+  BMC), and a pinned one must match on every later connection, checked
+  before any credentials are sent.
 
 Every failure is a :class:`~barclamp_sdk.errors.BMCError` whose ``kind`` is
-``unreachable``, ``auth``, ``rejected`` or ``failed``, and whose message is
+``unreachable``, ``auth``, ``rejected``, ``certificate`` or ``failed``, and whose message is
 one line.
 """
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +78,26 @@ def _classify(exc: BaseException, endpoint: BMCEndpoint, what: str, port: int) -
     return _error("failed", endpoint, what, text or type(exc).__name__)
 
 
+def redfish_certificate_sha256(address: str, port: int | None = None, *, timeout: float = 10.0) -> str:
+    """SHA-256 (hex) of the certificate a Redfish BMC presents; no credentials are sent."""
+    port = port or DEFAULT_REDFISH_PORT
+    context = ssl.create_default_context()  # as pyghmi connects: self-signed certificates are the rule
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as plain, \
+                context.wrap_socket(plain) as tls:
+            certificate = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError) as exc:
+        endpoint = BMCEndpoint(address, "", "", redfish_port=port)
+        raise _error("unreachable", endpoint, "reading its Redfish certificate",
+                     f"no TLS answer on port {port} ({type(exc).__name__})") from None
+    if not certificate:
+        raise _error("failed", BMCEndpoint(address, "", "", redfish_port=port), "reading its Redfish certificate",
+                     "it presented no certificate")
+    return hashlib.sha256(certificate).hexdigest()
+
+
 class BMC:
     """One machine's BMC: BIOS settings (Redfish), power and boot (IPMI)."""
 
@@ -101,10 +123,12 @@ class BMC:
             return Command(endpoint.address, endpoint.username, endpoint.password,
                            verifycallback=self._verify, port=port, sysurl=endpoint.redfish_system)
         except Exception as exc:  # noqa: BLE001 - pyghmi raises many kinds
-            if self.endpoint.certificate_sha256 and self.certificate_sha256 not in (None, self.endpoint.certificate_sha256):
-                raise _error("failed", endpoint, "Redfish",
-                             "its certificate changed since it was first seen (pinned); "
-                             "if the BMC was replaced, clear hardware.bmc_certificate in its crowbar role") from None
+            pinned = self.endpoint.certificate_sha256
+            if pinned and self.certificate_sha256 not in (None, pinned):
+                raise _error("certificate", endpoint, "Redfish",
+                             f"its certificate changed (sha256 {self.certificate_sha256[:16]}..., pinned "
+                             f"{pinned[:16]}... when the BMC was confirmed); nothing was sent; if the BMC was "
+                             "replaced, check it and confirm it again (`crowbar machines bmc confirm NAME`)") from None
             raise _classify(exc, endpoint, "Redfish", port) from None
 
     def bios_settings(self) -> dict[str, Any]:

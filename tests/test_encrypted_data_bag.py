@@ -22,8 +22,8 @@ from barclamp_sdk.api import Crowbar
 from barclamp_sdk.chef import ChefClient
 from barclamp_sdk.chef import encrypted_data_bag as edb
 from barclamp_sdk.errors import ConfigurationError, CrowbarError
-from barclamp_sdk.locks import LockManager
-from barclamp_sdk.secrets import SecretStore, load_secret
+from barclamp_sdk.model.locks import LockManager
+from barclamp_sdk.model.secrets import SecretStore, load_secret
 from tests.support.chef_format import chef_decrypt_v3, chef_encrypt, chef_encrypt_item, ruby_strip
 
 BAG = "crowbar_secrets"

@@ -41,7 +41,7 @@ def _say(console: Console, title: str) -> None:
 
 def _machine_table(crowbar: Crowbar, hardware: dict[str, str], *, final: bool = False) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
-    columns = ["MACHINE", "HARDWARE", "STATE", "ROLES" if final else "BMC"]
+    columns = ["MACHINE", "HARDWARE", "STATE", "ROLES" if final else "BMC REPORTED"]
     if final:
         columns += ["BIOS", "CHEF ADMINS LOOK AT"]
     for column in columns:
@@ -94,6 +94,10 @@ def run_demo(directory: Path, console: Console) -> int:
     console.print(_machine_table(crowbar, hardware))
     console.print(f"{len(names)} machines discovered; they wait at [bold]discovered[/bold] until allocated, "
                   "so their purpose (and BIOS) can be decided first.")
+    for name in lab.names:  # the operator checked these addresses against the BMC network's records
+        crowbar.machines.bmc.confirm(name, by="demo operator")
+    console.print(f"the operator confirms the {len(lab.names)} BMC addresses the nodes report "
+                  "(`crowbar machines bmc confirm NAME`, Redfish certificates pinned): credentials go only there")
 
     _say(console, "3. Proposals from the inventory")
     crowbar.proposals.create("bios", "default", settings={"bmc_username": BMC_USER, "bmc_password": BMC_PASSWORD})

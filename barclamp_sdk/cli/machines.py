@@ -8,6 +8,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from barclamp_sdk.cli.bmc import bmc, bmc_rows
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
 from barclamp_sdk.model.naming import node_role_name
 from barclamp_sdk.model.runlist import expand
@@ -64,9 +65,9 @@ def machines_show(state: CLIState, name: str) -> None:
                                 + (" (os)" if d.get("os_disk") else "") for d in facts.get("disks", [])) or "-"),
             ("claimed", ", ".join(f"{d}: {o}" for d, o in shown["claimed_disks"].items()) or "-"),
             ("pending", ", ".join(shown["pending"]) or "-"),
-            ("bmc", (facts.get("bmc") or {}).get("address", "-")),
         ]
         rows = [(key, escape(str(value))) for key, value in rows]  # facts come from the node: no markup
+        rows += bmc_rows(shown["bmc"])  # confirmed (used) and reported (shown only), escaped
         if shown["drifted"]:
             rows.append(("drift", "[red]its role was edited by hand[/red]"))
         for problem in facts.get("fact_problems", []):
@@ -76,6 +77,9 @@ def machines_show(state: CLIState, name: str) -> None:
         return grid
 
     state.emit(shown, table)
+
+
+machines.add_command(bmc)
 
 
 @machines.command("allocate")

@@ -349,6 +349,8 @@ def action_command(action: Action) -> click.Command:
             return grid
 
         state.emit(result.rows, table)
+        for warning in result.warnings:
+            click.echo(f"warning: {warning}", err=True)
         if result.error:
             click.echo(f"error: {result.error}", err=True)
             return 1

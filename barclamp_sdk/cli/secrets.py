@@ -11,7 +11,7 @@ from rich.table import Table
 from barclamp_sdk.chef import encrypted_data_bag as edb
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state
 from barclamp_sdk.errors import ConfigurationError, CrowbarError
-from barclamp_sdk.secrets import load_secret
+from barclamp_sdk.model.secrets import load_secret
 
 
 @click.group()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from barclamp_sdk.errors import NotFoundError, ValidationError
+from barclamp_sdk.model.bmctrust import ConfirmedBMC
 from barclamp_sdk.model.cluster import ClusterView
 from barclamp_sdk.model.inventory import BlockDevice, Inventory, Machine
 from barclamp_sdk.model.proposal import Proposal, claims_of_others
@@ -36,6 +37,8 @@ class HookServices:
     inventory: Callable[[Iterable[str] | None], Inventory]
     machines: Callable[[], ClusterView]
     record_hardware: Callable[[Mapping[str, Mapping[str, Any]], Mapping[str, str]], None]
+    applied: Callable[[str, str], Proposal | None]
+    confirmed_bmc: Callable[[str], ConfirmedBMC | None]
 
     def context(self, barclamp: BarclampSpec, *, draft: bool = False) -> Context:
         """A new context for one hook call (or one command) of ``barclamp``."""
@@ -88,6 +91,13 @@ class Context:
         self._services.record_hardware(
             hardware, {n: f"{self.barclamp.name}: {r}" for n, r in (problems or {}).items()})
 
+    def confirmed_bmc(self, name: str) -> ConfirmedBMC | None:
+        """The BMC of machine ``name`` an operator or a trusted source confirmed (None: none yet).
+
+        The only endpoint credentials may go to; what the node reports is never one.
+        """
+        return self._services.confirmed_bmc(name)
+
     def free_disks(self, machine: Machine, proposal: Proposal) -> tuple[BlockDevice, ...]:
         """Data disks of ``machine`` that no other proposal has or plans to claim."""
         if self._planned is None:
@@ -106,6 +116,10 @@ class Context:
         if not self._services.installed(barclamp):
             return []
         return self._services.proposals(barclamp)
+
+    def applied(self, barclamp: str, name: str) -> Proposal | None:
+        """The revision of ``barclamp/name`` last committed (None: never committed)."""
+        return self._services.applied(barclamp, name)
 
     def is_committed(self, proposal: Proposal) -> bool:
         """Whether the proposal has been committed (its config role exists)."""

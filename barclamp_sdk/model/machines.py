@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
+from barclamp_sdk.model.bmctrust import MachineBMCs
 from barclamp_sdk.errors import CrowbarError, NotFoundError
 from barclamp_sdk.model.cluster import ClusterView, MachineRecord, record_from_role
 from barclamp_sdk.model.hooks import HookServices
@@ -35,7 +36,7 @@ class Machines:
     """Discover, allocate, transition and inspect machines."""
 
     def __init__(self, chef: ChefClient, registry: BarclampRegistry, roles: NodeRoleStore, reader: ClusterReader,
-                 run_lists: NodeRunLists, store: ProposalStore, services: HookServices, *,
+                 run_lists: NodeRunLists, store: ProposalStore, services: HookServices, bmc: MachineBMCs, *,
                  on_ready: Callable[[str], Any] | None = None) -> None:
         self.chef = chef
         self.registry = registry
@@ -46,6 +47,8 @@ class Machines:
         self.services = services
         #: Called with a machine's name when it reaches ``ready`` (the lifecycle processes the queue).
         self.on_ready = on_ready
+        #: Confirmed BMC endpoints: the only ones credentials go to.
+        self.bmc = bmc
 
     # -- reading ---------------------------------------------------------------------
 
@@ -94,6 +97,7 @@ class Machines:
             "hardware": record.hardware,
             "drifted": record.drifted,
             "node_run_list": node.get("run_list", []),
+            "bmc": self.bmc.show(name),
             "facts": facts.model_dump(mode="json") if facts else None,
         }
 

@@ -14,6 +14,7 @@ is where Crowbar keeps everything it owns about a machine::
         "pending": {"nova-default": ["nova-multi-compute-kvm"]},
         "claimed_disks": {"sdb": "ceph-default"},
         "hardware": {"bios_set": "Virtualization", "raid_set": "..."},
+        "bmc": {"address": "...", "certificate_sha256": "...", ...},  # confirmed: barclamp_sdk.model.bmctrust
     }
     run_list = the run_list_map entries active in the current state, by priority
 

@@ -123,6 +123,8 @@ class ActionResult:
     rows: list[dict[str, Any]]
     columns: tuple[str, ...] = ()
     error: str | None = None
+    #: Printed on stderr (one line each), whatever the output format.
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

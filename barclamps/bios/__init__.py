@@ -14,7 +14,12 @@ Settings sets are data (``sets/*.json``): per product family, with a generic
 fallback; a set overlays the family's ``default``. Results, the set and the
 RAID set chosen go into the machine's ``crowbar-<node>`` role; a BMC that
 cannot be reached, refuses the password or rejects a value puts the machine
-in ``problem`` with the reason. Machines with no known BMC are skipped.
+in ``problem`` with the reason.
+
+Credentials go only to a machine's *confirmed* BMC (server-mastered, its
+Redfish certificate pinned: :mod:`barclamp_sdk.model.bmctrust`), never to the
+address the node reports; a machine without one is skipped with the reason.
+Only the committed revision of a proposal is ever applied.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from barclamp_sdk import LIFECYCLE, Action, ActionResult, Attributes, Barclamp, Element, Secret
-from barclamps.bios.apply import apply
+from barclamps.bios.apply import apply, committed_revision
 from barclamps.bios.choice import MapEntry, choose_sets, families, family_of, target_settings
 
 __all__ = ["Bios", "BiosAttributes", "MapEntry", "choose_sets", "families", "family_of", "target_settings"]
@@ -48,9 +53,16 @@ def apply_action(crowbar: Any, proposal_name: str, names: list[str],
     proposal = crowbar.proposals.get("bios", proposal_name)
     results = apply(crowbar.context("bios"), proposal, names, progress=progress)
     failed = [r for r in results if r.status == "problem"]
-    error = (f"{len(failed)} of {len(results)} machine(s) are in problem (see above); "
-             "fix their BMCs and run `crowbar bios apply` again") if failed else None
-    return ActionResult([r.as_dict() for r in results], RESULT_COLUMNS, error)
+    skipped = [r for r in results if r.status == "skipped"]
+    error = None
+    if failed:
+        error = (f"{len(failed)} of {len(results)} machine(s) are in problem (see above); "
+                 "fix their BMCs and run `crowbar bios apply` again")
+    elif skipped:
+        error = (f"{len(skipped)} of {len(results)} machine(s) skipped, nothing sent to their BMCs: "
+                 + "; ".join(f"{r.machine}: {r.reason}" for r in skipped))
+    return ActionResult([r.as_dict() for r in results], RESULT_COLUMNS, error,
+                        warnings=[w for r in results for w in r.warnings])
 
 
 RESULT_COLUMNS = ("machine", "status", "bios_set", "family", "changed", "power", "reason")
@@ -78,6 +90,9 @@ class Bios(Barclamp):
         if skipped:
             proposal.note(f"skipped {len(skipped)} machine(s) with no known BMC ({', '.join(skipped[:4])}"
                           f"{' ...' if len(skipped) > 4 else ''}): they report none under crowbar_wall.bmc")
+        if managed:
+            proposal.note("credentials go only to confirmed BMC addresses: check each, then "
+                          "`crowbar machines bmc confirm NAME` (a machine without one is skipped)")
 
     def validate(self, proposal, ctx):
         for index, entry in enumerate(proposal.settings.bios_map):
@@ -89,6 +104,7 @@ class Bios(Barclamp):
             yield f"bmc_password is not set; set it with `crowbar bios proposal edit {proposal.name} --set bmc_password=...`"
 
     def on_transition(self, ctx, proposal, machine, state):
-        if machine.name in proposal.elements.get("bios-settings", []):
-            apply(ctx, proposal, [machine.name])
+        committed = committed_revision(ctx, proposal.name)  # never the editable revision
+        if machine.name in committed.elements.get("bios-settings", []):
+            apply(ctx, committed, [machine.name])
 

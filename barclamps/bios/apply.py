@@ -7,7 +7,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from barclamp_sdk import BMC, BMCEndpoint, BMCError, Context, Proposal, ValidationError, run_parallel
+from barclamp_sdk import (
+    BMC,
+    BMCEndpoint,
+    BMCError,
+    ConfirmedBMC,
+    Context,
+    Proposal,
+    ValidationError,
+    bmc_endpoint_text,
+    bmc_report_warnings,
+    run_parallel,
+)
 from barclamps.bios.choice import choose_sets, family_of, target_settings
 
 
@@ -24,26 +35,39 @@ class BiosResult:
     unsupported: list[str] = field(default_factory=list)
     power: str = ""
     reason: str = ""
-    certificate: str | None = None
+    #: What the node reports about its BMC that is not used (see barclamp_sdk.model.bmctrust).
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "certificate"}
+        return dict(self.__dict__)
 
 
-def _endpoint(machine: Any, username: str, password: str, pinned: str | None) -> BMCEndpoint:
-    bmc = machine.bmc
+def _endpoint(bmc: ConfirmedBMC, username: str, password: str) -> BMCEndpoint:
+    """Where credentials go: the confirmed endpoint, its certificate pinned; never the node's report."""
     return BMCEndpoint(bmc.address, username, password, ipmi_port=bmc.ipmi_port, redfish_port=bmc.redfish_port,
-                       redfish_system=bmc.redfish_system, certificate_sha256=pinned)
+                       redfish_system=bmc.redfish_system, certificate_sha256=bmc.certificate_sha256)
 
 
-def _apply_one(machine: Any, roles: list[str], settings: Any, password: str, pinned: str | None) -> BiosResult:
+def _apply_one(machine: Any, confirmed: ConfirmedBMC | None, roles: list[str], settings: Any,
+               password: str) -> BiosResult:
     bios_set, raid_set, why = choose_sets(settings.bios_map, roles)
     family = family_of(machine)
     result = BiosResult(machine.name, "applied", bios_set, raid_set, family["family"])
-    if machine.bmc is None:
-        result.status, result.reason = "skipped", "no known BMC (nothing under crowbar_wall.bmc)"
+    result.warnings = bmc_report_warnings(machine.name, confirmed, machine.bmc) if confirmed else []
+    if confirmed is None:
+        reported = machine.bmc
+        told = (f"; the node reports {bmc_endpoint_text(reported.address, reported.ipmi_port, reported.redfish_port)}, "
+                "never used with credentials" if reported else "")
+        result.status = "skipped"
+        result.reason = (f"no confirmed BMC address{told}; check it, then "
+                         f"`crowbar machines bmc confirm {machine.name}`")
         return result
-    endpoint = _endpoint(machine, settings.bmc_username, password, pinned)
+    if not confirmed.certificate_sha256:
+        result.status = "skipped"
+        result.reason = (f"the Redfish certificate of its BMC {confirmed.address} is not pinned; "
+                         f"`crowbar machines bmc confirm {machine.name}` pins it")
+        return result
+    endpoint = _endpoint(confirmed, settings.bmc_username, password)
     bmc = BMC(endpoint)
     try:
         current = bmc.bios_settings()
@@ -53,7 +77,7 @@ def _apply_one(machine: Any, roles: list[str], settings: Any, password: str, pin
         bmc.set_bios_settings(changes)
         if changes:
             # pyghmi caches Redfish reads for 30 s: verify on a fresh session.
-            check = BMC(_endpoint(machine, settings.bmc_username, password, bmc.certificate_sha256))
+            check = BMC(endpoint)
             after = check.bios_settings()
             wrong = {k: after.get(k) for k, v in changes.items() if after.get(k) != v}
             if wrong:
@@ -66,14 +90,28 @@ def _apply_one(machine: Any, roles: list[str], settings: Any, password: str, pin
         result.power = bmc.power_state()
     except BMCError as exc:
         result.status, result.reason = "problem", str(exc)
-    result.certificate = bmc.certificate_sha256
     result.reason = result.reason or f"{bios_set}: {why}"
     return result
 
 
+def committed_revision(ctx: Context, name: str) -> Proposal:
+    """The revision of bios/``name`` last committed (never the editable one), or a ValidationError."""
+    applied = ctx.applied("bios", name)
+    if applied is None:
+        raise ValidationError(f"bios/{name} is not committed; `crowbar bios apply` acts on committed proposals "
+                              f"only: commit it first (`crowbar bios proposal commit {name}`)")
+    return applied
+
+
 def apply(ctx: Context, proposal: Proposal, names: list[str], *,
           progress: Callable[[int], None] | None = None) -> list[BiosResult]:
-    """Set the BIOS of ``names`` (machines of ``proposal``) and record the results."""
+    """Set the BIOS of ``names`` as the committed revision of ``proposal`` says, and record the results.
+
+    Credentials go only to each machine's confirmed BMC (``crowbar.machines.bmc``),
+    whose Redfish certificate must match the one pinned; a machine without
+    one is skipped with the reason.
+    """
+    proposal = committed_revision(ctx, proposal.name)
     settings = proposal.settings
     if settings.bmc_password is None:
         raise ValidationError(f"bmc_password is not set in bios/{proposal.name}")
@@ -81,13 +119,13 @@ def apply(ctx: Context, proposal: Proposal, names: list[str], *,
     managed = set(proposal.elements.get("bios-settings", []))
     outside = [n for n in names if n not in managed]
     if outside:
-        raise ValidationError(f"{', '.join(outside)} not in bios/{proposal.name}'s bios-settings; add them first")
+        raise ValidationError(f"{', '.join(outside)} not in the bios-settings of bios/{proposal.name} as committed "
+                              f"(r{proposal.revision}); add them and commit first")
     inventory = ctx.inventory(names)
     cluster = ctx.machines()
     missing = [n for n in names if inventory.get(n) is None or cluster.get(n) is None]
     if missing:
         raise ValidationError(f"no machine {missing[0]!r}; see `crowbar machines list`")
-    pinned = {n: cluster.get(n).hardware.get("bmc_certificate") for n in names}  # type: ignore[union-attr]
 
     def work(name: str) -> BiosResult:
         record = cluster.get(name)
@@ -95,30 +133,24 @@ def apply(ctx: Context, proposal: Proposal, names: list[str], *,
         own = {e.name for e in proposal.definition.elements}
         roles = [r for r in (*record.elements, *(e for elements in record.pending.values() for e in elements))
                  if r not in own]
-        result = _apply_one(inventory.get(name), roles, settings, password, pinned[name])
+        confirmed = ctx.confirmed_bmc(name)  # from the role's object endpoint, under no node's control
+        result = _apply_one(inventory.get(name), confirmed, roles, settings, password)
         if progress is not None:
             progress(1)
         return result
 
     results = run_parallel(work, names, workers=8, name="bios")
-    _record(ctx, results, pinned)
+    _record(ctx, results)
     return results
 
 
-def _record(ctx: Context, results: list[BiosResult], pinned: dict[str, str | None]) -> None:
+def _record(ctx: Context, results: list[BiosResult]) -> None:
     """Status and sets into each machine's record; failures put it in problem."""
-    hardware: dict[str, dict[str, Any]] = {}
-    for result in results:
-        if result.status == "skipped":
-            continue
-        facts: dict[str, Any] = {
-            "bios_set": result.bios_set, "raid_set": result.raid_set,
-            "bios": {"status": result.status, "at": now_iso(), "family": result.family,
-                     "changed": sorted(result.changed), "unsupported": result.unsupported,
-                     "reason": result.reason}}
-        if result.certificate and not pinned.get(result.machine):
-            facts["bmc_certificate"] = result.certificate  # trust on first use
-        hardware[result.machine] = facts
+    hardware = {
+        r.machine: {"bios_set": r.bios_set, "raid_set": r.raid_set,
+                    "bios": {"status": r.status, "at": now_iso(), "family": r.family, "changed": sorted(r.changed),
+                             "unsupported": r.unsupported, "reason": r.reason, "warnings": r.warnings}}
+        for r in results if r.status != "skipped"}
     ctx.record_hardware(hardware, {r.machine: r.reason for r in results if r.status == "problem"})
 
 
