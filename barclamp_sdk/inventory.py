@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from barclamp_sdk.naming import node_role_name
+from barclamp_sdk.platforms import classify_virtualization, os_of, platform_refusal
 
 #: Attributes read from each node (partial search key map).
 NODE_KEYS: dict[str, list[str]] = {
@@ -25,6 +26,9 @@ NODE_KEYS: dict[str, list[str]] = {
     "fqdn": ["fqdn"],
     "platform": ["platform"],
     "platform_version": ["platform_version"],
+    "platform_family": ["platform_family"],
+    "os": ["os"],
+    "cloud": ["cloud"],
     "cpu_total": ["cpu", "total"],
     "cpu_real": ["cpu", "real"],
     "cpu_flags": ["cpu", "0", "flags"],
@@ -106,6 +110,8 @@ class BlockDevice(BaseModel):
     model: str = ""
     vendor: str = ""
     os_disk: bool = False
+    #: Why the OS uses it (mounted, swap, a RAID set, LVM), as the node reports.
+    in_use: tuple[str, ...] = ()
 
     @property
     def size_gb(self) -> float:
@@ -143,6 +149,9 @@ class Machine(BaseModel):
     fqdn: str = ""
     platform: str = ""
     platform_version: str = ""
+    platform_family: str = ""
+    os: str = ""
+    cloud_provider: str = ""
     cpu_count: int = 0
     cpu_sockets: int = 0
     cpu_flags: frozenset[str] = frozenset()
@@ -155,6 +164,8 @@ class Machine(BaseModel):
     serial: str = ""
     virtualization_system: str = ""
     virtualization_role: str = ""
+    #: How the virtualisation was recognised: "ohai", "dmi", "cloud" or "".
+    virtualization_source: str = ""
     bmc: BMCInfo | None = None
     rack: str = ""
     hypervisor_host: str = ""
@@ -188,8 +199,8 @@ class Machine(BaseModel):
 
     @property
     def data_disks(self) -> tuple[BlockDevice, ...]:
-        """Disks that are neither removable nor the OS disk."""
-        return tuple(d for d in self.disks if not d.os_disk and not d.removable)
+        """Disks that are neither removable, the OS disk, nor in use by the OS."""
+        return tuple(d for d in self.disks if not d.os_disk and not d.removable and not d.in_use)
 
     def free_disks(self, owner: str | None = None) -> tuple[BlockDevice, ...]:
         """Data disks not claimed by anyone but ``owner``."""
@@ -204,10 +215,23 @@ class Machine(BaseModel):
     def disk(self, name: str) -> BlockDevice | None:
         return next((d for d in self.disks if d.name == name), None)
 
+    @property
+    def os_family(self) -> str:
+        """The operating system (``linux``, ``windows``, ``darwin``, ``aix`` ...), "" if unknown."""
+        return os_of(self.platform, self.os)
+
+    def platform_refusal(self, allowed: Mapping[str, str] | None,
+                         excluded: Mapping[str, str] | None = None) -> str | None:
+        """Why Crowbar-style ``platform`` / ``exclude_platform`` constraints refuse this machine."""
+        return platform_refusal(self.platform, self.platform_version, self.platform_family, self.os,
+                                allowed=allowed, excluded=excluded or {})
+
 
 def _disks(block: Any, filesystem: Any, wall: dict[str, Any]) -> tuple[BlockDevice, ...]:
     devices = _dict(block)
     os_disk = _str(wall.get("boot_disk")) or _root_disk(filesystem)
+    in_use = {disk_of(str(k)): tuple(str(w) for w in v) if isinstance(v, list) else (str(v),)
+              for k, v in _dict(wall.get("disks_in_use")).items() if v}
     found = []
     for name in sorted(devices):
         info = _dict(devices[name])
@@ -221,6 +245,7 @@ def _disks(block: Any, filesystem: Any, wall: dict[str, Any]) -> tuple[BlockDevi
             model=_str(info.get("model")).strip(),
             vendor=_str(info.get("vendor")).strip(),
             os_disk=(name == disk_of(os_disk)) if os_disk else False,
+            in_use=in_use.get(name, ()),
         ))
     if found and not any(d.os_disk for d in found):
         # Unknown boot disk: never offer the first fixed disk for data.
@@ -288,7 +313,8 @@ def _fact_problems(node: Mapping[str, Any]) -> tuple[str, ...]:
         return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) \
             else f"{type(value).__name__} {value!r:.40}"
 
-    for key in ("block_device", "filesystem", "interfaces", "dmi_system", "virtualization", "crowbar_wall"):
+    for key in ("block_device", "filesystem", "interfaces", "dmi_system", "virtualization", "cloud",
+                "crowbar_wall"):
         value = node.get(key)
         if value is not None and not isinstance(value, dict):
             problems.append(f"{where(key)} should be a mapping, not {kind(value)}")
@@ -307,7 +333,7 @@ def _fact_problems(node: Mapping[str, Any]) -> tuple[str, ...]:
             problems.append(f"block_device.{name} should be a mapping, not {kind(info)}")
         elif info.get("size") is not None and _int(info.get("size"), -1) < 0:
             problems.append(f"block_device.{name}.size should be a number of sectors, not {kind(info['size'])}")
-    for key in ("name", "fqdn", "platform", "platform_version", "ipaddress"):
+    for key in ("name", "fqdn", "platform", "platform_version", "platform_family", "os", "ipaddress"):
         value = node.get(key)
         if value is not None and not isinstance(value, str):
             problems.append(f"{where(key)} should be text, not {kind(value)}")
@@ -322,7 +348,7 @@ def machine_from_search(node: Mapping[str, Any], role: Mapping[str, Any] | None)
     """
     wall = _dict(node.get("crowbar_wall"))
     dmi = _dict(node.get("dmi_system"))
-    virt = _dict(node.get("virtualization"))
+    virt = classify_virtualization(_dict(node.get("virtualization")), dmi, _dict(node.get("cloud")))
     crowbar = _dict((role or {}).get("crowbar"))
     flags = node.get("cpu_flags")
     run_list_map = _dict(crowbar.get("run_list_map"))
@@ -331,6 +357,9 @@ def machine_from_search(node: Mapping[str, Any], role: Mapping[str, Any] | None)
         fqdn=_str(node.get("fqdn")),
         platform=_str(node.get("platform")),
         platform_version=_str(node.get("platform_version")),
+        platform_family=_str(node.get("platform_family")),
+        os=_str(node.get("os")),
+        cloud_provider=_str(_dict(node.get("cloud")).get("provider")),
         cpu_count=_int(node.get("cpu_total")),
         cpu_sockets=_int(node.get("cpu_real")),
         cpu_flags=frozenset(str(f) for f in flags) if isinstance(flags, list) else frozenset(),
@@ -341,8 +370,9 @@ def machine_from_search(node: Mapping[str, Any], role: Mapping[str, Any] | None)
         manufacturer=_str(dmi.get("manufacturer")).strip(),
         product=_str(dmi.get("product_name")).strip(),
         serial=_str(dmi.get("serial_number")).strip(),
-        virtualization_system=_str(virt.get("system")),
-        virtualization_role=_str(virt.get("role")),
+        virtualization_system=virt.system,
+        virtualization_role=virt.role,
+        virtualization_source=virt.source,
         bmc=_bmc(wall),
         rack=_str(wall.get("rack")),
         hypervisor_host=_str(wall.get("hypervisor_host")),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from barclamp_sdk.chef.client import solr_escape
 from barclamp_sdk.cluster import MATCH_ALL, ClusterView, MachineRecord, record_from_role
 from barclamp_sdk.context import Context
+from barclamp_sdk.crowbar1x import adopt, is_crowbar1x_role
 from barclamp_sdk.errors import CrowbarError, NotFound, NotFoundError
 from barclamp_sdk.inventory import NODE_KEYS, ROLE_KEYS, Inventory, machine_from_search
 from barclamp_sdk.naming import NODE_ROLE_PREFIX, check_node_name, node_role_name
@@ -43,6 +44,8 @@ class Machines:
         self.crowbar = crowbar
         self.chef = crowbar.chef
         self.roles = NodeRoleStore(crowbar.chef, crowbar.locks, concurrency=crowbar.concurrency)
+        #: Nodes the last :meth:`discover` could not make machines: name -> why.
+        self.discovery_problems: dict[str, str] = {}
 
     # -- reading ---------------------------------------------------------------------
 
@@ -123,9 +126,15 @@ class Machines:
         known = set(self.cluster().names())
         candidates = list(names) if names is not None else self.chef.nodes.list()
         found = []
+        self.discovery_problems = {}
         for name in candidates:
             if name not in known:
-                self.transition(name, "discovering")
+                try:
+                    self.transition(name, "discovering")
+                except CrowbarError as exc:  # one odd node never stops the others
+                    log.warning("node %s not discovered: %s", name, exc)
+                    self.discovery_problems[name] = str(exc)
+                    continue
                 found.append(name)
         return found
 
@@ -178,7 +187,10 @@ class Machines:
         check_node_name(name)
         check_state(state)
         created = False
-        if state == "discovering" and self.roles.find(name) is None:
+        existing = self.roles.find(name) if state == "discovering" else None
+        if existing is not None and record_from_role(existing) is None and is_crowbar1x_role(existing):
+            return self._adopt_crowbar1x(name)
+        if state == "discovering" and existing is None:
             if self.chef.nodes.find(name) is None:
                 raise NotFoundError(
                     f"no Chef node {name!r}: run chef-client on the machine first "
@@ -196,6 +208,27 @@ class Machines:
         if state == "ready":
             self.crowbar.queue.process(trigger=name)
         return record
+
+    def _adopt_crowbar1x(self, name: str) -> MachineRecord:
+        """Take over a Crowbar 1.x role of ``name`` in place (see :mod:`barclamp_sdk.crowbar1x`)."""
+        notes: list[str] = []
+
+        def change(role: dict[str, Any]) -> bool:
+            if not is_crowbar1x_role(role):
+                return False
+            adopted, found = adopt(role, name)
+            role.clear()
+            role.update(adopted)
+            notes[:] = found
+            return True
+
+        report = self.roles.update({name: change}, purpose=f"adopt the Crowbar 1.x role of {name}")
+        if report.failed:
+            raise report.failed[name]
+        for note in notes:
+            log.warning("%s: %s", name, note)
+        self._add_role_to_node(name)
+        return self.record(name)
 
     def _write_state(self, name: str, state: str) -> MachineRecord:
         holder: dict[str, dict[str, Any]] = {}

@@ -29,6 +29,7 @@ from barclamp_sdk.errors import NotFoundError, RevisionConflict, ValidationError
 from barclamp_sdk.jsondoc import Change, diff, get_path, set_path, unified_diff, unset_path
 from barclamp_sdk.locks import Lock
 from barclamp_sdk.naming import check_proposal_name, config_role_name, proposal_lock_name
+from barclamp_sdk.placement import drop_platform_refused, on_supported_platforms
 from barclamp_sdk.secrets import MASK, secret_paths
 from barclamp_sdk.store import ProposalStore
 from barclamp_sdk.validation import parse_setting, validate
@@ -216,7 +217,9 @@ class Proposals:
             self._set_one(proposal, key, value)
         inventory = self.crowbar.machines.inventory() if from_inventory else None
         if inventory is not None:
-            definition.create_proposal(proposal, inventory, Context(self.crowbar, definition))
+            usable = on_supported_platforms(proposal, inventory)
+            definition.create_proposal(proposal, usable, Context(self.crowbar, definition))
+            drop_platform_refused(proposal, inventory)
         if fill is not None:
             fill(proposal)
         with self.crowbar.locks.hold(proposal_lock_name(barclamp, name), f"create {barclamp}/{name}"):

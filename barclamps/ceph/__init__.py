@@ -22,6 +22,7 @@ from pydantic import Field
 
 from barclamp_sdk import Attributes, Barclamp, Element, Secret
 from barclamp_sdk.placement import general_purpose, odd_quorum, short
+from barclamp_sdk.platforms import LINUX
 
 
 def cephx_key() -> str:
@@ -55,9 +56,9 @@ class Ceph(Barclamp):
     member = ("storage",)
     Attributes = CephAttributes
     elements = (
-        Element("ceph-mon", recipes=("ceph::mon",), priority=80, min=1, odd=True, max=7),
-        Element("ceph-osd", recipes=("ceph::osd",), priority=81, min=2),
-        Element("ceph-radosgw", recipes=("ceph::radosgw",), priority=82, max=3),
+        Element("ceph-mon", recipes=("ceph::mon",), platform=LINUX, priority=80, min=1, odd=True, max=7),
+        Element("ceph-osd", recipes=("ceph::osd",), platform=LINUX, priority=81, min=2),
+        Element("ceph-radosgw", recipes=("ceph::radosgw",), platform=LINUX, priority=82, max=3),
     )
     element_order = (("ceph-mon",), ("ceph-osd",), ("ceph-radosgw",))
 

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 
 from barclamp_sdk import Attributes, Barclamp, Element, Secret
 from barclamp_sdk.placement import best_controller
+from barclamp_sdk.platforms import LINUX
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
@@ -57,7 +58,7 @@ class Eqlx(Barclamp):
     member = ("openstack",)
     Attributes = EqlxAttributes
     elements = (
-        Element("eqlx-driver", recipes=("eqlx::driver",), priority=90, min=1,
+        Element("eqlx-driver", recipes=("eqlx::driver",), platform=LINUX, priority=90, min=1,
                 description="EqualLogic volume driver for nova-volume (SSH to the SAN group)"),
     )
 
