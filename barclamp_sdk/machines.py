@@ -18,7 +18,7 @@ from barclamp_sdk.chef.client import solr_escape
 from barclamp_sdk.cluster import MATCH_ALL, ClusterView, MachineRecord, record_from_role
 from barclamp_sdk.context import Context
 from barclamp_sdk.crowbar1x import adopt, is_crowbar1x_role
-from barclamp_sdk.errors import CrowbarError, NotFound, NotFoundError
+from barclamp_sdk.errors import CrowbarError, NotFound, NotFoundError, ValidationError
 from barclamp_sdk.inventory import NODE_KEYS, ROLE_KEYS, Inventory, machine_from_search
 from barclamp_sdk.naming import NODE_ROLE_PREFIX, check_node_name, node_role_name
 from barclamp_sdk.noderoles import NodeRoleStore, crowbar_data, now_iso
@@ -87,7 +87,8 @@ class Machines:
                       else MATCH_ALL)
         roles: dict[str, dict[str, Any]] = {}
         for row in self.chef.partial_search("role", role_query, ROLE_KEYS):
-            node = (row.get("crowbar") or {}).get("node")
+            data = row.get("crowbar")
+            node = data.get("node") if isinstance(data, dict) else None  # a foreign crowbar-* role
             if isinstance(node, str) and str(row.get("role", "")).startswith(NODE_ROLE_PREFIX):
                 roles[node] = row
         machines = []
@@ -188,8 +189,11 @@ class Machines:
         check_state(state)
         created = False
         existing = self.roles.find(name) if state == "discovering" else None
-        if existing is not None and record_from_role(existing) is None and is_crowbar1x_role(existing):
-            return self._adopt_crowbar1x(name)
+        if existing is not None and record_from_role(existing) is None:
+            if is_crowbar1x_role(existing):
+                return self._adopt_crowbar1x(name)
+            raise ValidationError(f"role {node_role_name(name)} exists but is no machine's role (neither "
+                                "barclamp-sdk's nor Crowbar 1.x's shape); rename or delete it, then discover again")
         if state == "discovering" and existing is None:
             if self.chef.nodes.find(name) is None:
                 raise NotFoundError(

@@ -100,7 +100,7 @@ def on_supported_platforms(proposal: Any, inventory: Inventory) -> Inventory:
              for name, reason in sorted(refused.items())]
     first = next(iter(sorted(refused.items())))[1]
     proposal.note(f"left out {len(refused)} machine(s) whose platform this barclamp's roles do not run on: "
-                  f"{short(shown)}; {first.split('(', 1)[-1].rstrip(')') if '(' in first else first}")
+                  f"{short(shown, limit=8)}; {first.split('(', 1)[-1].rstrip(')') if '(' in first else first}")
     return Inventory(m for m in inventory if m.name not in refused)
 
 
