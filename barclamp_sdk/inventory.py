@@ -333,6 +333,9 @@ def _fact_problems(node: Mapping[str, Any]) -> tuple[str, ...]:
             problems.append(f"block_device.{name} should be a mapping, not {kind(info)}")
         elif info.get("size") is not None and _int(info.get("size"), -1) < 0:
             problems.append(f"block_device.{name}.size should be a number of sectors, not {kind(info['size'])}")
+    in_use = _dict(node.get("crowbar_wall")).get("disks_in_use")
+    if in_use is not None and not isinstance(in_use, dict):
+        problems.append(f"crowbar_wall.disks_in_use should be a mapping of disk to reasons, not {kind(in_use)}")
     for key in ("name", "fqdn", "platform", "platform_version", "platform_family", "os", "ipaddress"):
         value = node.get(key)
         if value is not None and not isinstance(value, str):

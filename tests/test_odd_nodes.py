@@ -212,6 +212,8 @@ def test_every_barclamp_proposes_when_no_machine_has_a_free_disk(crowbar, chef, 
     inventory = crowbar.machines.inventory()
     assert all(m.free_disks() == () for m in inventory)
     assert inventory.get("raid.example.com").disk("sdc").in_use == ("lvm dm-0", "mounted /srv")
+    odd = machine_from_search({"name": "x", "crowbar_wall": {"disks_in_use": ["sda"]}}, None)
+    assert odd.fact_problems == ("crowbar_wall.disks_in_use should be a mapping of disk to reasons, not a list",)
     proposal = crowbar.proposals.create(barclamp, "default")
     assert proposal.notes
     if barclamp == "swift":
