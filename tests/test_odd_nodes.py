@@ -287,3 +287,13 @@ def test_a_crowbar1x_role_is_adopted_and_never_stops_discovery_of_others(crowbar
     assert crowbar.machines.discover([old]) == []
     ceph = crowbar.proposals.create("ceph", "default")
     assert ceph.settings.osd_devices.get(old, ["sdb"]) == ["sdb"]
+
+
+def test_the_command_proposes_on_a_cluster_with_no_free_disk_without_a_traceback(crowbar, chef, crowbar_cli):
+    add_node(chef, "osonly.example.com", disks={"sda": 240})
+    crowbar.machines.discover()
+    for barclamp in BARCLAMPS:
+        code, out, err = crowbar_cli(barclamp, "proposal", "create", "default")
+        assert code == 0 and "Traceback" not in out + err, (barclamp, out, err)
+    code, out, err = crowbar_cli("swift", "proposal", "commit", "default")
+    assert code == 1 and err.strip() == "error: swift/default: swift-storage needs at least 1 machine(s), has 0"
