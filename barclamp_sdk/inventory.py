@@ -52,6 +52,7 @@ ROLE_KEYS: dict[str, list[str]] = {
 _UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?b?)\s*$", re.IGNORECASE)
 _PARTITION = re.compile(r"^(.*?\d)p\d+$|^(.*?[a-z])\d+$")
+_WHOLE_DISK = re.compile(r"^(nvme\d+n\d+|mmcblk\d+|nbd\d+|loop\d+)$")  # names ending in a digit
 
 
 def parse_size(value: Any) -> int:
@@ -92,6 +93,8 @@ def _dict(value: Any) -> dict[str, Any]:
 def disk_of(device: str) -> str:
     """The whole disk a partition lives on: sda1 -> sda, nvme0n1p2 -> nvme0n1."""
     name = device.rsplit("/", 1)[-1]
+    if _WHOLE_DISK.match(name):
+        return name
     match = _PARTITION.match(name)
     if not match:
         return name
@@ -230,7 +233,7 @@ class Machine(BaseModel):
 def _disks(block: Any, filesystem: Any, wall: dict[str, Any]) -> tuple[BlockDevice, ...]:
     devices = _dict(block)
     os_disk = _str(wall.get("boot_disk")) or _root_disk(filesystem)
-    in_use = {disk_of(str(k)): tuple(str(w) for w in v) if isinstance(v, list) else (str(v),)
+    in_use = {str(k): tuple(str(w) for w in v) if isinstance(v, list) else (str(v),)
               for k, v in _dict(wall.get("disks_in_use")).items() if v}
     found = []
     for name in sorted(devices):

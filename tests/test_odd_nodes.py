@@ -297,3 +297,13 @@ def test_the_command_proposes_on_a_cluster_with_no_free_disk_without_a_traceback
         assert code == 0 and "Traceback" not in out + err, (barclamp, out, err)
     code, out, err = crowbar_cli("swift", "proposal", "commit", "default")
     assert code == 1 and err.strip() == "error: swift/default: swift-storage needs at least 1 machine(s), has 0"
+
+
+def test_whole_nvme_and_mmc_disks_are_not_taken_for_partitions():
+    from barclamp_sdk.inventory import disk_of
+
+    assert disk_of("nvme0n1") == "nvme0n1" and disk_of("/dev/mmcblk0") == "mmcblk0"
+    assert disk_of("nvme0n1p1") == "nvme0n1" and disk_of("mmcblk0p2") == "mmcblk0" and disk_of("sdb3") == "sdb"
+    machine = machine_from_search({"name": "n", "crowbar_wall": {"boot_disk": "nvme1n1"},
+                                   "block_device": {"nvme0n1": {"size": "1000"}, "nvme1n1": {"size": "1000"}}}, None)
+    assert [d.name for d in machine.disks if d.os_disk] == ["nvme1n1"]

@@ -139,3 +139,63 @@ def _closed_udp_port() -> int:
     from barclamp_sdk.local import free_port
 
     return free_port()
+
+
+def fake_host(root: Path) -> Path:
+    """/sys, /proc and /dev of a server: RAID1 root (md0 on sda2+sdb2), /boot on sda1,
+    LVM (dm-0 on sdc) at /srv, swap on sdd1, dm-crypt (dm-1 on sde) unmounted,
+    /var on nvme0n1p1, and sdf unused."""
+    sys = root / "sys"
+    disks = {"sda": ["sda1", "sda2"], "sdb": ["sdb2"], "sdc": [], "sdd": ["sdd1"], "sde": [], "sdf": [],
+             "nvme0n1": ["nvme0n1p1"]}
+    (sys / "class" / "block").mkdir(parents=True)
+    for disk, parts in disks.items():
+        (sys / "devices" / disk).mkdir(parents=True)
+        (sys / "class" / "block" / disk).symlink_to(f"../../devices/{disk}")
+        for part in parts:
+            (sys / "devices" / disk / part).mkdir()
+            (sys / "devices" / disk / part / "partition").write_text("1\n")
+            (sys / "class" / "block" / part).symlink_to(f"../../devices/{disk}/{part}")
+    for holder, slave, uuid in (("md0", "sda2", ""), ("md0", "sdb2", ""), ("dm-0", "sdc", "LVM-abc"),
+                                ("dm-1", "sde", "CRYPT-LUKS2-abc")):
+        virtual = sys / "devices" / "virtual" / holder
+        (virtual / "slaves").mkdir(parents=True, exist_ok=True)
+        (virtual / "slaves" / slave).write_text("")
+        if uuid:
+            (virtual / "dm").mkdir(exist_ok=True)
+            (virtual / "dm" / "uuid").write_text(uuid + "\n")
+        if not (sys / "class" / "block" / holder).exists():
+            (sys / "class" / "block" / holder).symlink_to(f"../../devices/virtual/{holder}")
+    dev = root / "dev"
+    (dev / "mapper").mkdir(parents=True)
+    for name in ("md0", "dm-0", "dm-1", "sda1", "sdd1", "nvme0n1p1"):
+        (dev / name).write_text("")
+    (dev / "mapper" / "vg-srv").symlink_to("../dm-0")
+    (root / "proc" / "self").mkdir(parents=True)
+    (root / "proc" / "self" / "mounts").write_text(
+        "/dev/md0 / ext4 rw 0 0\n/dev/sda1 /boot ext4 rw 0 0\n/dev/mapper/vg-srv /srv xfs rw 0 0\n"
+        "/dev/nvme0n1p1 /var ext4 rw 0 0\nproc /proc proc rw 0 0\ntmpfs /run tmpfs rw 0 0\n")
+    (root / "proc" / "swaps").write_text("Filename Type Size Used Priority\n/dev/sdd1 partition 8388604 0 -2\n")
+    return root
+
+
+def test_raid_lvm_swap_and_dm_crypt_disks_are_in_use_and_only_the_unused_disk_is_offered(tmp_path, crowbar, chef):
+    wall = run_ohai("crowbar_wall", env={"CROWBAR_WALL_ROOT": str(fake_host(tmp_path / "host"))})
+    assert wall["boot_disk"] == "sda"
+    assert wall["disks_in_use"] == {
+        "nvme0n1": ["mounted /var"], "sda": ["mounted /", "mounted /boot", "raid md0"],
+        "sdb": ["mounted /", "raid md0"], "sdc": ["lvm dm-0", "mounted /srv"],
+        "sdd": ["swap /dev/sdd1"], "sde": ["dm-crypt dm-1"]}
+    facts = run_ohai()
+    facts["block_device"] = {d: {"size": str(4000 * 1000**3 // 512), "removable": "0", "rotational": "1"}
+                             for d in ("sda", "sdb", "sdc", "sdd", "sde", "sdf", "nvme0n1", "md0", "dm-0", "dm-1")}
+    facts["crowbar_wall"] = wall
+    chef.nodes.create({"name": "raid.example.com", "chef_type": "node", "json_class": "Chef::Node",
+                       "chef_environment": "_default", "run_list": [], "normal": {}, "default": {},
+                       "override": {}, "automatic": facts})
+    crowbar.machines.discover()
+    machine = crowbar.machines.inventory().get("raid.example.com")
+    assert [d.name for d in machine.disks if d.os_disk] == ["sda"]
+    assert [d.name for d in machine.free_disks()] == ["sdf"]
+    swift = crowbar.proposals.create("swift", "default")
+    assert [d.name for d in swift.settings.devices["raid.example.com"]] == ["sdf"]

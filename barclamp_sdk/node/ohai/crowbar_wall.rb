@@ -20,7 +20,8 @@
 # Load it with `ohai -d DIR` or Chef's `ohai.plugin_path << DIR`.
 # CROWBAR_WALL_IPMITOOL_OPTIONS (for example "-I lanplus -H 10.0.0.5 -U u -P p")
 # reads a BMC over the network instead of the local IPMI device;
-# CROWBAR_WALL_IPMITOOL names the ipmitool to run (default: found on PATH).
+# CROWBAR_WALL_IPMITOOL names the ipmitool to run (default: found on PATH);
+# CROWBAR_WALL_ROOT reads /sys, /proc and /dev under another root (tests).
 
 require "json"
 
@@ -35,14 +36,23 @@ Ohai.plugin(:CrowbarWall) do
 
   # -- disks -------------------------------------------------------------------
 
+  # Where /sys, /proc and /dev are read ("" on a node; a copy of them in tests).
+  def host_root
+    @host_root ||= ENV["CROWBAR_WALL_ROOT"].to_s.chomp("/")
+  end
+
+  def host(path)
+    "#{host_root}#{path}"
+  end
+
   def sys_block(name)
-    "/sys/class/block/#{name}"
+    host("/sys/class/block/#{name}")
   end
 
   # The block device (kernel name) holding the file system mounted at +path+.
   def device_of_path(path)
-    stat = File.stat(path)
-    link = "/sys/dev/block/#{stat.dev_major}:#{stat.dev_minor}"
+    stat = File.stat(host(path))
+    link = host("/sys/dev/block/#{stat.dev_major}:#{stat.dev_minor}")
     File.exist?(link) ? File.basename(File.realpath(link)) : nil
   rescue SystemCallError
     nil
@@ -52,7 +62,7 @@ Ohai.plugin(:CrowbarWall) do
   def device_of_source(source)
     return nil unless source.start_with?("/dev/")
 
-    name = File.basename(File.realpath(source))
+    name = File.basename(File.realpath(host(source)))
     File.exist?(sys_block(name)) ? name : nil
   rescue SystemCallError
     nil
@@ -81,7 +91,7 @@ Ohai.plugin(:CrowbarWall) do
 
   # Mounted file systems backed by a block device: [[kernel name, mount point]].
   def block_mounts
-    File.readlines("/proc/self/mounts").filter_map do |line|
+    File.readlines(host("/proc/self/mounts")).filter_map do |line|
       source, mountpoint = line.split(" ", 3)
       next if source.nil? || mountpoint.nil?
 
@@ -102,8 +112,8 @@ Ohai.plugin(:CrowbarWall) do
   def disks_in_use(mounts)
     uses = {}
     mounts.each { |device, mountpoint| add_use(uses, physical_disks(device), "mounted #{mountpoint}") }
-    if File.exist?("/proc/swaps")
-      File.readlines("/proc/swaps").drop(1).each do |line|
+    if File.exist?(host("/proc/swaps"))
+      File.readlines(host("/proc/swaps")).drop(1).each do |line|
         source, kind = line.split
         next if source.nil?
 
@@ -111,7 +121,7 @@ Ohai.plugin(:CrowbarWall) do
         add_use(uses, physical_disks(device), "swap #{source}") if device
       end
     end
-    Dir.glob("/sys/class/block/*/slaves/*").sort.each do |slave|
+    Dir.glob(host("/sys/class/block/*/slaves/*")).sort.each do |slave|
       holder = File.basename(File.dirname(File.dirname(slave)))
       kind = if holder.start_with?("md") then "raid"
              elsif File.exist?("#{sys_block(holder)}/dm/uuid") &&
@@ -140,7 +150,7 @@ Ohai.plugin(:CrowbarWall) do
   # -- the BMC -----------------------------------------------------------------
 
   def ipmi_device?
-    %w{/dev/ipmi0 /dev/ipmi/0 /dev/ipmidev/0}.any? { |d| File.exist?(d) }
+    %w{/dev/ipmi0 /dev/ipmi/0 /dev/ipmidev/0}.any? { |d| File.exist?(host(d)) }
   end
 
   def parse_lan_print(text)
