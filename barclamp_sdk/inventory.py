@@ -235,6 +235,8 @@ def _disks(block: Any, filesystem: Any, wall: dict[str, Any]) -> tuple[BlockDevi
     os_disk = _str(wall.get("boot_disk")) or _root_disk(filesystem)
     in_use = {str(k): tuple(str(w) for w in v) if isinstance(v, list) else (str(v),)
               for k, v in _dict(wall.get("disks_in_use")).items() if v}
+    for path, owner in _dict(wall.get("claimed_disks")).items():  # written by Crowbar 1.x recipes
+        in_use.setdefault(disk_of(str(path)), (f"claimed by {owner} (crowbar_wall.claimed_disks)",))
     found = []
     for name in sorted(devices):
         info = _dict(devices[name])

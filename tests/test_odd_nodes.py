@@ -261,8 +261,9 @@ def crowbar1x_role(node: str) -> dict[str, Any]:
 
 
 def test_a_crowbar1x_role_is_adopted_and_never_stops_discovery_of_others(crowbar, chef, crowbar_cli):
-    names = [add_node(chef, f"n{i}.example.com", index=i) for i in (1, 2, 3)]
     old = "n2.example.com"
+    names = [add_node(chef, f"n{i}.example.com", index=i,
+                      wall={"claimed_disks": {"/dev/sdc": "Cinder"}} if i == 2 else None) for i in (1, 2, 3)]
     chef.roles.create(crowbar1x_role(old))
     strange = add_node(chef, "n25.example.com", index=25)
     chef.roles.create({"name": node_role_name(strange), "json_class": "Chef::Role", "chef_type": "role",
@@ -278,6 +279,7 @@ def test_a_crowbar1x_role_is_adopted_and_never_stops_discovery_of_others(crowbar
     assert machine.state == "ready" and machine.roles == ("nova-config-default", "nova-multi-compute")
     assert dict(machine.claimed_disks) == {"sda": "crowbar-1.x:OS", "sdc": "crowbar-1.x:Cinder"}
     assert [d.name for d in machine.free_disks()] == ["sdb"]
+    assert machine.disk("sdc").in_use == ("claimed by Cinder (crowbar_wall.claimed_disks)",)
     role = chef.roles.get(node_role_name(old))
     kept = role["default_attributes"]["crowbar"]
     assert kept["hardware"]["bios_set"] == "Virtualization" and kept["network"]["admin"]
