@@ -222,6 +222,7 @@ def test_every_barclamp_proposes_when_no_machine_has_a_free_disk(crowbar, chef, 
         assert proposal.settings.devices == {}
     if barclamp == "ceph":
         assert proposal.elements["ceph-osd"] == [] and proposal.settings.osd_devices == {}
+        assert any(n.startswith("OSDs on none (no machine has a free disk") for n in proposal.notes)
     if barclamp == "bios":  # none reports a BMC
         assert proposal.elements["bios-settings"] == []
         assert any("no known BMC" in n for n in proposal.notes)

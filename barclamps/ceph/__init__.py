@@ -72,7 +72,8 @@ class Ceph(Barclamp):
             extra = sorted((m for m in machines if m not in osds and with_disks[m.name]),
                            key=lambda m: (m.is_virtual, -len(with_disks[m.name]), m.name))
             osds += extra[:2 - len(osds)]
-            reason = "too few storage servers: machines with the most unused disks were added"
+            reason = ("too few storage servers: machines with the most unused disks were added" if osds else
+                      "no machine has a free disk (each is the OS disk, in use by the OS or claimed)")
         for machine in osds:
             devices = [d.name for d in with_disks[machine.name]]
             settings.osd_devices[machine.name] = devices[:1] if settings.disk_mode == "first" else devices
