@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from barclamp_sdk.barclamp import Element
 from barclamp_sdk.crowbar1x import is_crowbar1x_role
@@ -310,3 +312,28 @@ def test_whole_nvme_and_mmc_disks_are_not_taken_for_partitions():
     machine = machine_from_search({"name": "n", "crowbar_wall": {"boot_disk": "nvme1n1"},
                                    "block_device": {"nvme0n1": {"size": "1000"}, "nvme1n1": {"size": "1000"}}}, None)
     assert [d.name for d in machine.disks if d.os_disk] == ["nvme1n1"]
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                    max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(virtualization=JSON, dmi=JSON, cloud=JSON, wall=JSON, platform=JSON, os=JSON,
+       in_use=JSON, claimed=JSON)
+def test_odd_platform_virtualization_and_wall_shapes_never_break_a_machine(
+        virtualization, dmi, cloud, wall, platform, os, in_use, claimed):
+    wall = dict(wall) if isinstance(wall, dict) else wall
+    if isinstance(wall, dict):
+        wall.update({"disks_in_use": in_use, "claimed_disks": claimed})
+    node = {"name": "odd", "virtualization": virtualization, "dmi_system": dmi, "cloud": cloud,
+            "crowbar_wall": wall, "platform": platform, "os": os,
+            "block_device": {"sda": {"size": "100"}, "sdb": {"size": "100"}}}
+    machine = machine_from_search(node, None)
+    assert isinstance(machine.virtualization_system, str) and isinstance(machine.virtualization_role, str)
+    assert machine.is_virtual == (machine.virtualization_role == "guest")
+    assert isinstance(machine.os_family, str)
+    reason = Element("e", platform=LINUX).refuses(machine)
+    assert reason is None or reason.startswith("its platform ")
+    assert all(isinstance(w, str) for d in machine.disks for w in d.in_use)
