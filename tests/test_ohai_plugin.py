@@ -144,10 +144,10 @@ def _closed_udp_port() -> int:
 def fake_host(root: Path) -> Path:
     """/sys, /proc and /dev of a server: RAID1 root (md0 on sda2+sdb2), /boot on sda1,
     LVM (dm-0 on sdc) at /srv, swap on sdd1, dm-crypt (dm-1 on sde) unmounted,
-    /var on nvme0n1p1, and sdf unused."""
+    a multipath map (dm-2 on sdg), /var on nvme0n1p1, and sdf unused."""
     sys = root / "sys"
     disks = {"sda": ["sda1", "sda2"], "sdb": ["sdb2"], "sdc": [], "sdd": ["sdd1"], "sde": [], "sdf": [],
-             "nvme0n1": ["nvme0n1p1"]}
+             "sdg": [], "nvme0n1": ["nvme0n1p1"]}
     (sys / "class" / "block").mkdir(parents=True)
     for disk, parts in disks.items():
         (sys / "devices" / disk).mkdir(parents=True)
@@ -157,7 +157,7 @@ def fake_host(root: Path) -> Path:
             (sys / "devices" / disk / part / "partition").write_text("1\n")
             (sys / "class" / "block" / part).symlink_to(f"../../devices/{disk}/{part}")
     for holder, slave, uuid in (("md0", "sda2", ""), ("md0", "sdb2", ""), ("dm-0", "sdc", "LVM-abc"),
-                                ("dm-1", "sde", "CRYPT-LUKS2-abc")):
+                                ("dm-1", "sde", "CRYPT-LUKS2-abc"), ("dm-2", "sdg", "mpath-3600abc")):
         virtual = sys / "devices" / "virtual" / holder
         (virtual / "slaves").mkdir(parents=True, exist_ok=True)
         (virtual / "slaves" / slave).write_text("")
@@ -185,10 +185,10 @@ def test_raid_lvm_swap_and_dm_crypt_disks_are_in_use_and_only_the_unused_disk_is
     assert wall["disks_in_use"] == {
         "nvme0n1": ["mounted /var"], "sda": ["mounted /", "mounted /boot", "raid md0"],
         "sdb": ["mounted /", "raid md0"], "sdc": ["lvm dm-0", "mounted /srv"],
-        "sdd": ["swap /dev/sdd1"], "sde": ["dm-crypt dm-1"]}
+        "sdd": ["swap /dev/sdd1"], "sde": ["dm-crypt dm-1"], "sdg": ["multipath dm-2"]}
     facts = run_ohai()
     facts["block_device"] = {d: {"size": str(4000 * 1000**3 // 512), "removable": "0", "rotational": "1"}
-                             for d in ("sda", "sdb", "sdc", "sdd", "sde", "sdf", "nvme0n1", "md0", "dm-0", "dm-1")}
+                             for d in ("sda", "sdb", "sdc", "sdd", "sde", "sdf", "sdg", "nvme0n1", "md0", "dm-0", "dm-1", "dm-2")}
     facts["crowbar_wall"] = wall
     chef.nodes.create({"name": "raid.example.com", "chef_type": "node", "json_class": "Chef::Node",
                        "chef_environment": "_default", "run_list": [], "normal": {}, "default": {},

@@ -109,6 +109,18 @@ Ohai.plugin(:CrowbarWall) do
     disks.each { |disk| (uses[disk] ||= []) << why unless (uses[disk] || []).include?(why) }
   end
 
+  # What kind of device stacks on its members: "raid", "lvm", "dm-crypt", "multipath" ...
+  def holder_kind(holder)
+    return "raid" if holder.start_with?("md")
+
+    uuid_file = "#{sys_block(holder)}/dm/uuid"
+    uuid = File.exist?(uuid_file) ? File.read(uuid_file) : ""
+    { "LVM-" => "lvm", "CRYPT-" => "dm-crypt", "mpath-" => "multipath" }.each do |prefix, kind|
+      return kind if uuid.start_with?(prefix)
+    end
+    holder.start_with?("dm-") ? "device-mapper" : "stacked"
+  end
+
   def disks_in_use(mounts)
     uses = {}
     mounts.each { |device, mountpoint| add_use(uses, physical_disks(device), "mounted #{mountpoint}") }
@@ -123,13 +135,7 @@ Ohai.plugin(:CrowbarWall) do
     end
     Dir.glob(host("/sys/class/block/*/slaves/*")).sort.each do |slave|
       holder = File.basename(File.dirname(File.dirname(slave)))
-      kind = if holder.start_with?("md") then "raid"
-             elsif File.exist?("#{sys_block(holder)}/dm/uuid") &&
-                   File.read("#{sys_block(holder)}/dm/uuid").start_with?("CRYPT")
-               "dm-crypt"
-             else "lvm"
-             end
-      add_use(uses, physical_disks(File.basename(slave)), "#{kind} #{holder}")
+      add_use(uses, physical_disks(File.basename(slave)), "#{holder_kind(holder)} #{holder}")
     end
     uses.transform_values(&:sort).sort.to_h
   rescue SystemCallError => e
