@@ -31,6 +31,7 @@ from barclamp_sdk.model.commit import CommitResult, RoleChange
 from barclamp_sdk.model.hooks import Context
 from barclamp_sdk.model.inventory import BlockDevice, Interface, Inventory, Machine
 from barclamp_sdk.model.parallel import run_parallel
+from barclamp_sdk.model.platforms import LINUX
 from barclamp_sdk.model.placement import (
     best_controller,
     general_purpose,
@@ -69,6 +70,7 @@ __all__ = [
     "Interface",
     "Inventory",
     "LIFECYCLE",
+    "LINUX",
     "Link",
     "Machine",
     "MachineRecord",

@@ -117,8 +117,12 @@ def machines_transition(state: CLIState, name: str, new_state: str) -> None:
 @pass_state
 def machines_discover(state: CLIState, names: tuple[str, ...]) -> None:
     """Make Chef nodes (all, or NAMES) Crowbar machines."""
-    found = state.crowbar().machines.discover(names or None)
-    state.emit({"discovered": found}, lambda: f"discovered {len(found)} new machine(s)")
+    machines = state.crowbar().machines
+    found = machines.discover(names or None)
+    problems = dict(machines.discovery_problems)
+    state.emit({"discovered": found, "problems": problems},
+               lambda: "\n".join([f"discovered {len(found)} new machine(s)"]
+                                  + [f"not discovered: {n}: {why}" for n, why in sorted(problems.items())]))
 
 
 

@@ -6,7 +6,7 @@ boot disk, rack, hypervisor host). Crowbar's own view of the machine (state,
 allocation, roles, claimed disks) comes from its ``crowbar-<node>`` role.
 
 Both are read with partial search, so only the attributes below travel:
-:data:`NODE_KEYS` and :data:`ROLE_KEYS`.
+:data:`NODE_KEYS`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from barclamp_sdk.model.cluster import MachineRecord
 from barclamp_sdk.model.naming import node_role_name
+from barclamp_sdk.model.platforms import classify_virtualization, os_of, platform_refusal
 
 #: Attributes read from each node (partial search key map).
 NODE_KEYS: dict[str, list[str]] = {
@@ -26,6 +27,9 @@ NODE_KEYS: dict[str, list[str]] = {
     "fqdn": ["fqdn"],
     "platform": ["platform"],
     "platform_version": ["platform_version"],
+    "platform_family": ["platform_family"],
+    "os": ["os"],
+    "cloud": ["cloud"],
     "cpu_total": ["cpu", "total"],
     "cpu_real": ["cpu", "real"],
     "cpu_flags": ["cpu", "0", "flags"],
@@ -43,6 +47,7 @@ NODE_KEYS: dict[str, list[str]] = {
 _UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?b?)\s*$", re.IGNORECASE)
 _PARTITION = re.compile(r"^(.*?\d)p\d+$|^(.*?[a-z])\d+$")
+_WHOLE_DISK = re.compile(r"^(nvme\d+n\d+|mmcblk\d+|nbd\d+|loop\d+)$")  # names ending in a digit
 
 
 def parse_size(value: Any) -> int:
@@ -83,6 +88,8 @@ def _dict(value: Any) -> dict[str, Any]:
 def disk_of(device: str) -> str:
     """The whole disk a partition lives on: sda1 -> sda, nvme0n1p2 -> nvme0n1."""
     name = device.rsplit("/", 1)[-1]
+    if _WHOLE_DISK.match(name):
+        return name
     match = _PARTITION.match(name)
     if not match:
         return name
@@ -101,6 +108,8 @@ class BlockDevice(BaseModel):
     model: str = ""
     vendor: str = ""
     os_disk: bool = False
+    #: Why the OS uses it (mounted, swap, a RAID set, LVM), as the node reports.
+    in_use: tuple[str, ...] = ()
 
     @property
     def size_gb(self) -> float:
@@ -138,6 +147,9 @@ class Machine(BaseModel):
     fqdn: str = ""
     platform: str = ""
     platform_version: str = ""
+    platform_family: str = ""
+    os: str = ""
+    cloud_provider: str = ""
     cpu_count: int = 0
     cpu_sockets: int = 0
     cpu_flags: frozenset[str] = frozenset()
@@ -150,6 +162,8 @@ class Machine(BaseModel):
     serial: str = ""
     virtualization_system: str = ""
     virtualization_role: str = ""
+    #: How the virtualisation was recognised: "ohai", "dmi", "cloud" or "".
+    virtualization_source: str = ""
     bmc: BMCInfo | None = None
     rack: str = ""
     hypervisor_host: str = ""
@@ -183,8 +197,8 @@ class Machine(BaseModel):
 
     @property
     def data_disks(self) -> tuple[BlockDevice, ...]:
-        """Disks that are neither removable nor the OS disk."""
-        return tuple(d for d in self.disks if not d.os_disk and not d.removable)
+        """Disks that are neither removable, the OS disk, nor in use by the OS."""
+        return tuple(d for d in self.disks if not d.os_disk and not d.removable and not d.in_use)
 
     def free_disks(self, owner: str | None = None) -> tuple[BlockDevice, ...]:
         """Data disks not claimed by anyone but ``owner``."""
@@ -199,10 +213,25 @@ class Machine(BaseModel):
     def disk(self, name: str) -> BlockDevice | None:
         return next((d for d in self.disks if d.name == name), None)
 
+    @property
+    def os_family(self) -> str:
+        """The operating system (``linux``, ``windows``, ``darwin``, ``aix`` ...), "" if unknown."""
+        return os_of(self.platform, self.os)
+
+    def platform_refusal(self, allowed: Mapping[str, str] | None,
+                         excluded: Mapping[str, str] | None = None) -> str | None:
+        """Why Crowbar-style ``platform`` / ``exclude_platform`` constraints refuse this machine."""
+        return platform_refusal(self.platform, self.platform_version, self.platform_family, self.os,
+                                allowed=allowed, excluded=excluded or {})
+
 
 def _disks(block: Any, filesystem: Any, wall: dict[str, Any]) -> tuple[BlockDevice, ...]:
     devices = _dict(block)
     os_disk = _str(wall.get("boot_disk")) or _root_disk(filesystem)
+    in_use = {str(k): tuple(str(w) for w in v) if isinstance(v, list) else (str(v),)
+              for k, v in _dict(wall.get("disks_in_use")).items() if v}
+    for path, owner in _dict(wall.get("claimed_disks")).items():  # written by Crowbar 1.x recipes
+        in_use.setdefault(disk_of(str(path)), (f"claimed by {owner} (crowbar_wall.claimed_disks)",))
     found = []
     for name in sorted(devices):
         info = _dict(devices[name])
@@ -216,6 +245,7 @@ def _disks(block: Any, filesystem: Any, wall: dict[str, Any]) -> tuple[BlockDevi
             model=_str(info.get("model")).strip(),
             vendor=_str(info.get("vendor")).strip(),
             os_disk=(name == disk_of(os_disk)) if os_disk else False,
+            in_use=in_use.get(name, ()),
         ))
     if found and not any(d.os_disk for d in found):
         # Unknown boot disk: never offer the first fixed disk for data.
@@ -283,7 +313,8 @@ def _fact_problems(node: Mapping[str, Any]) -> tuple[str, ...]:
         return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) \
             else f"{type(value).__name__} {value!r:.40}"
 
-    for key in ("block_device", "filesystem", "interfaces", "dmi_system", "virtualization", "crowbar_wall"):
+    for key in ("block_device", "filesystem", "interfaces", "dmi_system", "virtualization", "cloud",
+                "crowbar_wall"):
         value = node.get(key)
         if value is not None and not isinstance(value, dict):
             problems.append(f"{where(key)} should be a mapping, not {kind(value)}")
@@ -302,7 +333,10 @@ def _fact_problems(node: Mapping[str, Any]) -> tuple[str, ...]:
             problems.append(f"block_device.{name} should be a mapping, not {kind(info)}")
         elif info.get("size") is not None and _int(info.get("size"), -1) < 0:
             problems.append(f"block_device.{name}.size should be a number of sectors, not {kind(info['size'])}")
-    for key in ("name", "fqdn", "platform", "platform_version", "ipaddress"):
+    in_use = _dict(node.get("crowbar_wall")).get("disks_in_use")
+    if in_use is not None and not isinstance(in_use, dict):
+        problems.append(f"crowbar_wall.disks_in_use should be a mapping of disk to reasons, not {kind(in_use)}")
+    for key in ("name", "fqdn", "platform", "platform_version", "platform_family", "os", "ipaddress"):
         value = node.get(key)
         if value is not None and not isinstance(value, str):
             problems.append(f"{where(key)} should be text, not {kind(value)}")
@@ -319,13 +353,16 @@ def machine_from_search(node: Mapping[str, Any], record: MachineRecord | None) -
     """
     wall = _dict(node.get("crowbar_wall"))
     dmi = _dict(node.get("dmi_system"))
-    virt = _dict(node.get("virtualization"))
+    virt = classify_virtualization(_dict(node.get("virtualization")), dmi, _dict(node.get("cloud")))
     flags = node.get("cpu_flags")
     return Machine(
         name=_str(node.get("name")),
         fqdn=_str(node.get("fqdn")),
         platform=_str(node.get("platform")),
         platform_version=_str(node.get("platform_version")),
+        platform_family=_str(node.get("platform_family")),
+        os=_str(node.get("os")),
+        cloud_provider=_str(_dict(node.get("cloud")).get("provider")),
         cpu_count=_int(node.get("cpu_total")),
         cpu_sockets=_int(node.get("cpu_real")),
         cpu_flags=frozenset(str(f) for f in flags) if isinstance(flags, list) else frozenset(),
@@ -336,8 +373,9 @@ def machine_from_search(node: Mapping[str, Any], record: MachineRecord | None) -
         manufacturer=_str(dmi.get("manufacturer")).strip(),
         product=_str(dmi.get("product_name")).strip(),
         serial=_str(dmi.get("serial_number")).strip(),
-        virtualization_system=_str(virt.get("system")),
-        virtualization_role=_str(virt.get("role")),
+        virtualization_system=virt.system,
+        virtualization_role=virt.role,
+        virtualization_source=virt.source,
         bmc=_bmc(wall),
         rack=_str(wall.get("rack")),
         hypervisor_host=_str(wall.get("hypervisor_host")),

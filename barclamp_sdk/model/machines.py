@@ -16,12 +16,13 @@ from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.model.bmctrust import MachineBMCs
-from barclamp_sdk.errors import CrowbarError, NotFoundError
+from barclamp_sdk.errors import CrowbarError, NotFoundError, ValidationError
+from barclamp_sdk.model.crowbar1x import adopt, is_crowbar1x_role
 from barclamp_sdk.model.cluster import ClusterView, MachineRecord, record_from_role
 from barclamp_sdk.model.hooks import HookServices
 from barclamp_sdk.model.inventory import Inventory
 from barclamp_sdk.model.jsondoc import now_iso
-from barclamp_sdk.model.naming import check_node_name
+from barclamp_sdk.model.naming import check_node_name, node_role_name
 from barclamp_sdk.model.noderoles import NodeRoleStore, crowbar_data
 from barclamp_sdk.model.nodes import NodeRunLists
 from barclamp_sdk.model.reader import ClusterReader
@@ -49,6 +50,8 @@ class Machines:
         self.on_ready = on_ready
         #: Confirmed BMC endpoints: the only ones credentials go to.
         self.bmc = bmc
+        #: Nodes the last :meth:`discover` could not make machines: name -> why.
+        self.discovery_problems: dict[str, str] = {}
 
     # -- reading ---------------------------------------------------------------------
 
@@ -108,9 +111,15 @@ class Machines:
         known = set(self.cluster().names())
         candidates = list(names) if names is not None else self.chef.nodes.list()
         found = []
+        self.discovery_problems = {}
         for name in candidates:
             if name not in known:
-                self.transition(name, "discovering")
+                try:
+                    self.transition(name, "discovering")
+                except CrowbarError as exc:  # one odd node never stops the others
+                    log.warning("node %s not discovered: %s", name, exc)
+                    self.discovery_problems[name] = str(exc)
+                    continue
                 found.append(name)
         return found
 
@@ -133,7 +142,13 @@ class Machines:
         check_node_name(name)
         check_state(state)
         created = False
-        if state == "discovering" and self.roles.find(name) is None:
+        existing = self.roles.find(name) if state == "discovering" else None
+        if existing is not None and record_from_role(existing) is None:
+            if is_crowbar1x_role(existing):
+                return self._adopt_crowbar1x(name)
+            raise ValidationError(f"role {node_role_name(name)} exists but is no machine's role (neither "
+                                "barclamp-sdk's nor Crowbar 1.x's shape); rename or delete it, then discover again")
+        if state == "discovering" and existing is None:
             if self.chef.nodes.find(name) is None:
                 raise NotFoundError(
                     f"no Chef node {name!r}: run chef-client on the machine first "
@@ -151,6 +166,27 @@ class Machines:
         if state == "ready" and self.on_ready is not None:
             self.on_ready(name)
         return record
+
+    def _adopt_crowbar1x(self, name: str) -> MachineRecord:
+        """Take over a Crowbar 1.x role of ``name`` in place (see :mod:`barclamp_sdk.model.crowbar1x`)."""
+        notes: list[str] = []
+
+        def change(role: dict[str, Any]) -> bool:
+            if not is_crowbar1x_role(role):
+                return False
+            adopted, found = adopt(role, name)
+            role.clear()
+            role.update(adopted)
+            notes[:] = found
+            return True
+
+        report = self.roles.update({name: change}, purpose=f"adopt the Crowbar 1.x role of {name}")
+        if report.failed:
+            raise report.failed[name]
+        for note in notes:
+            log.warning("%s: %s", name, note)
+        self.run_lists.add_role(name)
+        return self.record(name)
 
     def _write_state(self, name: str, state: str) -> MachineRecord:
         holder: dict[str, dict[str, Any]] = {}

@@ -7,8 +7,10 @@ same inventory always gives the same proposal.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from barclamp_sdk.model.inventory import Machine
+from barclamp_sdk.model.inventory import Inventory, Machine
+from barclamp_sdk.model.spec import Element
 
 
 def is_managed_hypervisor(machine: Machine) -> bool:
@@ -72,3 +74,46 @@ def short(machines: Sequence[str], limit: int = 4) -> str:
 def _reverse_name(name: str) -> tuple[int, ...]:
     # max() with this key prefers the alphabetically first name on ties.
     return tuple(-ord(c) for c in name)
+
+
+def platform_refused(machines: Iterable[Machine], elements: Iterable[Element]) -> dict[str, str]:
+    """Machines no element accepts by platform (Crowbar's ``platform`` /
+    ``exclude_platform``): machine name -> why (the first element's reason)."""
+    elements = list(elements)
+    refused = {}
+    for machine in machines:
+        reasons = [machine.platform_refusal(e.platform, e.exclude_platform) for e in elements]
+        if elements and all(reasons):
+            refused[machine.name] = str(reasons[0])
+    return refused
+
+
+def on_supported_platforms(proposal: Any, inventory: Inventory) -> Inventory:
+    """The inventory a barclamp places from: machines some element supports.
+
+    The machines left out are named in one note of ``proposal``, with why.
+    """
+    refused = platform_refused(inventory, proposal.definition.elements)
+    if not refused:
+        return inventory
+    shown = [f"{name} ({reason.removeprefix('its platform ').split(' is ')[0]})"
+             for name, reason in sorted(refused.items())]
+    first = next(iter(sorted(refused.items())))[1]
+    proposal.note(f"left out {len(refused)} machine(s) whose platform this barclamp's roles do not run on: "
+                  f"{short(shown, limit=8)}; {first.split('(', 1)[-1].rstrip(')') if '(' in first else first}")
+    return Inventory(m for m in inventory if m.name not in refused)
+
+
+def drop_platform_refused(proposal: Any, inventory: Inventory) -> list[str]:
+    """Take each element off machines whose platform it does not support
+    (whatever placed it there), with a note; returns what was dropped."""
+    dropped = []
+    for element in proposal.definition.elements:
+        for node in list(proposal.elements.get(element.name, [])):
+            machine = inventory.get(node)
+            reason = machine.platform_refusal(element.platform, element.exclude_platform) if machine else None
+            if reason:
+                proposal.unassign(element.name, node)
+                proposal.note(f"{element.name} not placed on {node}: {reason}")
+                dropped.append(f"{element.name}@{node}")
+    return dropped

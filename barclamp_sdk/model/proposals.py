@@ -27,6 +27,7 @@ from barclamp_sdk.model.hooks import Context, HookServices
 from barclamp_sdk.model.jsondoc import Change, diff, get_path, set_path, unified_diff, unset_path
 from barclamp_sdk.model.locks import Lock, LockManager
 from barclamp_sdk.model.naming import check_proposal_name, proposal_lock_name, secrets_item_id
+from barclamp_sdk.model.placement import drop_platform_refused, on_supported_platforms
 from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
 from barclamp_sdk.model.queue import Queue
 from barclamp_sdk.model.reader import ClusterReader
@@ -202,7 +203,9 @@ class Proposals:
             self._set_one(proposal, key, value)
         inventory = self.reader.inventory() if from_inventory else None
         if inventory is not None:
-            definition.create_proposal(proposal, inventory, self.services.context(definition))
+            usable = on_supported_platforms(proposal, inventory)
+            definition.create_proposal(proposal, usable, self.services.context(definition))
+            drop_platform_refused(proposal, inventory)
         if fill is not None:
             fill(proposal)
         with self.locks.hold(proposal_lock_name(barclamp, name), f"create {barclamp}/{name}"):

@@ -77,6 +77,9 @@ class Element:
     a machine with it; ``accepts`` a check of each machine's facts, returning
     why it cannot hold the element (or None). ``states`` are the machine
     states in which the role is on the run list (Crowbar's ``element_states``).
+    ``platform`` / ``exclude_platform`` are Crowbar's element constraints:
+    platform, family or OS name -> version spec (``{"linux": "/.*/"}``,
+    ``{"suse": ">= 12.2"}``); ``platform=None`` allows every platform.
     """
 
     name: str
@@ -92,6 +95,19 @@ class Element:
     description: str = ""
     attributes: Mapping[str, Any] = field(default_factory=dict)
     accepts: Callable[[Machine], str | None] | None = None
+    platform: Mapping[str, str] | None = None
+    exclude_platform: Mapping[str, str] = field(default_factory=dict)
+
+    def refuses(self, machine: Machine) -> str | None:
+        """Why ``machine`` cannot hold this element (platform, then ``accepts``), or None."""
+        reason = machine.platform_refusal(self.platform, self.exclude_platform)
+        if reason is None and self.accepts is not None:
+            reason = self.accepts(machine)
+        return reason
+
+    @property
+    def checks_machines(self) -> bool:
+        return self.accepts is not None or self.platform is not None or bool(self.exclude_platform)
 
     def check_count(self, count: int, *, draft: bool = False) -> str | None:
         """Why ``count`` machines break this element's rules, or None.

@@ -103,14 +103,14 @@ def check_elements(proposal: Proposal, cluster: ClusterView, *, draft: bool = Fa
 
 
 def check_machines(proposal: Proposal, inventory: Inventory) -> list[str]:
-    """Each element's ``accepts`` check, for every machine it holds."""
+    """Each element's platform constraints and ``accepts`` check, for every machine it holds."""
     errors = []
     for element in proposal.definition.elements:
-        if element.accepts is None:
+        if not element.checks_machines:
             continue
         for node in proposal.elements.get(element.name, []):
             machine = inventory.get(node)
-            reason = element.accepts(machine) if machine is not None else None
+            reason = element.refuses(machine) if machine is not None else None
             if reason:
                 errors.append(f"{node} cannot hold {element.name}: {reason}")
     return errors
@@ -197,7 +197,7 @@ class Validator:
         errors += check_attributes(proposal)
         cluster = cluster if cluster is not None else self.reader.view()
         errors += check_elements(proposal, cluster, draft=draft)
-        if any(e.accepts for e in proposal.definition.elements if proposal.elements.get(e.name)):
+        if any(e.checks_machines for e in proposal.definition.elements if proposal.elements.get(e.name)):
             inventory = inventory if inventory is not None else self.reader.inventory(proposal.nodes())
             errors += check_machines(proposal, inventory)
         documents: list[Proposal] | None = None

@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from barclamp_sdk import Attributes, Barclamp, Element, Secret, general_purpose, odd_quorum, short
+from barclamp_sdk import LINUX, Attributes, Barclamp, Element, Secret, general_purpose, odd_quorum, short
 
 
 def cephx_key() -> str:
@@ -54,9 +54,9 @@ class Ceph(Barclamp):
     member = ("storage",)
     Attributes = CephAttributes
     elements = (
-        Element("ceph-mon", recipes=("ceph::mon",), priority=80, min=1, odd=True, max=7),
-        Element("ceph-osd", recipes=("ceph::osd",), priority=81, min=2),
-        Element("ceph-radosgw", recipes=("ceph::radosgw",), priority=82, max=3),
+        Element("ceph-mon", recipes=("ceph::mon",), platform=LINUX, priority=80, min=1, odd=True, max=7),
+        Element("ceph-osd", recipes=("ceph::osd",), platform=LINUX, priority=81, min=2),
+        Element("ceph-radosgw", recipes=("ceph::radosgw",), platform=LINUX, priority=82, max=3),
     )
     element_order = (("ceph-mon",), ("ceph-osd",), ("ceph-radosgw",))
 
@@ -70,7 +70,8 @@ class Ceph(Barclamp):
             extra = sorted((m for m in machines if m not in osds and with_disks[m.name]),
                            key=lambda m: (m.is_virtual, -len(with_disks[m.name]), m.name))
             osds += extra[:2 - len(osds)]
-            reason = "too few storage servers: machines with the most unused disks were added"
+            reason = ("too few storage servers: machines with the most unused disks were added" if osds else
+                      "no machine has a free disk (each is the OS disk, in use by the OS or claimed)")
         for machine in osds:
             devices = [d.name for d in with_disks[machine.name]]
             settings.osd_devices[machine.name] = devices[:1] if settings.disk_mode == "first" else devices

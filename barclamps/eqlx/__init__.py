@@ -17,7 +17,7 @@ import re
 
 from pydantic import Field, field_validator
 
-from barclamp_sdk import Attributes, Barclamp, Element, Secret, best_controller
+from barclamp_sdk import LINUX, Attributes, Barclamp, Element, Secret, best_controller
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
@@ -56,7 +56,7 @@ class Eqlx(Barclamp):
     member = ("openstack",)
     Attributes = EqlxAttributes
     elements = (
-        Element("eqlx-driver", recipes=("eqlx::driver",), priority=90, min=1,
+        Element("eqlx-driver", recipes=("eqlx::driver",), platform=LINUX, priority=90, min=1,
                 description="EqualLogic volume driver for nova-volume (SSH to the SAN group)"),
     )
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 
-from barclamp_sdk import Barclamp, Element, Link, best_controller, general_purpose, is_managed_hypervisor, runs_services, short
+from barclamp_sdk import LINUX, Barclamp, Element, Link, best_controller, general_purpose, is_managed_hypervisor, runs_services, short
 from barclamps.nova.settings import NovaAttributes
 
 COMPUTE = {"kvm": ("nova-multi-compute-kvm", "nova-multi-compute-qemu"),
@@ -46,14 +46,14 @@ class Nova(Barclamp):
     member = ("openstack",)
     Attributes = NovaAttributes
     elements = (
-        Element("nova-multi-controller", recipes=("nova::controller",), priority=95, count=1, accepts=runs_services),
-        Element("nova-multi-compute-kvm", recipes=("nova::compute_kvm",), priority=97,
+        Element("nova-multi-controller", recipes=("nova::controller",), platform=LINUX, priority=95, count=1, accepts=runs_services),
+        Element("nova-multi-compute-kvm", recipes=("nova::compute_kvm",), platform=LINUX, priority=97,
                 conflicts=("nova-multi-compute-qemu",), accepts=can_run_kvm),
-        Element("nova-multi-compute-qemu", recipes=("nova::compute_qemu",), priority=97, accepts=runs_services),
-        Element("nova-multi-compute-xen", recipes=("nova::compute_xen",), priority=97, accepts=is_xenserver_host),
-        Element("nova-multi-compute-vmware", recipes=("nova::compute_vmware",), priority=97, max=1,
+        Element("nova-multi-compute-qemu", recipes=("nova::compute_qemu",), platform=LINUX, priority=97, accepts=runs_services),
+        Element("nova-multi-compute-xen", recipes=("nova::compute_xen",), platform=LINUX, priority=97, accepts=is_xenserver_host),
+        Element("nova-multi-compute-vmware", recipes=("nova::compute_vmware",), platform=LINUX, priority=97, max=1,
                 accepts=runs_services),
-        Element("nova-multi-volume", recipes=("nova::volume",), priority=96, accepts=runs_services),
+        Element("nova-multi-volume", recipes=("nova::volume",), platform=LINUX, priority=96, accepts=runs_services),
     )
     element_order = (("nova-multi-controller",), (*ALL_COMPUTE, "nova-multi-volume"))
     links = (

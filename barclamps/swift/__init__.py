@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from barclamp_sdk import Attributes, Barclamp, Element, Link, Secret, best_controller, general_purpose, short
+from barclamp_sdk import LINUX, Attributes, Barclamp, Element, Link, Secret, best_controller, general_purpose, short
 
 
 class Device(Attributes):
@@ -57,6 +57,8 @@ def balanced_zones(machines: list, zones: int) -> dict[str, int]:
     each rack goes whole into one zone (a rack is a failure domain); otherwise
     machines go round-robin, alternating racks, so each zone spans racks evenly.
     """
+    if not machines:
+        return {}
     racks: dict[str, list] = defaultdict(list)
     for machine in sorted(machines, key=lambda m: m.name):
         racks[machine.rack].append(machine)
@@ -82,10 +84,10 @@ class Swift(Barclamp):
     member = ("openstack", "storage")
     Attributes = SwiftAttributes
     elements = (
-        Element("swift-ring-compute", recipes=("swift::ring-compute",), priority=80, count=1),
-        Element("swift-proxy", recipes=("swift::proxy",), priority=81, min=1),
-        Element("swift-storage", recipes=("swift::storage",), priority=82, min=1),
-        Element("swift-dispersion", recipes=("swift::dispersion",), priority=83, max=1),
+        Element("swift-ring-compute", recipes=("swift::ring-compute",), platform=LINUX, priority=80, count=1),
+        Element("swift-proxy", recipes=("swift::proxy",), platform=LINUX, priority=81, min=1),
+        Element("swift-storage", recipes=("swift::storage",), platform=LINUX, priority=82, min=1),
+        Element("swift-dispersion", recipes=("swift::dispersion",), platform=LINUX, priority=83, max=1),
     )
     element_order = (("swift-storage",), ("swift-ring-compute",), ("swift-proxy",), ("swift-dispersion",),
                      ("swift-storage",))
@@ -97,7 +99,10 @@ class Swift(Barclamp):
         storage = [m for m in machines if m.storage_heavy and free[m.name]]
         if not storage:
             storage = sorted((m for m in machines if free[m.name]), key=lambda m: (m.is_virtual, -len(free[m.name]), m.name))
-            proposal.note("no storage servers with free disks: using the machines with the most unused disks")
+            proposal.note("no storage servers with free disks: using the machines with the most unused disks"
+                          if storage else
+                          "no machine has a free disk (each is the OS disk, in use by the OS or claimed): "
+                          "swift-storage stays empty until machines with free disks are discovered")
         settings = proposal.settings
         settings.zones = max(1, min(3, len(storage)))
         settings.replicas = min(3, settings.zones)
