@@ -128,6 +128,13 @@ class ProductionPersonality:
         # (index, key) -> [base doc or None, [(time, doc or None), ...]]
         self._pending: dict[tuple[str, str], list[Any]] = {}
 
+    def forget(self) -> None:
+        """Drop the record of recent writes (the server was emptied behind the proxy)."""
+        with self._lock:
+            self._pending.clear()
+            self.refused.clear()
+            self.api_versions.clear()
+
     def add_key(self, name: str, key: str | Path | bytes | rsa.RSAPrivateKey) -> None:
         """Let client ``name`` (PEM text, bytes, a path or a key) talk through the proxy."""
         if isinstance(key, rsa.RSAPrivateKey):
@@ -403,12 +410,33 @@ class ProductionPersonality:
         if search.keys is not None:
             where = f"/data/{quote(search.index, safe='')}/{quote(key, safe='')}" if bag else \
                 f"/{NAMED_INDEXES[search.index]}/{quote(key, safe='')}"
-            data = {alias: _dig(doc, path) for alias, path in search.keys.items()}
+            view = _node_view(doc) if search.index == "node" else doc
+            data = {alias: _dig(view, path) for alias, path in search.keys.items()}
             return {"url": upstream + where, "data": data}
         if bag:
             return {"name": f"data_bag_item_{search.index}_{key}", "json_class": "Chef::DataBagItem",
                     "chef_type": "data_bag_item", "data_bag": search.index, "raw_data": doc}
         return doc
+
+
+def _merge(low: Any, high: Any) -> Any:
+    if isinstance(low, dict) and isinstance(high, dict):
+        out = dict(low)
+        for key, value in high.items():
+            out[key] = _merge(low.get(key), value)
+        return out
+    return low if high is None else high
+
+
+def _node_view(doc: Any) -> Any:
+    """A node as partial search sees it: its attributes merged, plus its own fields."""
+    if not isinstance(doc, dict):
+        return doc
+    merged: Any = {}
+    for level in ("default", "normal", "override", "automatic"):
+        merged = _merge(merged, doc.get(level) or {})
+    return {**merged, **{k: v for k, v in doc.items()
+                         if k not in ("default", "normal", "override", "automatic")}}
 
 
 def _dig(doc: Any, path: Any) -> Any:
