@@ -137,12 +137,9 @@ def _split_point(values: list[str]) -> str | None:
     distinct = sorted(set(values))
     if len(distinct) < 2:
         return None
-    low, high = distinct[0], distinct[-1]
-    candidates = [v for v in distinct if _RANGE_SAFE.match(v) and low < v < high]
-    if not candidates:
-        candidates = [v for v in distinct if _RANGE_SAFE.match(v) and (low < v or v < high)]
-        candidates = [v for v in candidates if v != low] or candidates
-    if not candidates:
+    middle = len(distinct) // 2
+    # Strictly inside, so each half loses a value (progress), nearest the median.
+    inside = [i for i in range(1, len(distinct) - 1) if _RANGE_SAFE.match(distinct[i])]
+    if not inside:
         return None
-    middle = distinct[len(distinct) // 2]
-    return min(candidates, key=lambda v: abs(distinct.index(v) - distinct.index(middle)))
+    return distinct[min(inside, key=lambda i: abs(i - middle))]
