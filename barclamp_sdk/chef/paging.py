@@ -37,6 +37,10 @@ _RANGE_SAFE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.\-]*$")
 # Answers that are about the query, not the window: not worth narrowing.
 _QUERY_ERRORS = ("parse error", "invalid search query", "i don't know how to search")
 
+#: Halvings of one search before giving up: 2**64 results is more than any server holds,
+#: so hitting it means the ranges do not shrink (a server collation unlike byte order).
+MAX_DEPTH = 64
+
 Fetch = Callable[[str, int, int], list[Any]]
 
 
@@ -70,9 +74,9 @@ def search_all(fetch: Fetch, index: str, query: str, page_size: int,
     """Every row matching ``query`` exactly once; ``fetch(q, start, rows)`` gets one page."""
     field = "name" if index in NAMED_INDEXES else "id"
     seen: set[str] = set()
-    ranges: list[tuple[str | None, str | None]] = [(None, None)]
+    ranges: list[tuple[str | None, str | None, int]] = [(None, None, 0)]
     while ranges:
-        low, high = ranges.pop()
+        low, high, depth = ranges.pop()
         bounded = query if low is None and high is None else \
             f"({query}) AND {field}:[{low or '*'} TO {high or '*'}]"
         start = 0
@@ -101,13 +105,14 @@ def search_all(fetch: Fetch, index: str, query: str, page_size: int,
                 break
         if not complete:
             middle = _split_point(values)
-            if middle is None:
+            if middle is None or depth >= MAX_DEPTH:
                 raise InvalidResponse(
                     f"search {index} {query!r}: more results than the server's search window "
-                    f"({window.limit}) and no name to split them by; raise the server's "
-                    "max_result_window")
-            ranges.append((middle, high))
-            ranges.append((low, middle))
+                    f"({window.limit}) and no {field} range to split them by"
+                    + (" (the server orders names differently from byte order?)" if middle else "")
+                    + "; raise the server's max_result_window")
+            ranges.append((middle, high, depth + 1))
+            ranges.append((low, middle, depth + 1))
 
 
 def _maybe_window(exc: HTTPError) -> bool:
