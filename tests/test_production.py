@@ -225,6 +225,16 @@ def test_paging_past_a_small_window_returns_every_item_once(chef, production, to
     figures.record(f"search_requests_120_nodes_window_50_{'told' if told else 'learned'}", searches)
 
 
+def test_a_server_that_ignores_ranges_is_partitioned_by_prefix(chef, production):
+    server = production(window=40, lag=0, ranges=False)  # as goiardi --pg-search does
+    names = node_names(150) + ["alpha", "beta", "b.x", "zeta"]
+    create_nodes(chef, names)
+    client = server.client()
+    rows = [r["n"] for r in client.partial_search("node", "*:*", {"n": ["name"]})]
+    assert sorted(rows) == sorted(names)
+    assert client.search_window.ranges is False
+
+
 def test_data_bag_search_partitions_by_id(chef, production):
     server = production(window=10, lag=0)
     chef.data_bags.create("crowbar_history")

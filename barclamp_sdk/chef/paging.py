@@ -10,8 +10,14 @@ reports the page size as ``total``. So :func:`search_all`:
 * never asks past the window: when a range fills the window it is split in
   two name ranges at the median of the names it returned
   (``(Q) AND name:[* TO m]`` and ``(Q) AND name:[m TO *]``, ``id`` for data
-  bags; the range syntax both goiardi and erchef's Lucene grammar accept),
-  and each half is searched again, recursively;
+  bags; the range syntax goiardi in memory and erchef's Lucene grammar
+  accept), and each half is searched again, recursively;
+* falls back to name prefixes where ranges are not honoured (goiardi
+  ``--pg-search`` ignores or refuses them: a row outside its range, or an
+  error for a page size that worked, shows it): a full prefix ``P`` becomes
+  the longest prefix ``L`` its rows share plus ``P* AND NOT L*``, or, when
+  they share none, ``P`` plus each next character seen and ``P*`` without
+  those;
 * learns a smaller window: a page the server refuses (400/500) is retried
   narrower, and the largest page that worked becomes the window.
 """
@@ -52,6 +58,9 @@ class SearchWindow:
         self.limit = max(1, limit)
         self.good = 0
         self.learned = False
+        #: Whether the server honours name ranges (goiardi --pg-search does not);
+        #: None until a search needed a partition.
+        self.ranges: bool | None = None
 
     def worked(self, end: int) -> None:
         with self._lock:
@@ -74,14 +83,19 @@ def search_all(fetch: Fetch, index: str, query: str, page_size: int,
     """Every row matching ``query`` exactly once; ``fetch(q, start, rows)`` gets one page."""
     field = "name" if index in NAMED_INDEXES else "id"
     seen: set[str] = set()
-    ranges: list[tuple[str | None, str | None, int]] = [(None, None, 0)]
-    while ranges:
-        low, high, depth = ranges.pop()
-        bounded = query if low is None and high is None else \
-            f"({query}) AND {field}:[{low or '*'} TO {high or '*'}]"
+    todo: list[_Bucket] = [_Bucket("all")]
+    while todo:
+        bucket = todo.pop()
+        if bucket.depth > MAX_DEPTH:
+            raise InvalidResponse(
+                f"search {index} {query!r}: more results than the server's search window "
+                f"({window.limit}) and the {field} partitions stop shrinking; raise the server's "
+                "max_result_window")
+        bounded = bucket.query(query, field)
         start = 0
         values: list[str] = []
         complete = False
+        restart = False
         while True:
             rows = min(page_size, window.limit - start)
             if rows <= 0:
@@ -89,6 +103,9 @@ def search_all(fetch: Fetch, index: str, query: str, page_size: int,
             try:
                 found = fetch(bounded, start, rows)
             except HTTPError as exc:
+                if bucket.kind == "range" and start + rows <= max(window.good, 1):
+                    restart = True  # a page size that works, refused for a range: no ranges here
+                    break
                 if not _maybe_window(exc) or not window.refused(start + rows):
                     raise
                 continue
@@ -99,20 +116,93 @@ def search_all(fetch: Fetch, index: str, query: str, page_size: int,
                 if ident not in seen:
                     seen.add(ident)
                     yield row
+            if bucket.kind == "range" and any(not bucket.holds(v) for v in values[-len(found):]):
+                restart = True  # the server ignored the range
+                break
             start += len(found)
             if len(found) < rows:
                 complete = True
                 break
+        if restart:
+            log.info("search %s: the server does not honour %s ranges; partitioning by prefix", index, field)
+            window.ranges = False
+            todo = [_Bucket("all")]
+            continue
         if not complete:
-            middle = _split_point(values)
-            if middle is None or depth >= MAX_DEPTH:
+            children = bucket.split(values, window.ranges is not False)
+            if children is None:
                 raise InvalidResponse(
                     f"search {index} {query!r}: more results than the server's search window "
-                    f"({window.limit}) and no {field} range to split them by"
-                    + (" (the server orders names differently from byte order?)" if middle else "")
-                    + "; raise the server's max_result_window")
-            ranges.append((middle, high, depth + 1))
-            ranges.append((low, middle, depth + 1))
+                    f"({window.limit}) and no {field} to split them by; raise the server's "
+                    "max_result_window")
+            todo.extend(children)
+
+
+class _Bucket:
+    """A part of a search's results: all of it, a name range, or a name prefix
+    minus some longer prefixes (``P* AND NOT e1* AND NOT e2* ...``)."""
+
+    def __init__(self, kind: str, low: str | None = None, high: str | None = None,
+                 depth: int = 0, minus: tuple[str, ...] = ()) -> None:
+        self.kind = kind  # all | range (low..high) | prefix (low, minus)
+        self.low = low
+        self.high = high
+        self.depth = depth
+        self.minus = minus
+
+    def query(self, query: str, field: str) -> str:
+        if self.kind == "all":
+            return query
+        if self.kind == "range":
+            return f"({query}) AND {field}:[{self.low or '*'} TO {self.high or '*'}]"
+        clauses = [f"{field}:{_term(self.low)}*"] if self.low else []
+        # Parenthesised: goiardi cannot parse "A AND NOT b AND NOT c".
+        clauses += [f"(NOT {field}:{_term(e)}*)" for e in self.minus]
+        return " AND ".join([f"({query})", *clauses])
+
+    def holds(self, value: str) -> bool:
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    def split(self, values: list[str], ranges: bool) -> list[_Bucket] | None:
+        depth = self.depth + 1
+        if self.kind in ("all", "range") and ranges:
+            middle = _split_point(values)
+            if middle is None:
+                return None
+            return [_Bucket("range", middle, self.high, depth), _Bucket("range", self.low, middle, depth)]
+        prefix = "" if self.kind == "all" else (self.low or "")
+        mine = [v for v in values if v.startswith(prefix) and not any(v.startswith(e) for e in self.minus)]
+        if not mine:
+            return None
+        common = _common_prefix(mine)
+        if len(common) > len(prefix):
+            # They share a longer prefix: that, and the rest without it.
+            inner = tuple(e for e in self.minus if e.startswith(common))
+            return [_Bucket("prefix", common, depth=depth, minus=inner),
+                    _Bucket("prefix", prefix or None, depth=depth, minus=(*self.minus, common))]
+        seen = sorted({v[len(prefix)] for v in mine if len(v) > len(prefix)})
+        if not seen:
+            return None
+        children = [_Bucket("prefix", prefix + c, depth=depth,
+                            minus=tuple(e for e in self.minus if e.startswith(prefix + c))) for c in seen]
+        # What starts with characters not seen yet (and the name ``prefix`` itself).
+        children.append(_Bucket("prefix", prefix or None, depth=depth,
+                                minus=(*self.minus, *(prefix + c for c in seen))))
+        return children
+
+
+def _term(value: str | None) -> str:
+    """A name as a Lucene term: ':' escaped, and '-' where it would start one."""
+    text = (value or "").replace("\\", "\\\\").replace(":", "\\:")
+    return "\\" + text if text.startswith("-") else text
+
+
+def _common_prefix(values: list[str]) -> str:
+    low, high = min(values), max(values)
+    size = 0
+    while size < min(len(low), len(high)) and low[size] == high[size]:
+        size += 1
+    return low[:size]
 
 
 def _maybe_window(exc: HTTPError) -> bool:

@@ -106,6 +106,7 @@ class ProductionPersonality:
         license_invalid: bool = False,
         hold: threading.Event | None = None,
         seed: str = "opensearch",
+        ranges: bool = True,
     ) -> None:
         self.organization = organization
         self.lag = lag
@@ -116,6 +117,8 @@ class ProductionPersonality:
         #: While set to an unset Event, forwarded requests wait for it (in flight).
         self.hold = hold
         self.seed = seed
+        #: False: ``AND field:[a TO b]`` clauses are dropped, as goiardi --pg-search ignores them.
+        self.ranges = ranges
         self._keys: dict[str, rsa.RSAPrivateKey] = {}
         for name, key in keys.items():
             self.add_key(name, key)
@@ -212,7 +215,8 @@ class ProductionPersonality:
             if search.start + search.rows > self.window:
                 # OpenSearch refuses from + size > max_result_window; erchef answers 500
                 return self._refuse("window", 500, {"error": ["internal search error"]})
-            params = {"q": search.query, "start": 0, "rows": 1_000_000}
+            query_text = search.query if self.ranges else _RANGE_CLAUSE.sub("", search.query)
+            params = {"q": query_text, "start": 0, "rows": 1_000_000}
             target = inner + "?" + urlencode(params)
         return Forward(target, forwarded, search, self._write_of(method, inner, body))
 
@@ -437,6 +441,9 @@ def _node_view(doc: Any) -> Any:
         merged = _merge(merged, doc.get(level) or {})
     return {**merged, **{k: v for k, v in doc.items()
                          if k not in ("default", "normal", "override", "automatic")}}
+
+
+_RANGE_CLAUSE = re.compile(r"\s+AND\s+[\w.]+:[\[{][^\]}]*[\]}]")
 
 
 def _dig(doc: Any, path: Any) -> Any:
