@@ -15,8 +15,11 @@ Transport errors (talking to the Chef server)::
             ├── BadRequest            400
             ├── Unauthorized          401 (wrong key, unknown client, clock skew)
             ├── Forbidden             403
+            │   └── LicenseInvalid    403 invalid-license (unlicensed Chef Infra Server)
             ├── NotFound              404
+            ├── UnsupportedAPIVersion 406 (X-Ops-Server-API-Version out of range)
             ├── Conflict              409
+            ├── RequestTooLarge       413, or refused before sending (over max_request_size)
             └── ServerError           5xx
 
 Model errors (what the library refuses to do)::
@@ -160,6 +163,32 @@ class Forbidden(HTTPError):
     hint = "the client lacks permission; use an admin client for this operation"
 
 
+class LicenseInvalid(Forbidden):
+    """403 ``invalid-license``: an unlicensed Chef Infra Server refuses every call."""
+
+    hint = ("the Chef server has no valid licence and refuses every request; install one "
+            "(chef-server-ctl license) or use Cinc Server")
+
+
+class UnsupportedAPIVersion(HTTPError):
+    """406: the server does not speak the X-Ops-Server-API-Version we sent."""
+
+
+class RequestTooLarge(HTTPError):
+    """413, or refused before sending: a request body over the server's size limit."""
+
+    hint = ("store less in one object, or, if the server allows more (erchef's "
+            "max_request_size, goiardi -j), raise ChefConfig.max_request_size")
+
+    @classmethod
+    def before_sending(cls, method: str, path: str, subject: str, size: int, limit: int) -> RequestTooLarge:
+        """The error for a body refused here, before it was sent."""
+        error = cls(method, path, 413, [])
+        error.args = (f"{method} {path}: {subject} is {size:,} bytes of JSON, over the Chef "
+                      f"server's limit of {limit:,} bytes; nothing was sent ({cls.hint})",)
+        return error
+
+
 class NotFound(HTTPError, NotFoundError):
     """404: no such object on the server."""
 
@@ -211,8 +240,31 @@ def raise_for_response(
     status = response.status_code
     if status < 400:
         return
+    messages = server_messages(response)
     if status >= 500:
         cls: type[HTTPError] = ServerError
+    elif status == 403 and "invalid-license" in _body_text(response):
+        cls = LicenseInvalid
+    elif status == 406:
+        body = _json_body(response)
+        if isinstance(body, dict) and "min_version" in body:
+            messages = [f"the server speaks X-Ops-Server-API-Version {body.get('min_version')}-"
+                        f"{body.get('max_version')} ({body.get('message', 'version not supported')}); "
+                        "set ChefConfig.server_api_version inside that range"]
+        cls = UnsupportedAPIVersion
+    elif status == 413:
+        cls = RequestTooLarge
     else:
         cls = _BY_STATUS.get(status, HTTPError)
-    raise cls(method, path, status, server_messages(response), retried=retried)
+    raise cls(method, path, status, messages, retried=retried)
+
+
+def _json_body(response: _Response) -> Any:
+    try:
+        return response.json()
+    except (ValueError, json.JSONDecodeError):
+        return None
+
+
+def _body_text(response: _Response) -> str:
+    return response.content.decode("utf-8", "replace")[:2000]

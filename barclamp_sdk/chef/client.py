@@ -30,11 +30,13 @@ from requests.adapters import HTTPAdapter
 
 from barclamp_sdk.chef.auth import ChefSigner, load_private_key
 from barclamp_sdk.chef.config import ChefConfig
+from barclamp_sdk.chef.paging import SearchWindow, search_all
 from barclamp_sdk.errors import (
     ConnectionFailed,
     HTTPError,
     InvalidResponse,
     NotFound,
+    RequestTooLarge,
     ValidationError,
     raise_for_response,
 )
@@ -171,6 +173,8 @@ class ChefClient:
             warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
         self.timeout = (config.connect_timeout, config.read_timeout)
         self.stats = RequestStats()
+        #: The server's search window, as configured and as learned from refusals.
+        self.search_window = SearchWindow(config.search_window)
         self.flavor: str | None = None
         policy = config.retry
         self._retry_kwargs: dict[str, Any] = dict(
@@ -225,6 +229,9 @@ class ChefClient:
         """
         method = method.upper()
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        if data is not None and method in ("PUT", "POST") and len(data) > self.config.max_request_size:
+            raise RequestTooLarge.before_sending(method, path, _subject(path, body), len(data),
+                                                 self.config.max_request_size)
         url = self.base_url + path
         attempts = 0
         started = time.monotonic()
@@ -377,11 +384,12 @@ class ChefClient:
     def _paged(
         self, index: str, query: str, rows: int, body: dict[str, list[str]] | None
     ) -> Iterator[dict[str, Any]]:
+        """Every match once: paged inside the window, partitioned past it (see paging)."""
         path = f"/search/{path_segment(index)}"
-        start = 0
         sort = self._sort_order(body is not None)
-        while True:
-            params: dict[str, Any] = {"q": query, "start": start, "rows": rows}
+
+        def fetch(q: str, start: int, count: int) -> list[Any]:
+            params: dict[str, Any] = {"q": q, "start": start, "rows": count}
             if sort:
                 params["sort"] = sort
             if body is None:
@@ -391,12 +399,9 @@ class ChefClient:
             found = page.get("rows") if isinstance(page, dict) else None
             if not isinstance(found, list):
                 raise InvalidResponse(f"search {index}: answer has no rows")
-            yield from found
-            start += len(found)
-            total = page.get("total")
-            # goiardi reports the page size as "total"; a short page ends it.
-            if len(found) < rows or (isinstance(total, int) and total > len(found) and start >= total):
-                return
+            return found
+
+        yield from search_all(fetch, index, query, rows, self.search_window)
 
 
 _SOLR_SPECIAL = set('+-&|!(){}[]^"~*?:\\/ ')
@@ -417,6 +422,19 @@ def path_segment(value: str) -> str:
 def solr_escape(value: str) -> str:
     """Escape a term for a Chef (Solr/Lucene) search query."""
     return "".join("\\" + c if c in _SOLR_SPECIAL else c for c in value)
+
+
+def _subject(path: str, body: Any) -> str:
+    """What a request body is, for messages: "role web", "data bag item crowbar/x"."""
+    parts = [p for p in path.split("/") if p]
+    kinds = {"nodes": "node", "roles": "role", "clients": "client", "environments": "environment"}
+    name = body.get("name", body.get("id")) if isinstance(body, Mapping) else None
+    if parts and parts[0] in kinds:
+        return f"{kinds[parts[0]]} {parts[1] if len(parts) > 1 else name}"
+    if parts and parts[0] == "data" and len(parts) > 1:
+        item = parts[2] if len(parts) > 2 else name
+        return f"data bag item {parts[1]}/{item}" if item is not None else f"data bag {parts[1]}"
+    return "the request body"
 
 
 def _same_content(sent: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:

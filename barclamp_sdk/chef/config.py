@@ -92,6 +92,13 @@ class ChefConfig:
     max_connections: int = 16
     #: Rows per search page (0: 1,000, or 10,000 on goiardi).
     search_rows: int = 0
+    #: The server's search window (``start + rows`` it accepts; OpenSearch's
+    #: max_result_window). Searches stay inside it by partitioning; a smaller
+    #: window is learned when the server refuses a page.
+    search_window: int = 10_000
+    #: Largest request body the server accepts (erchef's max_request_size;
+    #: goiardi -j); bigger bodies are refused before sending.
+    max_request_size: int = 1_000_000
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     encrypted_data_bag_secret: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)

@@ -6,5 +6,6 @@ that behave like chef-client does.
 """
 
 from barclamp_sdk.testing.faultproxy import FaultProxy
+from barclamp_sdk.testing.production import ProductionPersonality
 
-__all__ = ["FaultProxy"]
+__all__ = ["FaultProxy", "ProductionPersonality"]

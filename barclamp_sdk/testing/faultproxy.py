@@ -20,11 +20,17 @@ Fault kinds:
     creates dangerous);
 ``latency``
     forward after ``latency`` seconds.
+
+``production=ProductionPersonality(...)`` makes goiardi behind the proxy
+behave like Chef Infra Server (organizations, search lag and window, size
+limit, API versions, load shedding, licence): see
+:mod:`barclamp_sdk.testing.production`.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import random
 import socket
 import struct
@@ -36,6 +42,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from barclamp_sdk.testing.production import Answer, ProductionPersonality
+
 FAULT_KINDS = ("502", "503", "504", "429", "drop", "drop_after", "latency")
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                "te", "trailers", "transfer-encoding", "upgrade", "content-length", "host"}
@@ -45,12 +53,15 @@ class FaultProxy:
     """Forwards HTTP to ``upstream`` and injects faults by plan."""
 
     def __init__(self, upstream: str, *, seed: int | None = None,
-                 latency: float = 0.2, retry_after: float = 0.2) -> None:
+                 latency: float = 0.2, retry_after: float = 0.2,
+                 production: ProductionPersonality | None = None) -> None:
         parts = urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
         self.latency = latency
         self.retry_after = retry_after
+        #: erchef's behaviour in front of goiardi, or None (a plain proxy).
+        self.production = production
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._first: list[str] = []
@@ -190,14 +201,17 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         return
 
-    def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+    def _forward(self, body: bytes, method: str | None = None, path: str | None = None,
+                 headers: dict[str, str] | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
+        source = self.headers.items() if headers is None else headers.items()
+        headers = {k: v for k, v in source if k.lower() not in _HOP_BY_HOP}
         for attempt in range(2):
             if self._upstream is None:
                 self._upstream = http.client.HTTPConnection(
                     self.owner.upstream_host, self.owner.upstream_port, timeout=60)
             try:
-                self._upstream.request(self.command, self.path, body=body or None, headers=headers)
+                self._upstream.request(method or self.command, path or self.path, body=body or None,
+                                       headers=headers)
                 response = self._upstream.getresponse()
                 return response.status, response.getheaders(), response.read()
             except (http.client.HTTPException, OSError):
@@ -228,7 +242,15 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "latency":
             time.sleep(self.owner.latency)
         try:
-            status, headers, payload = self._forward(body)
+            if self.owner.production is not None:
+                answer = self._production(body)
+                if isinstance(answer, Answer):
+                    self._answer(answer.status, list(answer.headers.items())
+                                 + [("Content-Type", "application/json")], answer.payload())
+                    return
+                status, headers, payload = answer
+            else:
+                status, headers, payload = self._forward(body)
         except (http.client.HTTPException, OSError):
             self.close_connection = True
             _reset(self.connection)
@@ -237,6 +259,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             _reset(self.connection)
             return
+        self._answer(status, headers, payload)
+
+    def _answer(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
         self.send_response(status)
         for key, value in headers:
             if key.lower() not in _HOP_BY_HOP and key.lower() not in ("date", "server"):
@@ -244,5 +269,36 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+    def _production(self, body: bytes) -> Answer | tuple[int, list[tuple[str, str]], bytes]:
+        """Apply the production personality to this request (see its module)."""
+        personality = self.owner.production
+        assert personality is not None
+        if not personality.enter():
+            return personality.busy()
+        try:
+            decision = personality.admit(self.command, self.path, self.headers, body)
+            if isinstance(decision, Answer):
+                return decision
+            if personality.hold is not None:
+                personality.hold.wait(60)
+            previous = None
+            write = decision.write
+            if write is not None and personality.needs_previous(write, self.command):
+                object_path = decision.path.split("?", 1)[0]
+                status, _, answer = self._forward(
+                    b"", "GET", object_path,
+                    personality.sign(self.headers.get("X-Ops-Userid", ""), "GET", object_path))
+                previous = json.loads(answer) if status == 200 else None
+            status, headers, payload = self._forward(body, self.command, decision.path, decision.headers)
+            if write is not None:
+                personality.record_write(write, self.command, status, previous, payload)
+            if decision.search is not None:
+                upstream = f"http://{self.owner.upstream_host}:{self.owner.upstream_port}"
+                status, payload = personality.search_answer(decision.search, status, payload, upstream)
+            headers = [(k, v) for k, v in headers if k.lower() != "x-goiardi"]
+            return status, headers, payload
+        finally:
+            personality.leave()
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle

@@ -7,6 +7,10 @@
 ``fault_proxy``
     a factory of :class:`~barclamp_sdk.testing.faultproxy.FaultProxy` in front
     of the session server; stopped after the test.
+``production``
+    a factory of :class:`ProductionServer`: a fault proxy with the production
+    personality (:mod:`barclamp_sdk.testing.production`) in front of the
+    session server, and clients on its organization URL; stopped after the test.
 ``barclamps_under_test``
     override it in your ``conftest.py`` to return your barclamp classes.
 ``crowbar``
@@ -23,6 +27,13 @@
     ``crowbar_cli("machines", "list")`` returns ``(exit code, stdout,
     stderr)``; ``crowbar_cli.json(...)`` adds ``--json`` and decodes stdout,
     asserting exit code 0.
+
+With ``CROWBAR_TEST_PERSONALITY=production`` in the environment, ``chef``,
+``crowbar``, ``fleet``, ``crowbar_env`` and ``crowbar_cli`` all talk to the
+session server through one production proxy (organization URL, 1 s search
+lag, search window 500; ``CROWBAR_TEST_SEARCH_LAG`` and
+``CROWBAR_TEST_SEARCH_WINDOW`` change those), so a whole suite runs against
+a production-shaped server.
 
 The fixtures need goiardi (``sudo apt-get install goiardi``); without it they
 fail with that instruction rather than skipping, so a missing server is never
@@ -46,9 +57,12 @@ from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.chef.config import ChefConfig
 from barclamp_sdk.local import LocalChefServer
 from barclamp_sdk.testing.faultproxy import FaultProxy
+from barclamp_sdk.testing.production import ProductionPersonality
 from barclamp_sdk.testing.fleet import Fleet
 
 TEST_SECRET = b"barclamp-sdk test secret, not for production"
+
+PERSONALITY_ENV = "CROWBAR_TEST_PERSONALITY"
 
 # Clients goiardi creates for itself; never deleted by reset().
 _BUILTIN_CLIENTS = {"admin", "chef-validator", "chef-webui"}
@@ -90,6 +104,44 @@ class RunningChefServer:
                 chef.clients.delete(name)
 
 
+@dataclass
+class ProductionServer:
+    """A production-personality proxy in front of the test server."""
+
+    proxy: FaultProxy
+    personality: ProductionPersonality
+    upstream: RunningChefServer
+    #: The admin client the ``chef`` fixture hands out in production mode.
+    shared_client: ChefClient | None = None
+
+    @property
+    def url(self) -> str:
+        """The organization URL clients use."""
+        return self.proxy.url + self.personality.prefix
+
+    def config(self, **options: Any) -> ChefConfig:
+        """Admin client settings on the organization URL (optionally changed)."""
+        return self.upstream.config(**{"server_url": self.url, **options})
+
+    def client(self, **options: Any) -> ChefClient:
+        """An admin client through the proxy."""
+        return ChefClient(self.config(**options))
+
+    def environment(self) -> dict[str, str]:
+        """CHEF_* variables pointing at the proxy."""
+        return {**self.upstream.server.environment(), "CHEF_SERVER_URL": self.url}
+
+    def stop(self) -> None:
+        self.proxy.stop()
+
+
+def start_production(chef_server: RunningChefServer, **knobs: Any) -> ProductionServer:
+    """Start a production proxy in front of ``chef_server`` (knobs: see ProductionPersonality)."""
+    personality = ProductionPersonality(keys={"admin": chef_server.server.key_path}, **knobs)
+    proxy = FaultProxy(chef_server.url, production=personality).start()
+    return ProductionServer(proxy, personality, chef_server)
+
+
 @pytest.fixture(scope="session")
 def chef_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningChefServer]:
     """A real goiardi Chef server for the whole test session."""
@@ -102,11 +154,52 @@ def chef_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningChe
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def personality_server(chef_server: RunningChefServer) -> Iterator[ProductionServer | None]:
+    """The session's production proxy when CROWBAR_TEST_PERSONALITY=production, else None."""
+    wanted = os.environ.get(PERSONALITY_ENV, "").strip().lower()
+    if wanted in ("", "goiardi", "none"):
+        yield None
+        return
+    if wanted != "production":
+        raise pytest.UsageError(f"{PERSONALITY_ENV}={wanted!r}: use 'production' or leave it unset")
+    server = start_production(
+        chef_server,
+        lag=float(os.environ.get("CROWBAR_TEST_SEARCH_LAG", "1.0")),
+        window=int(os.environ.get("CROWBAR_TEST_SEARCH_WINDOW", "500")),
+    )
+    server.shared_client = server.client()
+    try:
+        yield server
+    finally:
+        server.shared_client.close()
+        server.stop()
+
+
 @pytest.fixture
-def chef(chef_server: RunningChefServer) -> ChefClient:
-    """An admin client on an emptied Chef server."""
+def chef(chef_server: RunningChefServer, personality_server: ProductionServer | None) -> ChefClient:
+    """An admin client on an emptied Chef server (through the production proxy if asked)."""
     chef_server.reset()
+    if personality_server is not None:
+        personality_server.personality.forget()
+        assert personality_server.shared_client is not None
+        return personality_server.shared_client
     return chef_server.client
+
+
+@pytest.fixture
+def production(chef_server: RunningChefServer) -> Iterator[Callable[..., ProductionServer]]:
+    """Make production-personality proxies in front of the test server."""
+    servers: list[ProductionServer] = []
+
+    def make(**knobs: Any) -> ProductionServer:
+        server = start_production(chef_server, **knobs)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture
@@ -144,7 +237,8 @@ def fleet(chef: ChefClient, crowbar: Crowbar) -> Fleet:
 
 @pytest.fixture
 def crowbar_env(chef: ChefClient, chef_server: RunningChefServer, barclamps_under_test: list[type[Barclamp]],
-                tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+                tmp_path: Path, request: pytest.FixtureRequest,
+                personality_server: ProductionServer | None) -> dict[str, str]:
     """os.environ plus what the CLI and connect() need to reach the test server.
 
     The project's root directory goes first on PYTHONPATH, so that barclamps
@@ -154,7 +248,8 @@ def crowbar_env(chef: ChefClient, chef_server: RunningChefServer, barclamps_unde
     secret.chmod(0o600)
     extra = ",".join(f"{cls.__module__}:{cls.__qualname__}" for cls in barclamps_under_test)
     path = os.pathsep.join(p for p in (str(request.config.rootpath), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, **chef_server.server.environment(), "PYTHONPATH": path,
+    server = personality_server if personality_server is not None else chef_server.server
+    return {**os.environ, **server.environment(), "PYTHONPATH": path,
             "CHEF_ENCRYPTED_DATA_BAG_SECRET": str(secret), "CROWBAR_BARCLAMPS": extra}
 
 
