@@ -80,7 +80,7 @@ class Crowbar:
             inventory=reader.inventory, machines=reader.view, record_hardware=partial(record_facts, roles),
             applied=lambda barclamp, name: store.applied(barclamp, name)[0], confirmed_bmc=bmcs.get)
         validator = Validator(reader, store, services)
-        gate = Gate(store, self.locks, services)
+        gate = Gate(store, self.locks, services, reader)
         committer = Committer(chef, store, roles, reader, self.locks, validator, gate, self.elements,
                               run_lists, services, concurrency=concurrency)
         self.queue = Queue(chef, self.locks, store, roles, reader, gate, services)

@@ -10,6 +10,7 @@ from barclamp_sdk.model.inventory import disk_of, machine_from_search, parse_siz
 from barclamp_sdk.model.naming import node_role_name
 from barclamp_sdk.model.noderoles import crowbar_data
 from barclamp_sdk.model.states import LIFECYCLE
+from barclamp_sdk.testing import wait_indexed
 
 
 def test_role_name_replaces_every_dot_and_nothing_else():
@@ -94,12 +95,19 @@ def test_inventory_is_typed_from_ohai_with_partial_search(crowbar, fleet, chef):
     compute = fleet.add(1, "compute", wall={"rack": "r1", "bmc": {"address": "10.9.0.1", "ipmi_port": 9623}})
     storage = fleet.add(1, "storage")
     vm = fleet.add(1, "vm")
-    crowbar.machines.discover()
+    names = crowbar.machines.discover()
+    # Right after discovery (search may not show the machines yet) every machine is there:
+    assert set(crowbar.machines.inventory().names()) == set(names)
+    # Once search has caught up, an inventory is read by partial search alone.
+    wait_indexed(chef, "role", [node_role_name(n) for n in names])
+    wait_indexed(chef, "node", names)
     before = chef.stats.snapshot()
     inventory = crowbar.machines.inventory()
     after = chef.stats.snapshot()
-    assert after.get("get", 0) == before.get("get", 0)  # no object reads at all
-    assert after["reads"] - before["reads"] == 2  # one search of roles, one of nodes
+    endpoints = {k: after["by_endpoint"].get(k, 0) - before["by_endpoint"].get(k, 0) for k in after["by_endpoint"]}
+    assert endpoints.get("GET /nodes/*", 0) == endpoints.get("GET /roles/*", 0) == 0  # no object reads
+    # one search of roles, one of nodes, and the two object lists that say whether search is complete
+    assert after["reads"] - before["reads"] == 4 and endpoints["GET /roles"] == endpoints["GET /nodes"] == 1
     c, s, v = inventory.get(compute[0]), inventory.get(storage[0]), inventory.get(vm[0])
     assert c.cpu_count == 32 and c.cpu_sockets == 2 and c.can_virtualize and not c.is_virtual
     assert c.memory_gb == 384.0 and len(c.disks) == 6 and c.disks[0].os_disk

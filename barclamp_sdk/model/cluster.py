@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from barclamp_sdk.chef.client import ChefClient
-from barclamp_sdk.model.naming import NODE_ROLE_PREFIX
 from barclamp_sdk.model.noderoles import DRIFT, FINGERPRINT, REVISION, role_fingerprint
 
 #: Every document: goiardi answers ``*:*`` from its list of documents but
@@ -123,16 +121,6 @@ class ClusterView:
     def __init__(self, records: dict[str, MachineRecord]) -> None:
         self._records = records
 
-    @classmethod
-    def load(cls, chef: ChefClient) -> ClusterView:
-        records = {}
-        for row in chef.partial_search("role", MATCH_ALL, ROLE_SEARCH_KEYS):
-            if not str(row.get("name", "")).startswith(NODE_ROLE_PREFIX):
-                continue
-            record = record_from_role(row)
-            if record is not None:
-                records[record.name] = record
-        return cls(records)
 
     def get(self, name: str) -> MachineRecord | None:
         return self._records.get(name)
@@ -148,6 +136,10 @@ class ClusterView:
 
     def names(self) -> list[str]:
         return sorted(self._records)
+
+    def records(self) -> dict[str, MachineRecord]:
+        """Machine name -> record (a copy)."""
+        return dict(self._records)
 
     def holders(self, role: str) -> dict[str, str]:
         """Machines holding ``role``: machine -> owning proposal key."""

@@ -258,7 +258,7 @@ class Machines:
         names = sorted(set(names))
         for name in names:
             check_node_name(name)
-        view = self.cluster()
+        view = self.reader.view(names)
         unknown = [n for n in names if n not in view]
         if unknown:
             raise NotFoundError(f"no machine {unknown[0]!r}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")

@@ -115,8 +115,8 @@ class Proposals:
 
     def history(self, barclamp: str, name: str) -> list[dict[str, Any]]:
         """Who saved which revision, when, and what changed."""
-        self.store.get(barclamp, name)
-        return self.store.history(barclamp, name)
+        current = self.store.get(barclamp, name)
+        return self.store.history(barclamp, name, upto=current.revision)
 
     def revision(self, barclamp: str, name: str, revision: int) -> Proposal:
         return self.store.revision(barclamp, name, revision)
@@ -162,7 +162,7 @@ class Proposals:
             return ProposalStatus(ref, "unready", proposal.revision, applied_revision,
                                   f"being committed by {lock.get('owner')}{where}")
         if proposal.queued or self.queue.contains(ref):
-            reasons = self.gate.blockers(proposal, self.reader.view()) or [
+            reasons = self.gate.blockers(proposal, self.reader.view(proposal.nodes())) or [
                 "nothing blocks it any more: it will be applied when the queue is next processed"]
             return ProposalStatus(ref, "pending", proposal.revision, applied_revision,
                                   "queued: " + "; ".join(reasons), reasons)

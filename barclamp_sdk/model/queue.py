@@ -141,7 +141,7 @@ class Queue:
 
             return mark
 
-        cluster = self.reader.view()
+        cluster = self.reader.view(proposal.nodes())
         todo = {}
         for node in proposal.nodes():
             record = cluster.get(node)
@@ -165,6 +165,7 @@ class Queue:
         """Operator action: stop waiting; clear the machines' pending marks."""
         ref = ProposalRef(barclamp, name)
         proposal = self.store.get(barclamp, name)
+        items = self.items()
         if not self.remove(ref) and not proposal.queued:
             raise NotFoundError(f"proposal {ref} is not queued")
         key = ref.key
@@ -172,8 +173,10 @@ class Queue:
         def clear(role: dict[str, Any]) -> bool:
             return crowbar_data(role).get("pending", {}).pop(key, None) is not None
 
-        cluster = self.reader.view()
-        todo = {r.name: clear for r in cluster if key in r.pending}
+        # Search may lag: the machines the queue item and the document name are always looked at.
+        marked = {r.name for r in self.reader.view() if key in r.pending}
+        marked |= set(proposal.nodes()) | {n for i in items if _is(i, ref) for n in i.get("elements") or {}}
+        todo = {name: clear for name in sorted(marked)}
         if todo:
             self.roles.update(todo, purpose=f"dequeue {ref}")
         proposal.queued = False
@@ -181,13 +184,12 @@ class Queue:
 
     def explain(self) -> list[dict[str, Any]]:
         """Each queued proposal with fresh reasons (reads only)."""
-        cluster = self.reader.view()
         explained = []
         for item in self.items():
             entry = dict(item)
             try:
                 proposal = self.store.get(item["barclamp"], item["inst"])
-                entry["reasons"] = self.gate.blockers(proposal, cluster) or [
+                entry["reasons"] = self.gate.blockers(proposal, self.reader.view(proposal.nodes())) or [
                     "nothing blocks it any more: it will be applied when the queue is next processed"]
             except CrowbarError as exc:
                 entry["reasons"] = [f"cannot be evaluated: {exc}"]

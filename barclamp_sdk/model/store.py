@@ -86,19 +86,32 @@ class ProposalStore:
         return proposal
 
     def documents(self, barclamp: str | None = None) -> list[Proposal]:
-        """Every proposal (of one barclamp, or of all known barclamps)."""
-        query = proposal_query(barclamp)
+        """Every proposal (of one barclamp, or of all known barclamps).
+
+        Found by search and checked against the bag's item list: a proposal
+        search has not indexed yet is read directly, a deleted one left out.
+        """
         try:
-            rows = list(self.chef.search(PROPOSALS_BAG, query))
+            listed = {i for i in self.chef.data_bags.items(PROPOSALS_BAG) if self._wanted(i, barclamp)}
+            rows = list(self.chef.search(PROPOSALS_BAG, proposal_query(barclamp)))
         except NotFound:
             return []
-        found = []
+        found: dict[str, dict[str, Any]] = {}
         for row in rows:
             data = row.get("raw_data", row)
-            bc = barclamp_of_item(str(data.get("id", "")))
-            if bc is not None and bc in self.registry and (barclamp is None or bc == barclamp):
-                found.append(Proposal(self.registry.get(bc), data))
-        return sorted(found, key=lambda p: (p.barclamp, p.name))
+            item_id = str(data.get("id", ""))
+            if item_id in listed:
+                found[item_id] = data
+        for item_id in sorted(listed - set(found)):
+            item = self.chef.data_bags.find_item(PROPOSALS_BAG, item_id)
+            if item is not None:
+                found[item_id] = item
+        proposals = [Proposal(self.registry.get(barclamp_of_item(i) or ""), data) for i, data in found.items()]
+        return sorted(proposals, key=lambda p: (p.barclamp, p.name))
+
+    def _wanted(self, item_id: str, barclamp: str | None) -> bool:
+        bc = barclamp_of_item(item_id)
+        return bc is not None and bc in self.registry and (barclamp is None or bc == barclamp)
 
     def create(self, proposal: Proposal, *, change: str) -> Proposal:
         """Store revision 1 of a new proposal (ValidationError if it exists)."""
@@ -180,14 +193,24 @@ class ProposalStore:
                 pass
         self.chef.data_bags.delete_item(PROPOSALS_BAG, proposal.id)
 
-    def history(self, barclamp: str, name: str) -> list[dict[str, Any]]:
-        """One summary per saved revision, oldest first."""
+    def history(self, barclamp: str, name: str, upto: int = 0) -> list[dict[str, Any]]:
+        """One summary per saved revision, oldest first.
+
+        Found by search; revisions up to ``upto`` (the current one) that
+        search has not indexed yet are read directly.
+        """
         query = f"proposal:{proposal_item_id(barclamp, name)}"
         try:
-            rows = list(self.chef.partial_search(HISTORY_BAG, query, HISTORY_KEYS))
+            rows = [r for r in self.chef.partial_search(HISTORY_BAG, query, HISTORY_KEYS) if r.get("revision")]
         except NotFound:
-            return []
-        return sorted((r for r in rows if r.get("revision")), key=lambda r: int(r["revision"]))
+            rows = []
+        seen = {int(r["revision"]) for r in rows}
+        for revision in range(1, upto + 1):
+            if revision not in seen:
+                item = self.chef.data_bags.find_item(HISTORY_BAG, history_item_id(barclamp, name, revision))
+                if item is not None:
+                    rows.append({key: item.get(path[0]) for key, path in HISTORY_KEYS.items()})
+        return sorted(rows, key=lambda r: int(r["revision"]))
 
     def revision(self, barclamp: str, name: str, revision: int) -> Proposal:
         """The proposal as it was at ``revision``."""

@@ -195,7 +195,7 @@ class Validator:
         if errors:
             raise ValidationError(errors, subject=subject)
         errors += check_attributes(proposal)
-        cluster = cluster if cluster is not None else self.reader.view()
+        cluster = cluster if cluster is not None else self.reader.view(proposal.nodes())
         errors += check_elements(proposal, cluster, draft=draft)
         if any(e.checks_machines for e in proposal.definition.elements if proposal.elements.get(e.name)):
             inventory = inventory if inventory is not None else self.reader.inventory(proposal.nodes())

@@ -50,12 +50,10 @@ from barclamp_sdk.model.naming import node_role_name, proposal_lock_name
 from barclamp_sdk.model.nodes import NodeRunLists
 from barclamp_sdk.model.noderoles import NodeRoleStore, comparable_role
 from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
-from barclamp_sdk.model.reader import ClusterReader
+from barclamp_sdk.model.reader import DIRECT_READ_LIMIT, ClusterReader
 from barclamp_sdk.model.store import ProposalStore
 from barclamp_sdk.model.validation import Validator, check_attributes, check_elements, check_shape
 
-#: Up to this many machines, a commit reads their roles directly instead of a search snapshot.
-DIRECT_READ_LIMIT = 32
 
 
 class Committer:
@@ -95,12 +93,13 @@ class Committer:
         if dry_run:
             result = self._dry_run(proposal, sorted(involved), config)
         elif (proposal.queued or queued or self.gate.dependency_blockers(proposal)) and (
-                blocked := self.gate.blockers(proposal, self.reader.view())):
+                blocked := self.gate.blockers(proposal, self.reader.view(proposal.nodes()))):
             result = CommitResult(proposal.ref, proposal.revision, "blocked", reasons=blocked, document=proposal)
         else:
             changed = changed_nodes(proposal, applied) if applied is not None and status_ok else None
             if changed is not None and len(changed) <= SMALL_CHANGE * max(1, len(involved)):
-                result = self._small_commit(proposal, changed, config, existing, force=force, progress=progress)
+                result = self._small_commit(proposal, changed, involved, config, existing, force=force,
+                                            progress=progress)
             else:
                 result = self._apply(proposal, sorted(involved), config, existing, force=force, progress=progress)
         result.seconds = time.monotonic() - started
@@ -124,10 +123,15 @@ class Committer:
             raise ValidationError(errors, subject=f"{proposal.barclamp}/{proposal.name}")
         return existing
 
-    def _small_commit(self, proposal: Proposal, changed: set[str], config: dict[str, Any] | None,
+    def _small_commit(self, proposal: Proposal, changed: set[str], involved: set[str], config: dict[str, Any] | None,
                       existing: set[str], *, force: bool, progress: Progress) -> CommitResult:
-        """Plan from a search snapshot; lock and write only what differs."""
-        cluster = self.reader.view()
+        """Plan from a snapshot of the machines involved; lock and write only what differs.
+
+        A few machines are read from their roles, many by search (which may
+        lag: a machine it shows out of date is written, or found unchanged
+        under the locks).
+        """
+        cluster = self.reader.view(involved)
         wanted = desired(proposal)
         targets = set(changed)
         for node in set(wanted.entries) | set(wanted.claims):
@@ -162,7 +166,8 @@ class Committer:
             with self.roles.locked(targets, f"commit {ref} r{proposal.revision}") as held:
                 direct = len(targets) <= DIRECT_READ_LIMIT  # few machines: read them all
                 # The snapshot is taken under the locks; read directly, it only covers the others.
-                snapshot = None if direct and set(proposal.nodes()) <= set(targets) else self.reader.view()
+                others = set(proposal.nodes()) - set(targets)
+                snapshot = (self.reader.view() if not direct else self.reader.view(others) if others else None)
                 if direct or snapshot is None:
                     outcome = Speculation()
                 else:
@@ -209,9 +214,12 @@ class Committer:
         started = time.monotonic()
         proposal = self.store.get(barclamp, name)
         key = proposal.ref.key
-        cluster = self.reader.view()
-        holders = [r.name for r in cluster if any(e.owner == key for e in r.entries.values())
-                   or key in r.claims.values() or key in r.pending]
+        applied = self.store.applied(barclamp, name)[0]
+        # Search may not show roles written a moment ago: the machines of the
+        # document and of the applied revision are always looked at.
+        holders = {r.name for r in self.reader.view() if any(e.owner == key for e in r.entries.values())
+                   or key in r.claims.values() or key in r.pending}
+        holders |= set(proposal.nodes()) | set(applied.nodes() if applied else ())
         with self.locks.hold(proposal_lock_name(barclamp, name), f"deactivate {proposal.ref}") as lock:
             with self.roles.locked(holders, f"deactivate {proposal.ref}") as held:
                 roles = {n: r for n, r in held.fetch().items() if r is not None}

@@ -7,16 +7,19 @@ from barclamp_sdk.model.hooks import HookServices
 from barclamp_sdk.model.locks import LockManager
 from barclamp_sdk.model.naming import proposal_lock_name
 from barclamp_sdk.model.proposal import Proposal
+from barclamp_sdk.model.reader import ClusterReader
 from barclamp_sdk.model.store import ProposalStore
 
 
 class Gate:
     """Says why a proposal cannot be applied now (reads only)."""
 
-    def __init__(self, store: ProposalStore, locks: LockManager, services: HookServices) -> None:
+    def __init__(self, store: ProposalStore, locks: LockManager, services: HookServices,
+                 reader: ClusterReader) -> None:
         self.store = store
         self.locks = locks
         self.services = services
+        self.reader = reader
 
     def dependency_blockers(self, proposal: Proposal) -> list[str]:
         """Dependencies that are missing, queued, not applied or being applied."""
@@ -37,14 +40,25 @@ class Gate:
         return reasons
 
     def blockers(self, proposal: Proposal, cluster: ClusterView) -> list[str]:
-        """Why the proposal cannot be applied now (empty when it can)."""
+        """Why the proposal cannot be applied now (empty when it can).
+
+        ``cluster`` may come from search, which lags: a machine it shows not
+        ready is read from its role before it blocks the commit (until one
+        really does; the others are reported as the snapshot shows them).
+        """
         reasons = self.dependency_blockers(proposal)
         waiting = []
         ready = set(proposal.definition.ready_states)
+        confirmed = False
         for node in proposal.nodes():
             record = cluster.get(node)
             if record is None or record.state in ready:
                 continue
+            if not confirmed:
+                record = self.reader.read([node]).get(node) or record
+                if record.state in ready:
+                    continue  # the snapshot was behind
+                confirmed = True
             detail = record.state or "unknown state"
             if record.state == "discovered" and not record.allocated:
                 detail += ", waiting for allocation"
