@@ -30,11 +30,13 @@ from requests.adapters import HTTPAdapter
 
 from barclamp_sdk.chef.auth import ChefSigner, load_private_key
 from barclamp_sdk.chef.config import ChefConfig
+from barclamp_sdk.chef.pgquirks import check_storable, unique_violation_as_conflict
 from barclamp_sdk.errors import (
     ConnectionFailed,
     HTTPError,
     InvalidResponse,
     NotFound,
+    ServerError,
     ValidationError,
     raise_for_response,
 )
@@ -225,6 +227,8 @@ class ChefClient:
         """
         method = method.upper()
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        if data is not None:
+            check_storable(method, path, body, data)
         url = self.base_url + path
         attempts = 0
         started = time.monotonic()
@@ -319,7 +323,13 @@ class ChefClient:
         otherwise the :class:`~barclamp_sdk.errors.Conflict` is raised.
         """
         try:
-            return self.request("POST", collection_path, body)
+            try:
+                return self.request("POST", collection_path, body)
+            except ServerError as exc:  # goiardi on PostgreSQL: a lost race can be a 500
+                conflict = unique_violation_as_conflict(exc)
+                if conflict is None:
+                    raise
+                raise conflict from exc
         except HTTPError as exc:
             if exc.status != 409 or not exc.retried:
                 raise
