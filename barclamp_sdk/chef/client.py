@@ -30,7 +30,7 @@ from requests.adapters import HTTPAdapter
 
 from barclamp_sdk.chef.auth import ChefSigner, load_private_key
 from barclamp_sdk.chef.config import ChefConfig
-from barclamp_sdk.chef.pgquirks import check_storable, unique_violation_as_conflict
+from barclamp_sdk.chef.pgquirks import check_storable, race_as_client_error
 from barclamp_sdk.errors import (
     ConnectionFailed,
     HTTPError,
@@ -278,7 +278,10 @@ class ChefClient:
         log.debug("%s %s -> %s (%d attempt(s), %.1f ms)", method, path,
                   response.status_code, attempts, (time.monotonic() - started) * 1000)
         if response.status_code >= 400:
-            raise_for_response(method, path, response, retried=attempts > 1)
+            try:
+                raise_for_response(method, path, response, retried=attempts > 1)
+            except ServerError as exc:  # goiardi on PostgreSQL answers some races with 500
+                raise (race_as_client_error(exc) or exc) from None
         if not response.content:
             if method == "GET":
                 raise InvalidResponse(
@@ -323,13 +326,7 @@ class ChefClient:
         otherwise the :class:`~barclamp_sdk.errors.Conflict` is raised.
         """
         try:
-            try:
-                return self.request("POST", collection_path, body)
-            except ServerError as exc:  # goiardi on PostgreSQL: a lost race can be a 500
-                conflict = unique_violation_as_conflict(exc)
-                if conflict is None:
-                    raise
-                raise conflict from exc
+            return self.request("POST", collection_path, body)
         except HTTPError as exc:
             if exc.status != 409 or not exc.retried:
                 raise
@@ -425,8 +422,17 @@ def path_segment(value: str) -> str:
 
 
 def solr_escape(value: str) -> str:
-    """Escape a term for a Chef (Solr/Lucene) search query."""
-    return "".join("\\" + c if c in _SOLR_SPECIAL else c for c in value)
+    """An exact term for a Chef (Solr/Lucene) search query: ``value`` quoted as a phrase.
+
+    A quoted phrase matches on every server; goiardi's PostgreSQL search
+    (``--pg-search``) keeps backslashes in a term, so ``crowbar\\-web`` would
+    match nothing there. goiardi cannot parse a colon inside quotes in either
+    mode: such values are backslash-escaped instead (matched by its in-memory
+    search and by Chef Infra Server).
+    """
+    if ":" in value:
+        return "".join("\\" + c if c in _SOLR_SPECIAL else c for c in value)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _same_content(sent: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:

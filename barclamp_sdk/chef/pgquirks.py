@@ -1,15 +1,15 @@
 """goiardi-on-PostgreSQL quirks the client guards against.
 
-**Concurrent creates.** Two POSTs of one new object race for the same UNIQUE
-row: the loser gets 409 "already exists" or, when both passed goiardi's
-existence check, 500 ``pq: duplicate key value violates unique constraint``.
-:func:`unique_violation_as_conflict` turns the second into the
-:class:`~barclamp_sdk.errors.Conflict` it means, so an atomic create (a lock
+**Races answered with 500.** Two POSTs of one new object race for the same
+UNIQUE row: the loser gets 409 "already exists" or, when both passed goiardi's
+existence check, 500 ``pq: duplicate key value violates unique constraint``;
+a GET of a data bag item deleted meanwhile can answer 500 "data bag item X
+in B not found". :func:`race_as_client_error` turns them into the
+:class:`~barclamp_sdk.errors.Conflict` and
+:class:`~barclamp_sdk.errors.NotFound` they mean, so an atomic create (a lock
 item) has one winner and clean losers.
 
-**NUL characters.**
-
-PostgreSQL's ``jsonb`` and ``text`` cannot hold the NUL character: goiardi on
+**NUL characters.** PostgreSQL's ``jsonb`` and ``text`` cannot hold the NUL character: goiardi on
 PostgreSQL answers 500 for a node or data bag item containing ``"\\u0000"``,
 and, worse, 200 or 201 for a role while storing nothing (goiardi 0.11's
 ``Role.Save`` does not check the SQL result). The client therefore refuses
@@ -20,19 +20,23 @@ escape is present.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from barclamp_sdk.errors import Conflict, ServerError, ValidationError
+from barclamp_sdk.errors import Conflict, HTTPError, NotFound, ServerError, ValidationError
 
 NUL_ESCAPE = b"\\u0000"
 UNIQUE_VIOLATION = "duplicate key value violates unique constraint"
+NOT_FOUND = re.compile(r"\bnot found$")
 
 
-def unique_violation_as_conflict(exc: ServerError) -> Conflict | None:
-    """The Conflict a goiardi 500 for a lost create race stands for (None: another 500)."""
-    if not any(UNIQUE_VIOLATION in message for message in exc.messages):
-        return None
-    return Conflict(exc.method, exc.path, 409, exc.messages, retried=exc.retried)
+def race_as_client_error(exc: ServerError) -> HTTPError | None:
+    """The 409 or 404 a goiardi 500 for a lost race stands for (None: another 500)."""
+    if exc.messages and all(UNIQUE_VIOLATION in m for m in exc.messages):
+        return Conflict(exc.method, exc.path, 409, exc.messages, retried=exc.retried)
+    if exc.messages and all(NOT_FOUND.search(m) for m in exc.messages):
+        return NotFound(exc.method, exc.path, 404, exc.messages, retried=exc.retried)
+    return None
 
 
 def _nul_path(value: Any, path: str) -> str | None:
