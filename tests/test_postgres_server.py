@@ -189,3 +189,17 @@ def test_stale_directory_restarts(tmp_path):
     assert server.status() is None and server.database.pid() is None
     with pytest.raises(CrowbarError, match="no local Chef server runs"):
         LocalChefServer(tmp_path).url  # noqa: B018 - stopped: no URL
+
+
+def test_a_directory_too_long_for_a_socket_path_still_works(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    server = LocalChefServer(deep).start()
+    try:
+        socket_dir = server.database.socket_dir
+        assert socket_dir != server.database.root and len(str(socket_dir)) < 60
+        server.client().roles.create({"name": "deep"})
+        server.restart()
+        assert server.client().roles.list() == ["deep"]
+    finally:
+        server.stop()
+    assert not socket_dir.exists()
