@@ -6,22 +6,41 @@
 ``start(detach=True)`` leaves the server running after this process ends (the
 CLI's ``crowbar local start``); ``LocalChefServer(dir).stop()`` from any
 process stops it again. The directory holds goiardi's keys, its log, an
-encrypted-data-bag secret and ``server.json`` (pid, port, URL). Processes
+encrypted-data-bag secret and ``server.json`` (pids, port, URL). Processes
 started alongside (the demo's BMC peers) can be handed to
 :meth:`LocalChefServer.register_peers`; ``stop()`` ends them as well.
 
-goiardi runs with ``GOMAXPROCS=1`` and ``--use-unsafe-mem-store``. Its
-default in-memory store hands each request a gob-encoded copy of an object
-and keeps a data bag's items inside the bag object: a request reads the bag,
-adds its item and saves the bag back, so concurrent writes to one bag undo
-each other, and two creates of one id can both succeed. Go preempts
-goroutines, so one scheduler thread alone is not enough once a bag is big
-(its copy takes long enough to be interrupted). Measured here, in a bag of
-300 items of 8 kB: 89 of 400 concurrent creates lost and 65 of 200 create
-races with two "winners" under load; with shared objects and one scheduler
-thread (whose map updates cannot interleave), 0 and 0, and three times the
-throughput. A real Chef Server stores items as separate rows with unique
-ids and needs nothing of the kind.
+By default goiardi stores everything in PostgreSQL, like a production Chef
+server: a private cluster in ``DIR/pg`` (see :mod:`barclamp_sdk.localdb`),
+started before goiardi and stopped after it, with ``--pg-search`` (search
+reads the database, so it sees every acknowledged write) and a pool of
+``db_pool_size`` connections (without one goiardi opens a connection per
+request). The database is the persistence: whatever goiardi acknowledged
+survives a SIGKILL of goiardi, and restarting on the same directory carries
+on where it stopped. Known goiardi 0.11 bug in this mode: ``Role.Save``
+ignores SQL errors, so a role PUT can answer 200 without storing anything
+while the database is unreachable; :meth:`LocalChefServer.start` therefore
+never starts goiardi without a ready database, and ``docs/chef-admin.md``
+says how to check.
+
+``memory=True`` (``crowbar local start --memory``) keeps goiardi's in-memory
+store instead: it starts in a fraction of the time but is NOT safe under
+concurrency and loses data when killed. goiardi then runs with
+``GOMAXPROCS=1`` and ``--use-unsafe-mem-store``. Its default in-memory store
+hands each request a gob-encoded copy of an object and keeps a data bag's
+items inside the bag object: a request reads the bag, adds its item and
+saves the bag back, so concurrent writes to one bag undo each other, and two
+creates of one id can both succeed. Go preempts goroutines, so one scheduler
+thread alone is not enough once a bag is big (its copy takes long enough to
+be interrupted). Measured here, in a bag of 300 items of 8 kB: 89 of 400
+concurrent creates lost and 65 of 200 create races with two "winners" under
+load; with shared objects and one scheduler thread (whose map updates cannot
+interleave), 0 and 0, and three times the throughput. This lowers the odds,
+it does not make the store atomic (see ``docs/reliability.md``). A real Chef
+Server, or goiardi on PostgreSQL, stores items as separate rows with unique
+ids and needs nothing of the kind. ``persist=True`` makes the in-memory store
+freeze itself to disk every ``freeze_interval`` seconds (writes of the last
+interval are lost on SIGKILL).
 """
 
 from __future__ import annotations
@@ -43,9 +62,12 @@ from typing import Any
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.chef.config import ChefConfig, RetryPolicy
 from barclamp_sdk.errors import ChefError, ConfigurationError, CrowbarError
+from barclamp_sdk.localdb import PostgresCluster
 
 ADMIN = "admin"
 STATE_FILE = "server.json"
+FILESTORE_DIR = "files"
+DB_POOL_SIZE = 32
 PEERS_FILE = "peers.json"
 SECRET_FILE = "encrypted_data_bag_secret"
 INSTALL_HINT = "install it with: sudo apt-get install -y goiardi"
@@ -83,13 +105,15 @@ def _alive(pid: int, program: bytes = b"goiardi") -> bool:
 
 
 class LocalChefServer:
-    """goiardi on 127.0.0.1 with its own directory, in memory or persisted."""
+    """goiardi on 127.0.0.1 with its own directory, on PostgreSQL or (``memory``) in memory."""
 
     def __init__(
         self,
         directory: str | Path,
         *,
         port: int | None = None,
+        memory: bool = False,
+        db_pool_size: int = DB_POOL_SIZE,
         persist: bool = False,
         freeze_interval: int = 1,
         executable: str = "goiardi",
@@ -98,6 +122,10 @@ class LocalChefServer:
     ) -> None:
         self.directory = Path(directory).resolve()
         self.port = port
+        #: goiardi's in-memory store instead of PostgreSQL (unsafe under concurrency).
+        self.memory = memory
+        self.db_pool_size = db_pool_size
+        #: with ``memory``: freeze the store to disk (PostgreSQL always keeps its data).
         self.persist = persist
         self.freeze_interval = freeze_interval
         self.executable = executable
@@ -105,6 +133,7 @@ class LocalChefServer:
         #: (certificate, key) PEM files: serve HTTPS with them.
         self.tls = (Path(tls[0]).resolve(), Path(tls[1]).resolve()) if tls else None
         self.process: subprocess.Popen[bytes] | None = None
+        self.database = PostgresCluster(self.directory)
 
     # -- paths and settings ---------------------------------------------------
 
@@ -159,12 +188,17 @@ class LocalChefServer:
     def _command(self) -> list[str]:
         assert self.port is not None
         command = [
-            self.executable, "-A", "--use-unsafe-mem-store",  # see the module docstring
+            self.executable, "-A",
             "-I", "127.0.0.1", "-P", str(self.port), "-H", "127.0.0.1",
             f"--conf-root={self.directory}",
             "-L", str(self.directory / "goiardi.log"),
         ]
-        if self.persist:
+        if not self.memory:
+            command += self.database.goiardi_args(self.db_pool_size)
+            command.append(f"--local-filestore-dir={self.directory / FILESTORE_DIR}")
+        else:
+            command.append("--use-unsafe-mem-store")  # see the module docstring
+        if self.memory and self.persist:
             command += [
                 "-D", str(self.directory / "data.bin"),
                 "-i", str(self.directory / "index.bin"),
@@ -187,38 +221,52 @@ class LocalChefServer:
             )
         self.directory.mkdir(parents=True, exist_ok=True)
         self._ensure_secret()
+        began = time.monotonic()
+        if not self.memory:
+            (self.directory / FILESTORE_DIR).mkdir(exist_ok=True)
+            self.database.start(detach=detach, timeout=timeout * 3)
+        try:
+            self._start_goiardi(detach, timeout)
+        except BaseException:
+            if not self.memory:
+                self.database.stop()
+            raise
+        assert self.process is not None
+        state = {
+            "pid": self.process.pid, "port": self.port, "url": self.url,
+            "store": "memory" if self.memory else "postgresql",
+            "persist": self.persist or not self.memory,
+            "postgres_pid": None if self.memory else self.database.pid(),
+            "started_at": time.time(), "start_seconds": round(time.monotonic() - began, 3),
+            **self.environment(),
+        }
+        (self.directory / STATE_FILE).write_text(json.dumps(state, indent=2))
+        return self
+
+    def _start_goiardi(self, detach: bool, timeout: float) -> None:
         fixed_port = self.port
+        environment = {**os.environ, "GOMAXPROCS": "1"} if self.memory else None  # see the module docstring
         for _ in range(5):
             self.port = fixed_port or free_port()
-            if not self.persist:
+            if self.memory and not self.persist:
                 self.key_path.unlink(missing_ok=True)  # regenerated on every start
             log = open(self.directory / "goiardi.out", "ab")
             try:
                 self.process = subprocess.Popen(
                     self._command(),
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=detach,
-                    env={**os.environ, "GOMAXPROCS": "1"},  # see the module docstring
+                    start_new_session=detach, env=environment,
                 )
             finally:
                 log.close()
             if self._wait_ready(timeout):
-                break
+                return
             if fixed_port:
                 raise CrowbarError(
                     f"goiardi could not start on port {fixed_port}; see "
                     f"{self.directory / 'goiardi.out'}"
                 )
-        else:
-            raise CrowbarError(f"goiardi did not start; see {self.directory / 'goiardi.out'}")
-        assert self.process is not None
-        state = {
-            "pid": self.process.pid, "port": self.port, "url": self.url,
-            "persist": self.persist, "started_at": time.time(),
-            **self.environment(),
-        }
-        (self.directory / STATE_FILE).write_text(json.dumps(state, indent=2))
-        return self
+        raise CrowbarError(f"goiardi did not start; see {self.directory / 'goiardi.out'}")
 
     def _wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -255,6 +303,7 @@ class LocalChefServer:
         if not _alive(int(state.get("pid", 0))):
             return None
         self.port = int(state["port"])
+        self.memory = state.get("store", "memory") == "memory"
         self.persist = bool(state.get("persist"))
         return state
 
@@ -297,7 +346,9 @@ class LocalChefServer:
         state = self.status()
         pid = self.process.pid if self.process is not None else (state or {}).get("pid")
         if not pid:
-            return stopped_peers > 0
+            stopped_database = self.database.stop(timeout=timeout)  # left behind by a killed goiardi
+            (self.directory / STATE_FILE).unlink(missing_ok=True)
+            return stopped_peers > 0 or stopped_database
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -314,11 +365,21 @@ class LocalChefServer:
             if self.process is not None:
                 self.process.wait(5)
         self.process = None
+        self.database.stop(timeout=timeout)  # after goiardi: it must never run without its database
         (self.directory / STATE_FILE).unlink(missing_ok=True)
         return True
 
+    def erase(self) -> None:
+        """Delete the stopped server's data (database, frozen store, keys, uploaded files)."""
+        if self.status() is not None or self.database.pid() is not None:
+            raise CrowbarError(f"the local Chef server in {self.directory} is running; stop it first")
+        shutil.rmtree(self.database.root, ignore_errors=True)
+        shutil.rmtree(self.directory / FILESTORE_DIR, ignore_errors=True)
+        for name in ("data.bin", "index.bin", "admin.pem", "chef-validator.pem", "chef-webui.pem", STATE_FILE):
+            (self.directory / name).unlink(missing_ok=True)
+
     def restart(self, *, kill: bool = False) -> LocalChefServer:
-        """Stop and start again on the same port (data survives when persisted)."""
+        """Stop and start again on the same port (data survives unless in memory and not persisted)."""
         self.stop(kill=kill)
         return self.start()
 

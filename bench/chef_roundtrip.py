@@ -105,10 +105,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds per side")
+    parser.add_argument("--memory", action="store_true", help="goiardi's in-memory store instead of PostgreSQL")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "chef_roundtrip.json")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp, LocalChefServer(tmp) as server:
+    with tempfile.TemporaryDirectory() as tmp, LocalChefServer(tmp, memory=args.memory) as server:
         client = server.client(max_connections=args.threads)
         raw = RawSigned(server, client.signer, args.threads)
         client.roles.create(ROLE)

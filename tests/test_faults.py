@@ -27,7 +27,7 @@ from barclamp_sdk.local import LocalChefServer
 from barclamp_sdk.model.naming import LOCKS_BAG
 from barclamp_sdk.testing.faultproxy import FaultProxy
 from barclamp_sdk.testing.fleet import Fleet
-from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
+from barclamp_sdk.testing.pytest_plugin import TEST_SECRET, memory_requested
 from tests.support import figures
 from tests.support.widgets import TEST_BARCLAMPS
 
@@ -48,7 +48,7 @@ def crowbar_on(client: ChefClient, **options) -> Crowbar:
 def saved_state(tmp_path_factory):
     """(directory of a stopped persisted server before the commit, role dump of a clean commit)."""
     golden = tmp_path_factory.mktemp("golden")
-    server = LocalChefServer(golden, persist=True, freeze_interval=60).start()  # saved at stop
+    server = LocalChefServer(golden, persist=True, freeze_interval=60, memory=memory_requested()).start()  # saved at stop
     try:
         chef = server.client()
         crowbar = crowbar_on(chef)
@@ -71,7 +71,7 @@ class started_copy:
     def __init__(self, source: Path, target: Path) -> None:
         shutil.copytree(source, target, dirs_exist_ok=True)
         (target / "server.json").unlink(missing_ok=True)
-        self.server = LocalChefServer(target, persist=True)
+        self.server = LocalChefServer(target, persist=True, memory=memory_requested())
 
     def __enter__(self) -> LocalChefServer:
         return self.server.start()

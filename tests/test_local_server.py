@@ -64,10 +64,33 @@ def test_cli_local_start_status_raw_stop(tmp_path):
         assert "Traceback" not in bad.stderr
         usage = crowbar("raw", "GET", "roles", env=env)
         assert usage.returncode == 1 and "must start with /" in usage.stderr
+        assert json.loads(status.stdout)["store"] == "postgresql"
+        assert LocalChefServer(directory).database.pid() is not None
     finally:
         stopped = crowbar("local", "stop", "--dir", directory)
     assert stopped.returncode == 0
     assert crowbar("local", "status", "--dir", directory).returncode == 1
+    assert LocalChefServer(directory).database.pid() is None  # PostgreSQL stopped with goiardi
+    again = crowbar("local", "start", "--dir", directory)  # the data is still there
+    try:
+        assert again.returncode == 0, again.stderr
+        env = dict(part.split("=", 1) for part in again.stdout.split()[1:])
+        assert json.loads(crowbar("raw", "GET", "/roles/web", env=env).stdout)["run_list"] == ["recipe[nginx]"]
+    finally:
+        assert crowbar("local", "stop", "--dir", directory).returncode == 0
+
+
+def test_cli_memory_server(tmp_path):
+    directory = str(tmp_path / "mem")
+    started = crowbar("local", "start", "--dir", directory, "--memory")
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "data in memory" in started.stderr
+        status = crowbar("local", "status", "--dir", directory)
+        assert status.returncode == 0 and "in memory" in status.stdout
+        assert not (tmp_path / "mem" / "pg").exists()
+    finally:
+        assert crowbar("local", "stop", "--dir", directory).returncode == 0
 
 
 def test_cli_without_configuration_is_one_clear_line(tmp_path):

@@ -31,12 +31,14 @@ from requests.adapters import HTTPAdapter
 from barclamp_sdk.chef.auth import ChefSigner, load_private_key
 from barclamp_sdk.chef.config import ChefConfig
 from barclamp_sdk.chef.paging import SearchWindow, search_all
+from barclamp_sdk.chef.pgquirks import check_storable, race_as_client_error
 from barclamp_sdk.errors import (
     ConnectionFailed,
     HTTPError,
     InvalidResponse,
     NotFound,
     RequestTooLarge,
+    ServerError,
     ValidationError,
     raise_for_response,
 )
@@ -232,6 +234,8 @@ class ChefClient:
         if data is not None and method in ("PUT", "POST") and len(data) > self.config.max_request_size:
             raise RequestTooLarge.before_sending(method, path, _subject(path, body), len(data),
                                                  self.config.max_request_size)
+        if data is not None:
+            check_storable(method, path, body, data)
         url = self.base_url + path
         attempts = 0
         started = time.monotonic()
@@ -281,7 +285,10 @@ class ChefClient:
         log.debug("%s %s -> %s (%d attempt(s), %.1f ms)", method, path,
                   response.status_code, attempts, (time.monotonic() - started) * 1000)
         if response.status_code >= 400:
-            raise_for_response(method, path, response, retried=attempts > 1)
+            try:
+                raise_for_response(method, path, response, retried=attempts > 1)
+            except ServerError as exc:  # goiardi on PostgreSQL answers some races with 500
+                raise (race_as_client_error(exc) or exc) from None
         if not response.content:
             if method == "GET":
                 raise InvalidResponse(
@@ -420,8 +427,17 @@ def path_segment(value: str) -> str:
 
 
 def solr_escape(value: str) -> str:
-    """Escape a term for a Chef (Solr/Lucene) search query."""
-    return "".join("\\" + c if c in _SOLR_SPECIAL else c for c in value)
+    """An exact term for a Chef (Solr/Lucene) search query: ``value`` quoted as a phrase.
+
+    A quoted phrase matches on every server; goiardi's PostgreSQL search
+    (``--pg-search``) keeps backslashes in a term, so ``crowbar\\-web`` would
+    match nothing there. goiardi cannot parse a colon inside quotes in either
+    mode: such values are backslash-escaped instead (matched by its in-memory
+    search and by Chef Infra Server).
+    """
+    if ":" in value:
+        return "".join("\\" + c if c in _SOLR_SPECIAL else c for c in value)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _subject(path: str, body: Any) -> str:

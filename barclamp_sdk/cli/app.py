@@ -83,14 +83,18 @@ dir_option = click.option(
 @local.command("start")
 @dir_option
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default: a free one).")
-@click.option("--persist", is_flag=True, help="Keep data on disk across restarts.")
+@click.option("--memory", is_flag=True,
+              help="goiardi's in-memory store instead of PostgreSQL: quick to start, but unsafe under "
+                   "concurrency (lost writes, two winners of one lock) and lost when stopped.")
+@click.option("--persist", is_flag=True, help="With --memory: freeze the data to disk every second.")
 @pass_state
-def local_start(state: CLIState, directory: str, port: int | None, persist: bool) -> None:
-    """Start goiardi in the background; prints `export` lines for eval."""
-    server = LocalChefServer(directory, port=port, persist=persist).start(detach=True)
+def local_start(state: CLIState, directory: str, port: int | None, memory: bool, persist: bool) -> None:
+    """Start goiardi (on a private PostgreSQL) in the background; prints `export` lines for eval."""
+    server = LocalChefServer(directory, port=port, memory=memory, persist=persist).start(detach=True)
     click.echo(server.export_lines(), nl=False)
+    store = ("in memory, frozen to disk" if persist else "in memory") if memory else "in PostgreSQL, kept"
     click.echo(
-        f"# Chef server running at {server.url} (data {'on disk' if persist else 'in memory'}); "
+        f"# Chef server running at {server.url} (data {store}); "
         f"stop it with: crowbar local stop --dir {server.directory}",
         err=True,
     )
@@ -108,8 +112,9 @@ def local_status(state: CLIState, directory: str) -> int:
                    lambda: f"no local Chef server running from {directory}")
         return 1
     data = {"running": True, "dir": directory, **info}
-    state.emit(data, lambda: (f"running: {info['url']} (pid {info['pid']}, "
-                              f"{'persisted' if info.get('persist') else 'in memory'})"))
+    store = {"postgresql": "PostgreSQL"}.get(info.get("store", "memory"),
+                                             "persisted in memory" if info.get("persist") else "in memory")
+    state.emit(data, lambda: f"running: {info['url']} (pid {info['pid']}, {store})")
     return 0
 
 
@@ -183,12 +188,14 @@ def raw(state: CLIState, method: str, path: str, data_file: Any) -> None:
 @root.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default=".demo",
               show_default=True, help="Directory for the demo's Chef server.")
+@click.option("--memory", is_flag=True, help="goiardi's in-memory store instead of PostgreSQL (unsafe "
+                                             "under concurrency).")
 @pass_state
-def demo(state: CLIState, directory: str) -> int:
+def demo(state: CLIState, directory: str, memory: bool) -> int:
     """Run the end-to-end demo on a local Chef server (left running)."""
     from barclamp_sdk.cli.demo import run_demo
 
-    return run_demo(Path(directory).resolve(), state.console)
+    return run_demo(Path(directory).resolve(), state.console, memory=memory)
 
 
 def _register() -> None:

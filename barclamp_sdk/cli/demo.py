@@ -59,13 +59,15 @@ def _machine_table(crowbar: Crowbar, hardware: dict[str, str], *, final: bool = 
     return table
 
 
-def run_demo(directory: Path, console: Console) -> int:
+def run_demo(directory: Path, console: Console, *, memory: bool = False) -> int:
     """Run the whole job; leave the server and BMC peers running."""
     started = time.monotonic()
-    server = LocalChefServer(directory)
+    server = LocalChefServer(directory, memory=memory)
     if server.status() is not None or (directory / "peers.json").exists():
         console.print(f"[dim]stopping the previous demo in {directory}[/dim]")
         server.stop()
+    server.memory = memory
+    server.erase()  # every demo starts from an empty server
 
     _say(console, "1. A real Chef server, and BMCs")
     server.start(detach=True)
@@ -80,7 +82,8 @@ def run_demo(directory: Path, console: Console) -> int:
     lab = BmcLab(directory / "bmcs", [n for n, (_, bmc) in zip(names, plan) if bmc],
                  username=BMC_USER, password=BMC_PASSWORD, detach=True).start()
     server.register_peers(lab.pids())
-    console.print(f"goiardi (Chef 11 API) at {server.url}; {len(lab.names)} BMCs: ipmi_sim for power and boot, "
+    store = "in memory" if memory else "on PostgreSQL"
+    console.print(f"goiardi (Chef 11 API, {store}) at {server.url}; {len(lab.names)} BMCs: ipmi_sim for power and boot, "
                   "a sushy-tools Redfish emulator for BIOS settings")
 
     _say(console, "2. Machines appear and pause after discovery")

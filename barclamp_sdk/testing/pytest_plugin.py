@@ -2,6 +2,9 @@
 
 ``chef_server``
     session-scoped: a real goiardi on 127.0.0.1 and a connected admin client.
+    goiardi stores its data in a private PostgreSQL, like a production server;
+    ``CROWBAR_TEST_SERVER=memory`` gives its in-memory store instead (faster to
+    start, unsafe under concurrency).
 ``chef``
     a :class:`~barclamp_sdk.chef.ChefClient` on an emptied server, per test.
 ``fault_proxy``
@@ -61,6 +64,16 @@ from barclamp_sdk.testing.production import ProductionPersonality
 from barclamp_sdk.testing.fleet import Fleet
 
 TEST_SECRET = b"barclamp-sdk test secret, not for production"
+#: ``CROWBAR_TEST_SERVER``: ``postgresql`` (default) or ``memory``.
+SERVER_ENV = "CROWBAR_TEST_SERVER"
+
+
+def memory_requested() -> bool:
+    """Whether ``$CROWBAR_TEST_SERVER`` asks for goiardi's in-memory store."""
+    value = os.environ.get(SERVER_ENV, "postgresql").strip().lower() or "postgresql"
+    if value not in ("postgresql", "memory"):
+        raise pytest.UsageError(f"{SERVER_ENV}={value!r}: use 'postgresql' (the default) or 'memory'")
+    return value == "memory"
 
 PERSONALITY_ENV = "CROWBAR_TEST_PERSONALITY"
 
@@ -145,7 +158,7 @@ def start_production(chef_server: RunningChefServer, **knobs: Any) -> Production
 @pytest.fixture(scope="session")
 def chef_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningChefServer]:
     """A real goiardi Chef server for the whole test session."""
-    server = LocalChefServer(tmp_path_factory.mktemp("chef-server")).start()
+    server = LocalChefServer(tmp_path_factory.mktemp("chef-server"), memory=memory_requested()).start()
     client = server.client()
     try:
         yield RunningChefServer(server, client)
