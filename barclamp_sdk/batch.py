@@ -37,6 +37,7 @@ from barclamp_sdk.commit import CommitResult
 from barclamp_sdk.context import Context
 from barclamp_sdk.document import Proposal, pydantic_messages
 from barclamp_sdk.errors import CrowbarError, NotFoundError, ValidationError
+from barclamp_sdk.inputs import load_yaml
 from barclamp_sdk.jsondoc import deep_merge
 from barclamp_sdk.naming import check_proposal_name
 
@@ -77,10 +78,7 @@ class Scenario(BaseModel):
 
 def parse(text: str, *, source: str = "scenario") -> Scenario:
     """Read a scenario (YAML or JSON); ValidationError names the bad field."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValidationError(f"{source} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = load_yaml(text, source)  # bounded: size, depth, alias expansion
     if not isinstance(data, dict):
         raise ValidationError(f"{source} must be a mapping with a 'proposals' list")
     try:

@@ -47,7 +47,7 @@ ROLE_KEYS: dict[str, list[str]] = {
 
 _UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?b?)\s*$", re.IGNORECASE)
-_PARTITION = re.compile(r"^(.*?\d)p\d+$|^(.*?[a-z])\d+$")
+_PARTITION = re.compile(r"(.*?\d)p\d+|(.*?[a-z])\d+")
 
 
 def parse_size(value: Any) -> int:
@@ -88,7 +88,7 @@ def _dict(value: Any) -> dict[str, Any]:
 def disk_of(device: str) -> str:
     """The whole disk a partition lives on: sda1 -> sda, nvme0n1p2 -> nvme0n1."""
     name = device.rsplit("/", 1)[-1]
-    match = _PARTITION.match(name)
+    match = _PARTITION.fullmatch(name)
     if not match:
         return name
     return match.group(1) or match.group(2)

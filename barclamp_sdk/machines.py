@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 from barclamp_sdk.chef.client import solr_escape
 from barclamp_sdk.cluster import MATCH_ALL, ClusterView, MachineRecord, record_from_role
 from barclamp_sdk.context import Context
-from barclamp_sdk.errors import CrowbarError, NotFound, NotFoundError
+from barclamp_sdk.errors import CrowbarError, NotFound, NotFoundError, ValidationError
 from barclamp_sdk.inventory import NODE_KEYS, ROLE_KEYS, Inventory, machine_from_search
-from barclamp_sdk.naming import NODE_ROLE_PREFIX, check_node_name, node_role_name
+from barclamp_sdk.naming import NODE_ROLE_PREFIX, check_node_name, check_role_owner, node_role_name
 from barclamp_sdk.noderoles import NodeRoleStore, crowbar_data, now_iso
 from barclamp_sdk.states import check_state, check_transition
 
@@ -57,9 +57,10 @@ class Machines:
 
     def record(self, name: str) -> MachineRecord:
         """One machine's Crowbar record, read from its role."""
+        check_node_name(name)
         role = self.chef.roles.find(node_role_name(name))
         record = record_from_role(role) if role else None
-        if record is None:
+        if record is None or record.name != name:
             raise NotFoundError(f"no machine {name!r}; see `crowbar machines list`")
         return record
 
@@ -118,14 +119,27 @@ class Machines:
 
     # -- discovery -----------------------------------------------------------------------
 
-    def discover(self, names: Iterable[str] | None = None) -> list[str]:
-        """Make Chef nodes (all, or ``names``) Crowbar machines; returns the new ones."""
+    def discover(self, names: Iterable[str] | None = None, *,
+                 skipped: dict[str, str] | None = None) -> list[str]:
+        """Make Chef nodes (all, or ``names``) Crowbar machines; returns the new ones.
+
+        A node that cannot become a machine (a name no role can hold, or whose
+        role belongs to another node: see :func:`~barclamp_sdk.naming.check_role_owner`)
+        is skipped with a warning, its reason put in ``skipped``; every other
+        node is still discovered, in name order (so the first claims a shared role name).
+        """
         known = set(self.cluster().names())
-        candidates = list(names) if names is not None else self.chef.nodes.list()
+        candidates = sorted(names) if names is not None else sorted(self.chef.nodes.list())
         found = []
         for name in candidates:
             if name not in known:
-                self.transition(name, "discovering")
+                try:
+                    self.transition(name, "discovering")
+                except (ValidationError, NotFoundError) as exc:
+                    log.warning("node %r is not discovered: %s", name, exc)
+                    if skipped is not None:
+                        skipped[name] = str(exc)
+                    continue
                 found.append(name)
         return found
 
@@ -178,7 +192,10 @@ class Machines:
         check_node_name(name)
         check_state(state)
         created = False
-        if state == "discovering" and self.roles.find(name) is None:
+        existing = self.roles.find(name) if state == "discovering" else None
+        if existing is not None:
+            check_role_owner(name, existing)
+        if state == "discovering" and existing is None:
             if self.chef.nodes.find(name) is None:
                 raise NotFoundError(
                     f"no Chef node {name!r}: run chef-client on the machine first "

@@ -14,7 +14,6 @@ import types
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
@@ -22,6 +21,7 @@ from barclamp_sdk.barclamp import ProposalRef
 from barclamp_sdk.context import Context
 from barclamp_sdk.document import Proposal, pydantic_messages
 from barclamp_sdk.errors import CrowbarError, ValidationError
+from barclamp_sdk.inputs import load_yaml
 from barclamp_sdk.naming import proposal_item_id
 
 if TYPE_CHECKING:
@@ -295,7 +295,7 @@ def parse_setting(model: type[BaseModel], key: str, raw: Any) -> Any:
     if _wants_text(annotation) and raw not in ("null", "~"):
         return raw
     try:
-        return yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        return load_yaml(raw, f"--set {key}") if raw.strip() else ""
+    except ValidationError:
         return raw
 

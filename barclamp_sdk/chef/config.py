@@ -97,8 +97,13 @@ class ChefConfig:
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.server_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        try:
+            parts = urlsplit(self.server_url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            valid = False
+        if not valid or any(c.isspace() or ord(c) < 32 for c in self.server_url):
             raise ConfigurationError(
                 f"Chef server URL {self.server_url!r} ({self.source_of('server_url')}) "
                 "must look like https://chef.example.com or "

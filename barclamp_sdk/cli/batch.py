@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from barclamp_sdk import batch as scenario_file
+from barclamp_sdk import inputs
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
 
 EXIT_QUEUED = 3
@@ -28,12 +29,13 @@ def batch_export(state: CLIState, barclamps: tuple[str, ...]) -> None:
 
 
 @batch.command("apply")
-@click.argument("file", type=click.File("r"))
+@click.argument("file", type=click.File("rb"))
 @output_options
 @pass_state
 def batch_apply(state: CLIState, file: Any) -> int:
     """Create or update the file's proposals, then commit them in dependency order."""
-    scenario = scenario_file.parse(file.read(), source=file.name)
+    source = inputs.source_name(file)
+    scenario = scenario_file.parse(inputs.decode(inputs.read_bytes(file), source), source=source)
     crowbar = state.crowbar()
     machines = sum(len(m) for p in scenario.proposals if p.commit
                    for m in (p.deployment.elements or {}).values())

@@ -111,10 +111,14 @@ def machines_transition(state: CLIState, name: str, new_state: str) -> None:
 @click.argument("names", nargs=-1)
 @output_options
 @pass_state
-def machines_discover(state: CLIState, names: tuple[str, ...]) -> None:
-    """Make Chef nodes (all, or NAMES) Crowbar machines."""
-    found = state.crowbar().machines.discover(names or None)
-    state.emit({"discovered": found}, lambda: f"discovered {len(found)} new machine(s)")
+def machines_discover(state: CLIState, names: tuple[str, ...]) -> int:
+    """Make Chef nodes (all, or NAMES) Crowbar machines (nodes that cannot be are skipped, warned)."""
+    skipped: dict[str, str] = {}
+    found = state.crowbar().machines.discover(names or None, skipped=skipped)
+    state.emit({"discovered": found, "skipped": skipped},
+               lambda: f"discovered {len(found)} new machine(s)"
+               + (f"; skipped {len(skipped)} node(s) (see the warnings)" if skipped else ""))
+    return 1 if names and skipped else 0
 
 
 

@@ -16,6 +16,7 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
+from barclamp_sdk import inputs
 from barclamp_sdk.barclamp import Barclamp
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
 from barclamp_sdk.commit import CommitResult
@@ -120,20 +121,18 @@ def _edit_in_editor(state: CLIState, barclamp: str, name: str) -> None:
         path = Path(tmp) / f"{barclamp}-{name}.yaml"
         path.write_text(header + text)
         while True:
-            status = subprocess.call([*shlex.split(editor), str(path)])
+            status = _run_editor(editor, path)
             if status != 0:
                 raise CrowbarError(f"the editor ({editor}) exited with status {status}; nothing saved")
-            content = path.read_text()
+            content = inputs.decode(inputs.read_bytes(path), str(path))
             body = "\n".join(line for line in content.splitlines() if not line.startswith("#"))
             if not body.strip():
                 click.echo("empty file: nothing saved", err=True)
                 return
             try:
-                document = yaml.safe_load(body)
+                document = inputs.load_yaml(body, "the edited document")
                 saved = crowbar.proposals.replace(barclamp, name, document, expected_revision=base_revision,
                                                   change="edited in an editor")
-            except yaml.YAMLError as exc:
-                problem = f"not valid YAML: {str(exc).splitlines()[0]}"
             except ValidationError as exc:
                 problem = "; ".join(exc.errors) if exc.errors else str(exc)
             except CrowbarError as exc:  # e.g. someone else saved meanwhile: keep the edit
@@ -154,6 +153,22 @@ def _edit_in_editor(state: CLIState, barclamp: str, name: str) -> None:
                 raise ValidationError(f"{problem} (your edit is kept in {kept})")
             edited = "".join(line for line in content.splitlines(keepends=True) if not line.startswith("# ERROR: "))
             path.write_text(f"# ERROR: {problem}\n" + edited)
+
+
+def _run_editor(editor: str, path: Path) -> int:
+    """Run ``$VISUAL``/``$EDITOR`` on ``path``; a missing or malformed editor is one clear error."""
+    try:
+        command = shlex.split(editor)
+    except ValueError as exc:
+        raise CrowbarError(f"cannot parse the editor command {editor!r} ($VISUAL/$EDITOR): {exc}; "
+                           "nothing saved") from None
+    if not command:
+        raise CrowbarError("the editor command ($VISUAL/$EDITOR) is empty; nothing saved")
+    try:
+        return subprocess.call([*command, str(path)])
+    except OSError as exc:
+        raise CrowbarError(f"cannot run the editor {command[0]!r} ($VISUAL/$EDITOR): "
+                           f"{exc.strerror or exc}; set EDITOR to an installed editor (nothing saved)") from None
 
 
 def _keep_edit(barclamp: str, name: str, revision: int, content: str) -> Path:
@@ -223,7 +238,7 @@ def make_group(barclamp: Barclamp) -> click.Group:
 
     @proposal.command()
     @click.argument("name")
-    @click.option("--file", "file", type=click.File("r"), help="A whole document (JSON or YAML; - for stdin).")
+    @click.option("--file", "file", type=click.File("rb"), help="A whole document (JSON or YAML; - for stdin).")
     @click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE", help="Set one setting (repeatable).")
     @click.option("--unset", "unset", multiple=True, metavar="KEY", help="Reset a setting to its default.")
     @output_options
@@ -234,10 +249,7 @@ def make_group(barclamp: Barclamp) -> click.Group:
         if file is not None and (pairs or unset):
             raise click.UsageError("use --file, or --set/--unset, not both")
         if file is not None:
-            try:
-                document = yaml.safe_load(file.read())
-            except yaml.YAMLError as exc:
-                raise ValidationError(f"--file is not valid JSON or YAML: {str(exc).splitlines()[0]}") from None
+            document = inputs.read_document(file, f"--file {inputs.source_name(file)}")
             saved = crowbar.proposals.replace(bc, name, document)
         elif pairs or unset:
             saved = crowbar.proposals.set(bc, name, parse_pairs(pairs), unset)

@@ -59,13 +59,14 @@ def converge(state: CLIState, names: tuple[str, ...]) -> None:
 @click.option("--until", type=click.Choice(LIFECYCLE), default="ready", show_default=True)
 @output_options
 @pass_state
-def boot(state: CLIState, names: tuple[str, ...], everyone: bool, until: str) -> None:
+def boot(state: CLIState, names: tuple[str, ...], everyone: bool, until: str) -> int:
     """Boot machines as Crowbar's boot scripts do (they pause until allocated)."""
     if not names and not everyone:
         raise click.UsageError("name machines to boot, or give --all")
     targets = list(names) or state.client().nodes.list()
     with progress(state, len(targets), "booting") as advance:
-        states = _fleet(state).boot(targets, until=until, progress=advance)
+        skipped: dict[str, str] = {}
+        states = _fleet(state).boot(targets, until=until, progress=advance, skipped=skipped)
     paused = [n for n, s in states.items() if s == "discovered" and until != "discovered"]
 
     def summary() -> str:
@@ -78,3 +79,4 @@ def boot(state: CLIState, names: tuple[str, ...], everyone: bool, until: str) ->
         return text
 
     state.emit(states, summary)
+    return 1 if names and skipped else 0
