@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
 from barclamp_sdk import batch as scenario_file
 from barclamp_sdk import inputs
-from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
+from barclamp_sdk.cli.context import CLIState, output_options, pass_state, plain, progress
 
 EXIT_QUEUED = 3
 
@@ -48,7 +47,8 @@ def batch_apply(state: CLIState, file: Any) -> int:
             grid.add_column(column)
         for ref, action in report.saved.items():
             result = report.commits.get(ref)
-            grid.add_row(ref, action, result.status if result else "-", escape("; ".join(result.reasons)) if result else "")
+            grid.add_row(plain(ref), plain(action), plain(result.status) if result else "-",
+                         plain("; ".join(result.reasons)) if result else "")
         return grid
 
     state.emit(report.as_dict(), table)

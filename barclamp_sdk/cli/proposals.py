@@ -13,12 +13,11 @@ from typing import Any
 
 import click
 import yaml
-from rich.markup import escape
 from rich.table import Table
 
 from barclamp_sdk import inputs
 from barclamp_sdk.barclamp import Barclamp
-from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
+from barclamp_sdk.cli.context import CLIState, output_options, pass_state, plain, progress
 from barclamp_sdk.commit import CommitResult
 from barclamp_sdk.document import Proposal
 from barclamp_sdk.errors import CrowbarError, ValidationError
@@ -60,46 +59,46 @@ def parse_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 
 def proposal_view(proposal: Proposal, status: str | None = None) -> str:
     """A proposal for people (rich markup; every value escaped)."""
-    lines = [f"[bold]{proposal.barclamp}/{proposal.name}[/bold]  revision {proposal.revision}"
-             + (f"  {escape(f'[{status}]')}" if status else "")]
+    lines = [f"[bold]{plain(proposal.barclamp)}/{plain(proposal.name)}[/bold]  revision {proposal.revision}"
+             + (f"  {plain(f'[{status}]')}" if status else "")]
     if proposal.description:
-        lines.append(escape(proposal.description))
+        lines.append(plain(proposal.description))
     lines.append("")
     lines.append("[bold]elements[/bold]")
     for element in proposal.definition.elements:
         members = proposal.elements.get(element.name, [])
-        lines.append(escape(f"  {element.name} ({len(members)}): {', '.join(members) or '-'}"))
+        lines.append(plain(f"  {element.name} ({len(members)}): {', '.join(members) or '-'}"))
     lines.append("")
     lines.append("[bold]settings[/bold]")
     for key, value in flat(masked(proposal.attributes)):
-        lines.append(escape(f"  {key} = {json.dumps(value) if not isinstance(value, str) else value}"))
+        lines.append(plain(f"  {key} = {json.dumps(value) if not isinstance(value, str) else value}"))
     if proposal.notes:
         lines.append("")
         lines.append("[bold]notes[/bold]")
-        lines += [escape(f"  - {note}") for note in proposal.notes]
+        lines += [plain(f"  - {note}") for note in proposal.notes]
     return "\n".join(lines)
 
 
 def commit_view(result: CommitResult) -> str:
     """A commit's outcome for people (rich markup; every value escaped)."""
-    ref = escape(str(result.proposal))
+    ref = plain(str(result.proposal))
     if result.status == "queued":
         return "\n".join([f"[yellow]{ref} r{result.revision} is queued[/yellow] because:",
-                          *(escape(f"  - {reason}") for reason in result.reasons),
+                          *(plain(f"  - {reason}") for reason in result.reasons),
                           "it is applied automatically once nothing blocks it (see `crowbar queue`)"])
     if result.status == "planned":
         lines = [f"dry run of {ref} r{result.revision}: {len(result.changes)} role(s) would change"]
         for reason in result.reasons:
-            lines.append(f"  [yellow]would be queued: {escape(reason)}[/yellow]")
+            lines.append(f"  [yellow]would be queued: {plain(reason)}[/yellow]")
         for change in result.changes:
-            lines.append(escape(f"  {change.action} {change.role}"))
+            lines.append(plain(f"  {change.action} {change.role}"))
             if change.added:
-                lines.append(escape(f"      + {', '.join(change.added)}"))
+                lines.append(plain(f"      + {', '.join(change.added)}"))
             if change.removed:
-                lines.append(escape(f"      - {', '.join(change.removed)}"))
+                lines.append(plain(f"      - {', '.join(change.removed)}"))
             if change.node is not None:
-                lines.append(escape(f"      run list: {', '.join(change.run_list_after) or '-'}"))
-            lines += [escape(f"      {c}") for c in change.changes[:10]]
+                lines.append(plain(f"      run list: {', '.join(change.run_list_after) or '-'}"))
+            lines += [plain(f"      {c}") for c in change.changes[:10]]
         return "\n".join(lines)
     if result.status == "unchanged":
         return f"{ref} r{result.revision} is already applied: nothing to do"
@@ -205,8 +204,8 @@ def make_group(barclamp: Barclamp) -> click.Group:
             for column in ("NAME", "REVISION", "STATUS", "MACHINES", "DESCRIPTION"):
                 grid.add_column(column)
             for item in items:
-                grid.add_row(item["name"], str(item["revision"]), item["status"], str(item["machines"]),
-                             item["description"])
+                grid.add_row(plain(item["name"]), plain(item["revision"]), plain(item["status"]),
+                             plain(item["machines"]), plain(item["description"]))
             return grid
 
         state.emit(items, table)
@@ -311,7 +310,8 @@ def make_group(barclamp: Barclamp) -> click.Group:
             for column in ("REVISION", "SAVED AT", "BY", "CHANGE"):
                 grid.add_column(column)
             for entry in entries:
-                grid.add_row(str(entry["revision"]), str(entry["saved_at"]), str(entry["saved_by"]), str(entry["change"]))
+                grid.add_row(plain(entry["revision"]), plain(entry["saved_at"]), plain(entry["saved_by"]),
+                             plain(entry["change"]))
             return grid
 
         state.emit(entries, table)

@@ -9,6 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from barclamp_sdk.bmc import BMC, BMCEndpoint
+from barclamp_sdk.cli.context import plain
 from barclamp_sdk.errors import BMCError, CrowbarError, ValidationError
 from barclamp_sdk.noderoles import crowbar_data, now_iso
 from barclamp_sdk.parallel import run_parallel
@@ -142,7 +143,8 @@ def results_table(results: list[BiosResult]) -> Table:
         table.add_column(column)
     for r in results:
         style = {"problem": "red", "applied": "green", "skipped": "yellow"}.get(r.status, "")
-        table.add_row(r.machine, f"[{style}]{r.status}[/{style}]" if style else r.status,
-                      f"{r.bios_set} ({r.family})", ", ".join(f"{k}={v}" for k, v in r.changed.items()) or "-",
-                      r.power or "-", r.reason or "-")
+        table.add_row(plain(r.machine), f"[{style}]{plain(r.status)}[/{style}]" if style else plain(r.status),
+                      plain(f"{r.bios_set} ({r.family})"),
+                      plain(", ".join(f"{k}={v}" for k, v in r.changed.items()) or "-"),
+                      plain(r.power or "-"), plain(r.reason or "-"))
     return table
