@@ -191,12 +191,17 @@ class ChefConfig:
                 f"no Chef server configured: set {names}, write a profile in "
                 f"{chef_dir / 'credentials'}, or run `eval $(crowbar local start --dir DIR)`"
             )
+        def base(setting: str) -> Path:
+            # Relative paths: from the working directory for options and the
+            # environment, from the config file's directory for config files.
+            return Path.cwd() if sources.get(setting) in ("argument", "environment") else chef_dir
+
         key = str(values["client_key"])
         key_pem = key if key.lstrip().startswith("-----BEGIN") else None
-        key_path = None if key_pem else str(_resolve_path(key, chef_dir))
+        key_path = None if key_pem else str(_resolve_path(key, base("client_key")))
         verify: bool | str = True
         if "ca_file" in values:
-            verify = str(_resolve_path(str(values["ca_file"]), chef_dir))
+            verify = str(_resolve_path(str(values["ca_file"]), base("ca_file")))
         if "ssl_verify" in values and not _truthy(values["ssl_verify"]):
             verify = False
         secret = values.get("encrypted_data_bag_secret")
@@ -206,7 +211,8 @@ class ChefConfig:
             client_key_path=key_path,
             client_key_pem=key_pem,
             verify=verify,
-            encrypted_data_bag_secret=str(_resolve_path(secret, chef_dir)) if secret else None,
+            encrypted_data_bag_secret=(str(_resolve_path(secret, base("encrypted_data_bag_secret")))
+                                       if secret else None),
             sources=sources,
             **options,
         )
@@ -260,6 +266,10 @@ def _from_credentials(chef_dir: Path, profile: str | None) -> list[tuple[str, di
             )
         return []
     values = {ours: section[theirs] for theirs, ours in _PROFILE_KEYS.items() if theirs in section}
+    if str(values.get("client_key", "")).lstrip().startswith("-----BEGIN"):
+        # An inline key makes the file as secret as a key file.
+        check_private_file(path, path.stat().st_mode,
+                           what=f"credentials file (profile {profile!r} holds an inline client key)")
     return [(f"{path} [{profile}]", values)]
 
 
