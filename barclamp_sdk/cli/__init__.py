@@ -13,7 +13,7 @@ import traceback
 import click
 
 from barclamp_sdk.cli.app import root
-from barclamp_sdk.errors import CrowbarError
+from barclamp_sdk.errors import CrowbarError, ValidationError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except CrowbarError as exc:
         if debug:
             traceback.print_exc()
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {_one_line(exc)}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
@@ -65,3 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_ERROR
     return int(result) if isinstance(result, int) else EXIT_OK
+
+
+def _one_line(exc: CrowbarError) -> str:
+    """An error as one line; a ValidationError lists its problems (the first ten)."""
+    if isinstance(exc, ValidationError) and len(exc.errors) > 1:
+        shown = "; ".join(exc.errors[:10])
+        more = f" (and {len(exc.errors) - 10} more)" if len(exc.errors) > 10 else ""
+        text = f"{exc.subject}: {shown}{more}" if exc.subject else f"{shown}{more}"
+    else:
+        text = str(exc)
+    return " ".join(text.split("\n"))

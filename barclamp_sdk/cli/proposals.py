@@ -21,6 +21,7 @@ from barclamp_sdk.cli.context import CLIState, output_options, pass_state, plain
 from barclamp_sdk.commit import CommitResult
 from barclamp_sdk.document import Proposal
 from barclamp_sdk.errors import CrowbarError, ValidationError
+from barclamp_sdk.schema import ProposalSchema
 from barclamp_sdk.secrets import MASK, is_reference
 
 EXIT_QUEUED = 3
@@ -107,6 +108,14 @@ def commit_view(result: CommitResult) -> str:
            f"in {result.seconds:.1f}s{extra}"
 
 
+def check_document(barclamp: Barclamp, name: str, document: Any, *, subject: str = "") -> None:
+    """Refuse a whole proposal document of the wrong shape, listing every problem with its path."""
+    schema = ProposalSchema(barclamp.name, tuple(e.name for e in barclamp.elements), barclamp.Attributes)
+    problems = schema.check(document, name=name)
+    if problems:
+        raise ValidationError(problems, subject=subject or f"{barclamp.name}/{name}")
+
+
 def _edit_in_editor(state: CLIState, barclamp: str, name: str) -> None:
     """Crowbar's raw attribute mode: $EDITOR on the document, re-opened on errors."""
     crowbar = state.crowbar()
@@ -130,6 +139,7 @@ def _edit_in_editor(state: CLIState, barclamp: str, name: str) -> None:
                 return
             try:
                 document = inputs.load_yaml(body, "the edited document")
+                check_document(crowbar.barclamps.get(barclamp), name, document)
                 saved = crowbar.proposals.replace(barclamp, name, document, expected_revision=base_revision,
                                                   change="edited in an editor")
             except ValidationError as exc:
@@ -249,6 +259,7 @@ def make_group(barclamp: Barclamp) -> click.Group:
             raise click.UsageError("use --file, or --set/--unset, not both")
         if file is not None:
             document = inputs.read_document(file, f"--file {inputs.source_name(file)}")
+            check_document(barclamp, name, document, subject=f"--file {inputs.source_name(file)}")
             saved = crowbar.proposals.replace(bc, name, document)
         elif pairs or unset:
             saved = crowbar.proposals.set(bc, name, parse_pairs(pairs), unset)
