@@ -125,7 +125,7 @@ class Machines:
 
         A node that cannot become a machine (a name no role can hold, or whose
         role belongs to another node: see :func:`~barclamp_sdk.naming.check_role_owner`)
-        is skipped with a warning, its reason put in ``skipped``; every other
+        is skipped, its reason put in ``skipped`` (or logged as a warning); every other
         node is still discovered, in name order (so the first claims a shared role name).
         """
         known = set(self.cluster().names())
@@ -136,8 +136,9 @@ class Machines:
                 try:
                     self.transition(name, "discovering")
                 except (ValidationError, NotFoundError) as exc:
-                    log.warning("node %r is not discovered: %s", name, exc)
-                    if skipped is not None:
+                    if skipped is None:
+                        log.warning("node %r is not discovered: %s", name, exc)
+                    else:
                         skipped[name] = str(exc)
                     continue
                 found.append(name)

@@ -114,6 +114,8 @@ def machines_discover(state: CLIState, names: tuple[str, ...]) -> int:
     """Make Chef nodes (all, or NAMES) Crowbar machines (nodes that cannot be are skipped, warned)."""
     skipped: dict[str, str] = {}
     found = state.crowbar().machines.discover(names or None, skipped=skipped)
+    for name, reason in skipped.items():
+        click.echo(f"warning: node {name!r} is not discovered: {reason}", err=True)
     state.emit({"discovered": found, "skipped": skipped},
                lambda: f"discovered {len(found)} new machine(s)"
                + (f"; skipped {len(skipped)} node(s) (see the warnings)" if skipped else ""))

@@ -67,6 +67,8 @@ def boot(state: CLIState, names: tuple[str, ...], everyone: bool, until: str) ->
     with progress(state, len(targets), "booting") as advance:
         skipped: dict[str, str] = {}
         states = _fleet(state).boot(targets, until=until, progress=advance, skipped=skipped)
+    for name, reason in skipped.items():
+        click.echo(f"warning: node {name!r} is not booted: {reason}", err=True)
     paused = [n for n, s in states.items() if s == "discovered" and until != "discovered"]
 
     def summary() -> str:

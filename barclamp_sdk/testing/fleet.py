@@ -313,8 +313,9 @@ class Fleet:
             try:
                 return steps(name)
             except (ValidationError, NotFoundError) as exc:
-                log.warning("node %r is not booted: %s", name, exc)
-                if skipped is not None:
+                if skipped is None:
+                    log.warning("node %r is not booted: %s", name, exc)
+                else:
                     skipped[name] = str(exc)
                 if progress is not None:
                     progress(1)
