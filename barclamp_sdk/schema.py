@@ -72,9 +72,15 @@ def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
+def _key(key: Any) -> str:
+    """A key as it appears in a path: as is when plain, quoted when odd (spaces, newlines, empty)."""
+    plain = isinstance(key, str) and key and key.isprintable() and not any(c.isspace() for c in key)
+    return key if plain else repr(key)
+
+
 def _unknown(keys: Iterable[Any], allowed: Iterable[str], where: str) -> list[str]:
     allowed = tuple(allowed)
-    return [f"{where}{key}: unknown key (allowed: {', '.join(allowed)})"
+    return [f"{where}{_key(key)}: unknown key (allowed: {', '.join(allowed)})"
             for key in keys if key not in allowed]
 
 
@@ -127,7 +133,7 @@ def _check_attributes(document: dict[str, Any], schema: ProposalSchema) -> list[
         return [f"attributes: missing (it holds {bc}'s settings: attributes.{bc})"]
     if not isinstance(attributes, dict):
         return [f"attributes: must be an object holding only {bc!r}"]
-    errors = [f"attributes.{key}: not allowed in a {bc} proposal (only attributes.{bc})"
+    errors = [f"attributes.{_key(key)}: not allowed in a {bc} proposal (only attributes.{bc})"
               for key in attributes if key != bc]
     settings = attributes.get(bc)
     if bc not in attributes:
@@ -139,7 +145,7 @@ def _check_attributes(document: dict[str, Any], schema: ProposalSchema) -> list[
             schema.attributes.model_validate(settings)
         except PydanticValidationError as exc:
             for error in exc.errors():
-                path = ".".join(str(p) for p in error["loc"])
+                path = ".".join(_key(str(p)) for p in error["loc"])
                 message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
                 errors.append(f"attributes.{bc}{'.' + path if path else ''}: {message}")
     return errors
@@ -152,7 +158,7 @@ def _check_deployment(document: dict[str, Any], schema: ProposalSchema) -> list[
         return [f"deployment: missing (it holds deployment.{bc}: elements, order, states)"]
     if not isinstance(deployment, dict):
         return [f"deployment: must be an object holding only {bc!r}"]
-    errors = [f"deployment.{key}: not allowed in a {bc} proposal (only deployment.{bc})"
+    errors = [f"deployment.{_key(key)}: not allowed in a {bc} proposal (only deployment.{bc})"
               for key in deployment if key != bc]
     if bc not in deployment:
         return [*errors, f"deployment.{bc}: missing"]
@@ -183,9 +189,9 @@ def _check_deployment(document: dict[str, Any], schema: ProposalSchema) -> list[
         errors.append(f"{where}.elements: must map element names to lists of machine names")
     else:
         for element, members in elements.items():
-            errors += element_key(element, f"{where}.elements.{element}")
+            errors += element_key(element, f"{where}.elements.{_key(element)}")
             if not _is_str_list(members):
-                errors.append(f"{where}.elements.{element}: must be a list of machine names")
+                errors.append(f"{where}.elements.{_key(element)}: must be a list of machine names")
 
     order = part.get("element_order", [])
     if not isinstance(order, list) or not all(isinstance(batch, list) for batch in order):
@@ -202,18 +208,18 @@ def _check_deployment(document: dict[str, Any], schema: ProposalSchema) -> list[
         errors.append(f"{where}.element_run_list_order: must map element names to integers")
     else:
         for element, priority in priorities.items():
-            errors += element_key(element, f"{where}.element_run_list_order.{element}")
+            errors += element_key(element, f"{where}.element_run_list_order.{_key(element)}")
             if not _is_int(priority):
-                errors.append(f"{where}.element_run_list_order.{element}: must be an integer")
+                errors.append(f"{where}.element_run_list_order.{_key(element)}: must be an integer")
 
     states = part.get("element_states", {})
     if not isinstance(states, dict):
         errors.append(f"{where}.element_states: must map element names to lists of states")
     else:
         for element, listed in states.items():
-            errors += element_key(element, f"{where}.element_states.{element}")
+            errors += element_key(element, f"{where}.element_states.{_key(element)}")
             if not _is_str_list(listed):
-                errors.append(f"{where}.element_states.{element}: must be a list of states")
+                errors.append(f"{where}.element_states.{_key(element)}: must be a list of states")
 
     config = part.get("config", {})
     if not isinstance(config, dict):
