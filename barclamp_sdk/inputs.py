@@ -173,7 +173,10 @@ def load_yaml(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> Any:
     """Parse YAML (JSON is YAML too) safely and within ``limits``; JSON values only."""
     if len(text) > limits.max_bytes:
         raise ValidationError(f"{source} is larger than {limits.max_bytes:,} bytes; refused")
-    loader = _BoundedLoader(text)
+    try:
+        loader = _BoundedLoader(text)  # the reader refuses control characters here already
+    except yaml.YAMLError as exc:
+        raise ValidationError(f"{source} is not valid JSON or YAML: {_yaml_problem(exc)}") from None
     loader.max_depth = limits.max_depth
     try:
         node = loader.get_single_node()

@@ -111,6 +111,11 @@ class ChefConfig:
             )
         if not self.client_name:
             raise ConfigurationError("Chef client name is empty; set CHEF_CLIENT_NAME")
+        if not re.fullmatch(r"[A-Za-z0-9_.@-]+", self.client_name):
+            # It travels in an HTTP header (X-Ops-UserId): printable ASCII only.
+            raise ConfigurationError(
+                f"Chef client name {self.client_name!r} ({self.source_of('client_name')}) is invalid; "
+                "use letters, digits, '.', '-', '_' and '@'")
         if not (self.client_key_path or self.client_key_pem):
             raise ConfigurationError(
                 f"no key for Chef client {self.client_name!r}; set CHEF_CLIENT_KEY "

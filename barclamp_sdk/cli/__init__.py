@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+import unicodedata
 
 import click
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         where = f": {exc.filename}" if exc.filename else ""
-        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        click.echo(clean(f"error: {exc.strerror or exc}{where}"), err=True)
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - the last line of defence for users
         if debug:
@@ -75,4 +76,16 @@ def _one_line(exc: CrowbarError) -> str:
         text = f"{exc.subject}: {shown}{more}" if exc.subject else f"{shown}{more}"
     else:
         text = str(exc)
-    return " ".join(text.split("\n"))
+    return clean(text)
+
+
+def clean(text: str) -> str:
+    """``text`` as one line: newlines as spaces, other control characters escaped."""
+    return "".join(_visible(c) for c in " ".join(text.split("\n")))
+
+
+def _visible(char: str) -> str:
+    """Control characters and line separators (a name given by a user, say) shown escaped."""
+    if unicodedata.category(char) in ("Cc", "Zl", "Zp") or char == "\x85":
+        return char.encode("unicode_escape").decode("ascii")
+    return char

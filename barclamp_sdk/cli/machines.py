@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state, plain, progress
+from barclamp_sdk.errors import ValidationError
 from barclamp_sdk.naming import node_role_name
 from barclamp_sdk.runlist import expand
 from barclamp_sdk.states import STATES
@@ -119,7 +120,9 @@ def machines_discover(state: CLIState, names: tuple[str, ...]) -> int:
     state.emit({"discovered": found, "skipped": skipped},
                lambda: f"discovered {len(found)} new machine(s)"
                + (f"; skipped {len(skipped)} node(s) (see the warnings)" if skipped else ""))
-    return 1 if names and skipped else 0
+    if names and skipped:
+        raise ValidationError(f"not discovered: {', '.join(map(repr, sorted(skipped)))} (see the warnings above)")
+    return 0
 
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
+from barclamp_sdk.errors import ValidationError
 from barclamp_sdk.states import LIFECYCLE
 from barclamp_sdk.testing.fleet import PROFILES, Fleet
 
@@ -81,4 +82,6 @@ def boot(state: CLIState, names: tuple[str, ...], everyone: bool, until: str) ->
         return text
 
     state.emit(states, summary)
-    return 1 if names and skipped else 0
+    if names and skipped:
+        raise ValidationError(f"not booted: {', '.join(map(repr, sorted(skipped)))} (see the warnings above)")
+    return 0
