@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict
 
 from barclamp_sdk.chef.client import ChefClient
-from barclamp_sdk.chef.config import check_private_file
+from barclamp_sdk.chef.config import check_private_file, read_config_text
 from barclamp_sdk.errors import ConfigurationError, CrowbarError, NotFound, ValidationError
 from barclamp_sdk.locks import LockManager
 from barclamp_sdk.naming import SECRETS_BAG
@@ -99,7 +99,7 @@ def load_secret(path: str | Path) -> bytes:
     except FileNotFoundError:
         raise ConfigurationError(f"encrypted data bag secret {file} does not exist") from None
     check_private_file(file, mode, what="encrypted data bag secret")
-    text = file.read_text().strip()
+    text = read_config_text(file, "encrypted data bag secret").strip()
     if not text:
         raise ConfigurationError(f"encrypted data bag secret {file} is empty")
     return text.encode()

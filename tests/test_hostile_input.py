@@ -350,3 +350,16 @@ def test_relative_paths_resolve_as_users_expect(chef_dir, tmp_path, monkeypatch)
                                           'client_key = "me.pem"\nssl_ca_file = "ca.pem"\n')
     config = ChefConfig.load(config_dir=chef_dir, environ={})
     assert config.client_key_path == str(chef_dir / "me.pem") and config.verify == str(chef_dir / "ca.pem")
+
+
+def test_binary_configuration_files_are_one_clear_error(chef_dir, tmp_path, crowbar_cli, monkeypatch):
+    """Before: a non-UTF-8 credentials file, knife.rb or key file raised UnicodeDecodeError ("internal error")."""
+    (chef_dir / "credentials").write_bytes(b"\xff\xfe[default]\n")
+    with pytest.raises(ConfigurationError, match=r"credentials file .* is not UTF-8 text \(byte 0xff at offset 0\)"):
+        ChefConfig.load(config_dir=chef_dir, environ={})
+    key = tmp_path / "key.pem"
+    key.write_bytes(b"\x80binary")
+    key.chmod(0o600)
+    monkeypatch.setenv("CHEF_CLIENT_KEY", str(key))
+    err = one_line_error(*crowbar_cli("machines", "list")[::2])
+    assert f"client key {key} is not UTF-8 text" in err

@@ -143,7 +143,7 @@ class ChefConfig:
                 f"client key {path} ({self.source_of('client_key')}) does not exist"
             ) from None
         check_private_file(path, mode, what="client key")
-        return path.read_text()
+        return read_config_text(path, "client key")
 
     @classmethod
     def load(
@@ -223,6 +223,19 @@ class ChefConfig:
         )
 
 
+def read_config_text(path: Path, what: str) -> str:
+    """A configuration file's text; unreadable or non-UTF-8 files are one clear error naming them."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"the {what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at "
+                                 f"offset {exc.start})") from None
+
+
 def check_private_file(path: Path, mode: int, *, what: str) -> None:
     """Refuse a secret file that other users can read or write."""
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -253,13 +266,13 @@ def _from_credentials(chef_dir: Path, profile: str | None) -> list[tuple[str, di
     explicit = profile is not None
     if profile is None:
         context = chef_dir / "context"
-        profile = context.read_text().strip() if context.is_file() else "default"
+        profile = read_config_text(context, "Chef context file").strip() if context.is_file() else "default"
     if not path.is_file():
         if explicit:
             raise ConfigurationError(f"profile {profile!r} requested but {path} does not exist")
         return []
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(read_config_text(path, "credentials file"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{path} is not valid TOML: {exc}") from None
     section = data.get(profile)
@@ -295,7 +308,7 @@ def _from_knife(chef_dir: Path) -> list[tuple[str, dict[str, Any]]]:
 def _parse_knife(path: Path) -> dict[str, Any]:
     variables: dict[str, Any] = {"current_dir": str(path.parent), "__dir__": str(path.parent)}
     values: dict[str, Any] = {}
-    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+    for lineno, raw in enumerate(read_config_text(path, "knife configuration").splitlines(), 1):
         line = _strip_comment(raw)
         if not line.strip():
             continue
