@@ -176,7 +176,51 @@ def _check(crowbar: Crowbar, scenario: Scenario) -> dict[str, Proposal]:
     if errors:
         raise ValidationError(errors, subject="scenario")
     _in_dependency_order(crowbar, list(documents.values()))  # refuses cycles
+    _check_against_cluster(crowbar, documents, {str(item.ref) for item in scenario.proposals if item.commit})
     return documents
+
+
+def _check_against_cluster(crowbar: Crowbar, documents: dict[str, Proposal], committed: set[str]) -> None:
+    """Every proposal's elements and machines against one snapshot of the cluster, before any write.
+
+    A proposal to commit must be complete (every element's count); one only
+    saved may be a draft.
+    The checks a save makes that need no other proposal (known elements and
+    machines, placement, roles other proposals hold, each element's
+    ``accepts``); a barclamp's own ``validate`` and disk claims still run as
+    each proposal is saved, in dependency order.
+    """
+    from barclamp_sdk.validation import check_elements, check_machines
+
+    cluster = crowbar.machines.cluster()
+    named = sorted({n for p in documents.values() for n in p.nodes() if n in cluster})
+    inventory = crowbar.machines.inventory(named) if named else None
+    errors = []
+    for ref, proposal in documents.items():
+        problems = check_elements(proposal, cluster, draft=ref not in committed)
+        if inventory is not None:
+            problems += check_machines(proposal, inventory)
+        errors += [f"{ref}: {problem}" for problem in problems]
+    if errors:
+        raise ValidationError(errors, subject="scenario (nothing written)")
+
+
+def plan(crowbar: Crowbar, scenario: Scenario) -> list[dict[str, Any]]:
+    """What ``apply`` would do, in order, after checking the whole file; writes nothing."""
+    documents = _check(crowbar, scenario)
+    wants_commit = {str(item.ref): item.commit for item in scenario.proposals}
+    steps = []
+    for proposal in _in_dependency_order(crowbar, list(documents.values())):
+        existing = crowbar.proposals.store.find(proposal.barclamp, proposal.name)
+        if existing is None:
+            action = "create"
+        else:
+            same = (existing.attributes == proposal.attributes and existing.elements == proposal.elements
+                    and existing.description == proposal.description)
+            action = "unchanged" if same else "update"
+        steps.append({"proposal": str(proposal.ref), "save": action, "commit": wants_commit[str(proposal.ref)],
+                      "machines": proposal.nodes()})
+    return steps
 
 
 def _in_dependency_order(crowbar: Crowbar, proposals: list[Proposal]) -> list[Proposal]:

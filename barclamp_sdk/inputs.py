@@ -176,7 +176,7 @@ def load_yaml(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> Any:
     try:
         loader = _BoundedLoader(text)  # the reader refuses control characters here already
     except yaml.YAMLError as exc:
-        raise ValidationError(f"{source} is not valid JSON or YAML: {_yaml_problem(exc)}") from None
+        raise ValidationError(f"{source} is not valid YAML (nor JSON): {_yaml_problem(exc)}") from None
     loader.max_depth = limits.max_depth
     try:
         node = loader.get_single_node()
@@ -188,7 +188,7 @@ def load_yaml(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> Any:
     except _LimitExceeded as exc:
         raise ValidationError(f"{source} {exc}; refused") from None
     except yaml.YAMLError as exc:
-        raise ValidationError(f"{source} is not valid JSON or YAML: {_yaml_problem(exc)}") from None
+        raise ValidationError(f"{source} is not valid YAML (nor JSON): {_yaml_problem(exc)}") from None
     except RecursionError:
         raise ValidationError(f"{source} is nested too deeply; refused") from None
     finally:

@@ -107,19 +107,10 @@ class Harness:
                 after = server_snapshot(self.chef)
                 if after != self.baseline:
                     before, self.baseline = self.baseline, after  # the next example starts from here
-                    if self.known_hole(args):
-                        STATS[f"{self.part}.known_hole_wrote"] += 1
-                        return code, out, err
                     raise AssertionError(f"a refused command wrote to the server: {shown}\n{changes(before, after)}")
         elif writes:
             self.baseline = server_snapshot(self.chef)
         return code, out, err
-
-    @staticmethod
-    def known_hole(args: tuple[str, ...]) -> bool:
-        """``batch apply`` still writes the proposals before the one a validation refuses (issue 15's
-        "plan first" item, not done here: see test_batch_apply_writes_nothing_when_a_later_proposal_fails)."""
-        return args[:2] == ("batch", "apply")
 
     def rebase(self) -> None:
         self.baseline = server_snapshot(self.chef)

@@ -127,18 +127,31 @@ def test_oversized_input_is_refused_before_parsing(tmp_path):
         read_document(path)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: batch apply checks proposals against the cluster only while "
-                                       "saving them (the plan-first item, left to the validation-path refactor)")
 def test_batch_apply_writes_nothing_when_a_later_proposal_fails(tmp_path, crowbar_cli, chef):
-    """Before (and still): the first proposal, its history and secrets were written, the second refused."""
+    """Before: the first proposal, its history and secrets were written, then the second refused."""
     path = tmp_path / "scenario.yaml"
     path.write_text("proposals:\n- {barclamp: widget, name: one, commit: false}\n"
                     "- {barclamp: widget, name: two, commit: false,\n"
                     "   deployment: {elements: {widget-server: [no-such-machine.example.com]}}}\n")
     before = server_snapshot(chef)
-    code, _, err = crowbar_cli("batch", "apply", str(path))
-    assert code == 1 and "no-such-machine" in err
+    for args in (("batch", "apply", str(path)), ("batch", "apply", "--dry-run", str(path))):
+        err = one_line_error(*crowbar_cli(*args)[::2])
+        assert "scenario (nothing written): widget/two: widget-server names unknown machine" in err, err
     assert server_snapshot(chef) == before
+
+
+def test_batch_apply_dry_run_prints_the_plan(tmp_path, crowbar_cli, chef):
+    """Before: there was no dry run; the plan is what apply would do, and nothing is written."""
+    path = tmp_path / "scenario.yaml"
+    path.write_text("proposals:\n- {barclamp: widget, name: one, commit: false}\n")
+    before = server_snapshot(chef)
+    code, out, err = crowbar_cli("batch", "apply", "--dry-run", str(path), "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"plan": [{"proposal": "widget/one", "save": "create", "commit": False, "machines": []}]}
+    assert server_snapshot(chef) == before
+    assert crowbar_cli("batch", "apply", str(path))[0] == 0
+    code, out, _ = crowbar_cli("batch", "apply", "--dry-run", str(path), "--json")
+    assert json.loads(out)["plan"][0]["save"] == "unchanged"
 
 
 # -- the CLI: no "internal error" ---------------------------------------------------------------

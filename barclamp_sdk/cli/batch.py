@@ -29,13 +29,31 @@ def batch_export(state: CLIState, barclamps: tuple[str, ...]) -> None:
 
 @batch.command("apply")
 @click.argument("file", type=click.File("rb"))
+@click.option("--dry-run", is_flag=True, help="Check the whole file against the cluster and print the plan; "
+                                               "write nothing.")
 @output_options
 @pass_state
-def batch_apply(state: CLIState, file: Any) -> int:
+def batch_apply(state: CLIState, file: Any, dry_run: bool) -> int:
     """Create or update the file's proposals, then commit them in dependency order."""
     source = inputs.source_name(file)
     scenario = scenario_file.parse(inputs.decode(inputs.read_bytes(file), source), source=source)
     crowbar = state.crowbar()
+    if dry_run:
+        steps = scenario_file.plan(crowbar, scenario)
+
+        def plan_table() -> Table | str:
+            if not steps:
+                return "the file holds no proposals: nothing to do"
+            grid = Table(box=None, header_style="bold")
+            for column in ("PROPOSAL", "SAVE", "COMMIT", "MACHINES"):
+                grid.add_column(column)
+            for step in steps:
+                grid.add_row(plain(step["proposal"]), step["save"], "yes" if step["commit"] else "no",
+                             str(len(step["machines"])))
+            return grid
+
+        state.emit({"plan": steps}, plan_table)
+        return 0
     machines = sum(len(m) for p in scenario.proposals if p.commit
                    for m in (p.deployment.elements or {}).values())
     with progress(state, machines, "committing") as advance:
