@@ -88,6 +88,8 @@ class Harness:
 
     def run(self, *args: str) -> tuple[int, str, str]:
         STATS[f"{self.part}.seconds"] = round(time.monotonic() - self.started)
+        if STATS[f"{self.part}.runs"] % 500 == 0:
+            write_figures()  # a long run that is stopped still leaves its counts
         SENT.clear()
         code, out, err = self.cli(*args)
         writes = [r for r in SENT if r[0] != "GET" and not r[1].startswith("/search/")]  # search POSTs read
@@ -369,13 +371,21 @@ def test_fuzz_node_data(world):
     run()
 
 
+STARTED = time.monotonic()
+
+
+def write_figures() -> None:
+    FIGURES.parent.mkdir(exist_ok=True)
+    FIGURES.write_text(json.dumps({"examples_asked": TOTAL, "seconds": round(time.monotonic() - STARTED, 1),
+                                   **dict(sorted(STATS.items()))}, indent=2) + "\n")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def figures():
-    started = time.monotonic()
+    global STARTED
+    STARTED = time.monotonic()
     yield
-    FIGURES.parent.mkdir(exist_ok=True)
-    FIGURES.write_text(json.dumps({"examples_asked": TOTAL, "seconds": round(time.monotonic() - started, 1),
-                                   **dict(sorted(STATS.items()))}, indent=2) + "\n")
+    write_figures()
 
 
 def test_settings_module_keys_are_real():
