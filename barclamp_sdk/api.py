@@ -88,7 +88,7 @@ class Crowbar:
                                    self.secrets, validator, services)
         self.machines = Machines(chef, registry, roles, reader, run_lists, store, services, bmcs,
                                  on_ready=lambda name: self.proposals.process_queue(trigger=name))
-        self.batch = Batch(registry, store, self.proposals, services)
+        self.batch = Batch(registry, store, self.proposals, reader, services)
         self._services = services
 
     def context(self, barclamp: str) -> Context:

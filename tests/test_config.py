@@ -90,6 +90,7 @@ def test_inline_pem_in_a_profile(chef_dir):
         '[default]\nclient_name = "x"\nchef_server_url = "http://h"\n'
         'client_key = """\n-----BEGIN RSA PRIVATE KEY-----\nabc\n"""\n'
     )
+    (chef_dir / "credentials").chmod(0o600)  # an inline key needs a private file (see test_inputs_hostile)
     config = ChefConfig.load(config_dir=chef_dir, environ={})
     assert config.client_key_path is None
     assert config.read_client_key().lstrip().startswith("-----BEGIN")

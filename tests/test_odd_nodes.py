@@ -274,7 +274,7 @@ def test_a_crowbar1x_role_is_adopted_and_never_stops_discovery_of_others(crowbar
                        "default_attributes": {"crowbar": "not a mapping"}, "override_attributes": {}})
     result = crowbar_cli.json("machines", "discover")
     assert sorted(result["discovered"]) == sorted(names)
-    assert list(result["problems"]) == [strange]
+    assert list(result["skipped"]) == [strange]
     record = crowbar.machines.record(old)
     assert (record.state, record.allocated) == ("ready", True)
     assert sorted(record.entries) == ["nova-config-default", "nova-multi-compute"]  # the tombstone is gone

@@ -8,6 +8,7 @@ string, no DigestInfo) are there for old servers.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import time
@@ -29,7 +30,7 @@ def load_private_key(pem: str | bytes, *, source: str = "key") -> rsa.RSAPrivate
     """Load an RSA private key (PKCS#1 or PKCS#8 PEM)."""
     data = pem.encode() if isinstance(pem, str) else pem
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = _parse_pem(data)
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(
             f"{source} is not an unencrypted RSA private key in PEM format ({exc})"
@@ -37,6 +38,13 @@ def load_private_key(pem: str | bytes, *, source: str = "key") -> rsa.RSAPrivate
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ConfigurationError(f"{source} is not an RSA key; Chef keys are RSA")
     return key
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_pem(data: bytes) -> object:
+    """Parsing an RSA key takes ~50 ms: clients made from one key (say, one per CLI call
+    in a test process) parse it once."""
+    return serialization.load_pem_private_key(data, password=None)
 
 
 def canonical_path(path: str) -> str:

@@ -423,7 +423,9 @@ def path_segment(value: str) -> str:
     if value in ("", ".", ".."):
         raise ValidationError(f"the name {value!r} cannot be used: the Chef API cannot address an "
                               "object named '', '.' or '..'")
-    return quote(value, safe="")
+    # ":" and "@" are legal in a path segment (RFC 3986 pchar) and in Chef names: left as they
+    # are, since Chef servers check the signature against the decoded path.
+    return quote(value, safe=":@")
 
 
 def solr_escape(value: str) -> str:

@@ -104,8 +104,13 @@ class ChefConfig:
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.server_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        try:
+            parts = urlsplit(self.server_url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            valid = False
+        if not valid or any(c.isspace() or ord(c) < 32 for c in self.server_url):
             raise ConfigurationError(
                 f"Chef server URL {self.server_url!r} ({self.source_of('server_url')}) "
                 "must look like https://chef.example.com or "
@@ -113,6 +118,11 @@ class ChefConfig:
             )
         if not self.client_name:
             raise ConfigurationError("Chef client name is empty; set CHEF_CLIENT_NAME")
+        if not re.fullmatch(r"[A-Za-z0-9_.@-]+", self.client_name):
+            # It travels in an HTTP header (X-Ops-UserId): printable ASCII only.
+            raise ConfigurationError(
+                f"Chef client name {self.client_name!r} ({self.source_of('client_name')}) is invalid; "
+                "use letters, digits, '.', '-', '_' and '@'")
         if not (self.client_key_path or self.client_key_pem):
             raise ConfigurationError(
                 f"no key for Chef client {self.client_name!r}; set CHEF_CLIENT_KEY "
@@ -140,7 +150,7 @@ class ChefConfig:
                 f"client key {path} ({self.source_of('client_key')}) does not exist"
             ) from None
         check_private_file(path, mode, what="client key")
-        return path.read_text()
+        return read_config_text(path, "client key")
 
     @classmethod
     def load(
@@ -193,12 +203,17 @@ class ChefConfig:
                 f"no Chef server configured: set {names}, write a profile in "
                 f"{chef_dir / 'credentials'}, or run `eval $(crowbar local start --dir DIR)`"
             )
+        def base(setting: str) -> Path:
+            # Relative paths: from the working directory for options and the
+            # environment, from the config file's directory for config files.
+            return Path.cwd() if sources.get(setting) in ("argument", "environment") else chef_dir
+
         key = str(values["client_key"])
         key_pem = key if key.lstrip().startswith("-----BEGIN") else None
-        key_path = None if key_pem else str(_resolve_path(key, chef_dir))
+        key_path = None if key_pem else str(_resolve_path(key, base("client_key")))
         verify: bool | str = True
         if "ca_file" in values:
-            verify = str(_resolve_path(str(values["ca_file"]), chef_dir))
+            verify = str(_resolve_path(str(values["ca_file"]), base("ca_file")))
         if "ssl_verify" in values and not _truthy(values["ssl_verify"]):
             verify = False
         secret = values.get("encrypted_data_bag_secret")
@@ -208,10 +223,24 @@ class ChefConfig:
             client_key_path=key_path,
             client_key_pem=key_pem,
             verify=verify,
-            encrypted_data_bag_secret=str(_resolve_path(secret, chef_dir)) if secret else None,
+            encrypted_data_bag_secret=(str(_resolve_path(secret, base("encrypted_data_bag_secret")))
+                                       if secret else None),
             sources=sources,
             **options,
         )
+
+
+def read_config_text(path: Path, what: str) -> str:
+    """A configuration file's text; unreadable or non-UTF-8 files are one clear error naming them."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"the {what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at "
+                                 f"offset {exc.start})") from None
 
 
 def check_private_file(path: Path, mode: int, *, what: str) -> None:
@@ -244,13 +273,13 @@ def _from_credentials(chef_dir: Path, profile: str | None) -> list[tuple[str, di
     explicit = profile is not None
     if profile is None:
         context = chef_dir / "context"
-        profile = context.read_text().strip() if context.is_file() else "default"
+        profile = read_config_text(context, "Chef context file").strip() if context.is_file() else "default"
     if not path.is_file():
         if explicit:
             raise ConfigurationError(f"profile {profile!r} requested but {path} does not exist")
         return []
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(read_config_text(path, "credentials file"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{path} is not valid TOML: {exc}") from None
     section = data.get(profile)
@@ -262,6 +291,10 @@ def _from_credentials(chef_dir: Path, profile: str | None) -> list[tuple[str, di
             )
         return []
     values = {ours: section[theirs] for theirs, ours in _PROFILE_KEYS.items() if theirs in section}
+    if str(values.get("client_key", "")).lstrip().startswith("-----BEGIN"):
+        # An inline key makes the file as secret as a key file.
+        check_private_file(path, path.stat().st_mode,
+                           what=f"credentials file (profile {profile!r} holds an inline client key)")
     return [(f"{path} [{profile}]", values)]
 
 
@@ -282,7 +315,7 @@ def _from_knife(chef_dir: Path) -> list[tuple[str, dict[str, Any]]]:
 def _parse_knife(path: Path) -> dict[str, Any]:
     variables: dict[str, Any] = {"current_dir": str(path.parent), "__dir__": str(path.parent)}
     values: dict[str, Any] = {}
-    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+    for lineno, raw in enumerate(read_config_text(path, "knife configuration").splitlines(), 1):
         line = _strip_comment(raw)
         if not line.strip():
             continue

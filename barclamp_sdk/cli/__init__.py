@@ -9,14 +9,15 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+import unicodedata
 
 import click
 
 from barclamp_sdk.cli.app import root
 from barclamp_sdk.cli.context import EXIT_ERROR, EXIT_OK, EXIT_QUEUED, EXIT_USAGE
+from barclamp_sdk.errors import CrowbarError, ValidationError
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_QUEUED", "EXIT_USAGE", "main"]
-from barclamp_sdk.errors import CrowbarError
 
 
 
@@ -41,13 +42,19 @@ def main(argv: list[str] | None = None) -> int:
     except CrowbarError as exc:
         if debug:
             traceback.print_exc()
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {_one_line(exc)}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as exc:  # a file or program the user named: say which, and why
+        if debug:
+            traceback.print_exc()
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(clean(f"error: {exc.strerror or exc}{where}"), err=True)
+        return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - the last line of defence for users
         if debug:
             traceback.print_exc()
@@ -58,3 +65,26 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_ERROR
     return int(result) if isinstance(result, int) else EXIT_OK
+
+
+def _one_line(exc: CrowbarError) -> str:
+    """An error as one line; a ValidationError lists its problems (the first ten)."""
+    if isinstance(exc, ValidationError) and len(exc.errors) > 1:
+        shown = "; ".join(exc.errors[:10])
+        more = f" (and {len(exc.errors) - 10} more)" if len(exc.errors) > 10 else ""
+        text = f"{exc.subject}: {shown}{more}" if exc.subject else f"{shown}{more}"
+    else:
+        text = str(exc)
+    return clean(text)
+
+
+def clean(text: str) -> str:
+    """``text`` as one line: newlines as spaces, other control characters escaped."""
+    return "".join(_visible(c) for c in " ".join(text.split("\n")))
+
+
+def _visible(char: str) -> str:
+    """Control characters and line separators (a name given by a user, say) shown escaped."""
+    if unicodedata.category(char) in ("Cc", "Zl", "Zp") or char == "\x85":
+        return char.encode("unicode_escape").decode("ascii")
+    return char

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import click
 
+from barclamp_sdk import inputs
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state, shared_registry
 from barclamp_sdk.errors import NotFoundError, ValidationError
 from barclamp_sdk.local import LocalChefServer
@@ -151,7 +151,7 @@ def local_stop(state: CLIState, directory: str) -> int:
 @root.command()
 @click.argument("method", type=click.Choice(["GET", "PUT", "POST", "DELETE"], case_sensitive=False))
 @click.argument("path")
-@click.option("--data", "data_file", type=click.File("r"), help="Request body: a JSON file, or - for stdin.")
+@click.option("--data", "data_file", type=click.File("rb"), help="Request body: a JSON file, or - for stdin.")
 @output_options
 @pass_state
 def raw(state: CLIState, method: str, path: str, data_file: Any) -> None:
@@ -166,11 +166,7 @@ def raw(state: CLIState, method: str, path: str, data_file: Any) -> None:
         raise ValidationError(f"PATH must start with / (got {path!r}), e.g. /nodes")
     body = None
     if data_file is not None:
-        text = data_file.read()
-        try:
-            body = json.loads(text)
-        except ValueError as exc:
-            raise ValidationError(f"--data is not valid JSON: {exc}") from None
+        body = inputs.read_json(data_file, f"--data {inputs.source_name(data_file)}")
     elif method.upper() in ("PUT", "POST"):
         raise ValidationError(f"{method.upper()} needs a body: --data FILE (or - for stdin)")
     path, _, query = path.partition("?")

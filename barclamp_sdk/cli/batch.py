@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
-from barclamp_sdk import dump_scenario, parse_scenario
-from barclamp_sdk.cli.context import EXIT_QUEUED, CLIState, output_options, pass_state, progress
+from barclamp_sdk import dump_scenario, inputs, parse_scenario
+from barclamp_sdk.cli.context import EXIT_QUEUED, CLIState, output_options, pass_state, plain, progress
 
 
 
@@ -27,13 +26,32 @@ def batch_export(state: CLIState, barclamps: tuple[str, ...]) -> None:
 
 
 @batch.command("apply")
-@click.argument("file", type=click.File("r"))
+@click.argument("file", type=click.File("rb"))
+@click.option("--dry-run", is_flag=True, help="Check the whole file against the cluster and print the plan; "
+                                               "write nothing.")
 @output_options
 @pass_state
-def batch_apply(state: CLIState, file: Any) -> int:
+def batch_apply(state: CLIState, file: Any, dry_run: bool) -> int:
     """Create or update the file's proposals, then commit them in dependency order."""
-    scenario = parse_scenario(file.read(), source=file.name)
+    source = inputs.source_name(file)
+    scenario = parse_scenario(inputs.decode(inputs.read_bytes(file), source), source=source)
     crowbar = state.crowbar()
+    if dry_run:
+        steps = crowbar.batch.plan(scenario)
+
+        def plan_table() -> Table | str:
+            if not steps:
+                return "the file holds no proposals: nothing to do"
+            grid = Table(box=None, header_style="bold")
+            for column in ("PROPOSAL", "SAVE", "COMMIT", "MACHINES"):
+                grid.add_column(column)
+            for step in steps:
+                grid.add_row(plain(step["proposal"]), step["save"], "yes" if step["commit"] else "no",
+                             str(len(step["machines"])))
+            return grid
+
+        state.emit({"plan": steps}, plan_table)
+        return 0
     machines = sum(len(m) for p in scenario.proposals if p.commit
                    for m in (p.deployment.elements or {}).values())
     with progress(state, machines, "committing") as advance:
@@ -45,7 +63,8 @@ def batch_apply(state: CLIState, file: Any) -> int:
             grid.add_column(column)
         for ref, action in report.saved.items():
             result = report.commits.get(ref)
-            grid.add_row(ref, action, result.status if result else "-", escape("; ".join(result.reasons)) if result else "")
+            grid.add_row(plain(ref), plain(action), plain(result.status) if result else "-",
+                         plain("; ".join(result.reasons)) if result else "")
         return grid
 
     state.emit(report.as_dict(), table)

@@ -13,6 +13,7 @@ from typing import Any
 import click
 import yaml
 from rich.console import Console, RenderableType
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
@@ -28,6 +29,15 @@ from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.chef.config import ChefConfig
 
 FORMATS = ("table", "json", "yaml")
+
+
+def plain(value: Any) -> str:
+    """``value`` as text rich prints literally: ``[red]``, ``[/bold]``, ``[link=...]`` stay text.
+
+    Every string that comes from the server or the user goes through this
+    before it reaches a rich table cell or a markup string.
+    """
+    return escape(str(value))
 
 
 @dataclass

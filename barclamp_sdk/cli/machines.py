@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
 from barclamp_sdk.cli.bmc import bmc, bmc_rows
-from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
+from barclamp_sdk.cli.context import CLIState, output_options, pass_state, plain, progress
+from barclamp_sdk.errors import ValidationError
 from barclamp_sdk.model.naming import node_role_name
 from barclamp_sdk.model.runlist import expand
 from barclamp_sdk.model.states import STATES
@@ -22,9 +22,9 @@ def machine_table(records: list[dict[str, Any]]) -> Table:
     for record in records:
         state = record["state"]
         style = {"ready": "green", "problem": "red", "discovered": "yellow"}.get(state, "")
-        table.add_row(record["name"], f"[{style}]{state}[/{style}]" if style else state,
-                      "yes" if record["allocated"] else "no", ", ".join(record["elements"]) or "-",
-                      ", ".join(k.replace("-", "/", 1) for k in record["pending"]) or "-")
+        table.add_row(plain(record["name"]), f"[{style}]{plain(state)}[/{style}]" if style else plain(state),
+                      "yes" if record["allocated"] else "no", plain(", ".join(record["elements"]) or "-"),
+                      plain(", ".join(k.replace("-", "/", 1) for k in record["pending"]) or "-"))
     return table
 
 
@@ -66,12 +66,12 @@ def machines_show(state: CLIState, name: str) -> None:
             ("claimed", ", ".join(f"{d}: {o}" for d, o in shown["claimed_disks"].items()) or "-"),
             ("pending", ", ".join(shown["pending"]) or "-"),
         ]
-        rows = [(key, escape(str(value))) for key, value in rows]  # facts come from the node: no markup
+        rows = [(key, plain(str(value))) for key, value in rows]  # facts come from the node: no markup
         rows += bmc_rows(shown["bmc"])  # confirmed (used) and reported (shown only), escaped
         if shown["drifted"]:
             rows.append(("drift", "[red]its role was edited by hand[/red]"))
         for problem in facts.get("fact_problems", []):
-            rows.append(("odd fact", f"[yellow]{escape(problem)}[/yellow]"))
+            rows.append(("odd fact", f"[yellow]{plain(problem)}[/yellow]"))
         for key, value in rows:
             grid.add_row(f"[bold]{key}[/bold]", value)
         return grid
@@ -115,14 +115,18 @@ def machines_transition(state: CLIState, name: str, new_state: str) -> None:
 @click.argument("names", nargs=-1)
 @output_options
 @pass_state
-def machines_discover(state: CLIState, names: tuple[str, ...]) -> None:
-    """Make Chef nodes (all, or NAMES) Crowbar machines."""
-    machines = state.crowbar().machines
-    found = machines.discover(names or None)
-    problems = dict(machines.discovery_problems)
-    state.emit({"discovered": found, "problems": problems},
-               lambda: "\n".join([f"discovered {len(found)} new machine(s)"]
-                                  + [f"not discovered: {n}: {why}" for n, why in sorted(problems.items())]))
+def machines_discover(state: CLIState, names: tuple[str, ...]) -> int:
+    """Make Chef nodes (all, or NAMES) Crowbar machines (nodes that cannot be are skipped, warned)."""
+    skipped: dict[str, str] = {}
+    found = state.crowbar().machines.discover(names or None, skipped=skipped)
+    for name, reason in skipped.items():
+        click.echo(f"warning: node {name!r} is not discovered: {reason}", err=True)
+    state.emit({"discovered": found, "skipped": skipped},
+               lambda: f"discovered {len(found)} new machine(s)"
+               + (f"; skipped {len(skipped)} node(s) (see the warnings)" if skipped else ""))
+    if names and skipped:
+        raise ValidationError(f"not discovered: {', '.join(map(repr, sorted(skipped)))} (see the warnings above)")
+    return 0
 
 
 
@@ -158,12 +162,12 @@ def roles_show(state: CLIState, node: str) -> None:
                                        "missing_roles": expansion.missing}}
 
     def table() -> str:
-        lines = [escape(f"role {role['name']}  (crowbar raw GET /roles/{role['name']})"),
-                 escape(f"  run list: {', '.join(role.get('run_list') or []) or '-'}"),
-                 escape(f"  expands to roles: {', '.join(expansion.roles)}"),
-                 escape(f"  recipes, in order: {', '.join(expansion.recipes) or '-'}")]
+        lines = [plain(f"role {role['name']}  (crowbar raw GET /roles/{role['name']})"),
+                 plain(f"  run list: {', '.join(role.get('run_list') or []) or '-'}"),
+                 plain(f"  expands to roles: {', '.join(expansion.roles)}"),
+                 plain(f"  recipes, in order: {', '.join(expansion.recipes) or '-'}")]
         if expansion.missing:
-            lines.append(f"  [red]missing roles: {escape(', '.join(expansion.missing))}[/red]")
+            lines.append(f"  [red]missing roles: {plain(', '.join(expansion.missing))}[/red]")
         return "\n".join(lines)
 
     state.emit(data, lambda: state.markup(table()))
@@ -186,8 +190,8 @@ def queue(state: CLIState) -> None:
         for column in ("PROPOSAL", "REVISION", "QUEUED AT", "WAITING FOR"):
             grid.add_column(column)
         for item in items:
-            grid.add_row(f"{item['barclamp']}/{item['inst']}", str(item.get("revision", "")),
-                         str(item.get("queued_at", "")), escape("\n".join(item.get("reasons") or [])))
+            grid.add_row(plain(f"{item['barclamp']}/{item['inst']}"), plain(item.get("revision", "")),
+                         plain(item.get("queued_at", "")), plain("\n".join(map(str, item.get("reasons") or []))))
         return grid
 
     state.emit(items, table)
@@ -214,9 +218,10 @@ def barclamps_list(state: CLIState) -> None:
         for column in ("NAME", "ORDER", "ELEMENTS", "DESCRIPTION"):
             grid.add_column(column)
         for item in items:
-            grid.add_row(item["name"], str(item["run_order"]), ", ".join(item["elements"]), item["description"])
+            grid.add_row(plain(item["name"]), str(item["run_order"]), plain(", ".join(item["elements"])),
+                         plain(item["description"]))
         for name, error in registry.load_errors.items():
-            grid.add_row(f"[red]{name}[/red]", "", "", f"[red]failed to load: {error}[/red]")
+            grid.add_row(f"[red]{plain(name)}[/red]", "", "", f"[red]failed to load: {plain(error)}[/red]")
         return grid
 
     state.emit(items, table)

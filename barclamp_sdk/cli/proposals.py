@@ -13,14 +13,13 @@ from typing import Any
 
 import click
 import yaml
-from rich.markup import escape
 from rich.table import Table
 
-from barclamp_sdk import Action, Barclamp
-from barclamp_sdk.cli.context import EXIT_QUEUED, CLIState, output_options, pass_state, progress
-from barclamp_sdk import CommitResult
-from barclamp_sdk.model.proposal import Proposal
+from barclamp_sdk import Action, Barclamp, CommitResult, inputs
+from barclamp_sdk.cli.context import EXIT_QUEUED, CLIState, output_options, pass_state, plain, progress
 from barclamp_sdk.errors import CrowbarError, ValidationError
+from barclamp_sdk.model.proposal import Proposal
+from barclamp_sdk.model.schema import ProposalSchema
 from barclamp_sdk.model.secrets import MASK, is_reference
 
 
@@ -58,52 +57,60 @@ def parse_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 
 def proposal_view(proposal: Proposal, status: str | None = None) -> str:
     """A proposal for people (rich markup; every value escaped)."""
-    lines = [f"[bold]{proposal.barclamp}/{proposal.name}[/bold]  revision {proposal.revision}"
-             + (f"  {escape(f'[{status}]')}" if status else "")]
+    lines = [f"[bold]{plain(proposal.barclamp)}/{plain(proposal.name)}[/bold]  revision {proposal.revision}"
+             + (f"  {plain(f'[{status}]')}" if status else "")]
     if proposal.description:
-        lines.append(escape(proposal.description))
+        lines.append(plain(proposal.description))
     lines.append("")
     lines.append("[bold]elements[/bold]")
     for element in proposal.definition.elements:
         members = proposal.elements.get(element.name, [])
-        lines.append(escape(f"  {element.name} ({len(members)}): {', '.join(members) or '-'}"))
+        lines.append(plain(f"  {element.name} ({len(members)}): {', '.join(members) or '-'}"))
     lines.append("")
     lines.append("[bold]settings[/bold]")
     for key, value in flat(masked(proposal.attributes)):
-        lines.append(escape(f"  {key} = {json.dumps(value) if not isinstance(value, str) else value}"))
+        lines.append(plain(f"  {key} = {json.dumps(value) if not isinstance(value, str) else value}"))
     if proposal.notes:
         lines.append("")
         lines.append("[bold]notes[/bold]")
-        lines += [escape(f"  - {note}") for note in proposal.notes]
+        lines += [plain(f"  - {note}") for note in proposal.notes]
     return "\n".join(lines)
 
 
 def commit_view(result: CommitResult) -> str:
     """A commit's outcome for people (rich markup; every value escaped)."""
-    ref = escape(str(result.proposal))
+    ref = plain(str(result.proposal))
     if result.status == "queued":
         return "\n".join([f"[yellow]{ref} r{result.revision} is queued[/yellow] because:",
-                          *(escape(f"  - {reason}") for reason in result.reasons),
+                          *(plain(f"  - {reason}") for reason in result.reasons),
                           "it is applied automatically once nothing blocks it (see `crowbar queue`)"])
     if result.status == "planned":
         lines = [f"dry run of {ref} r{result.revision}: {len(result.changes)} role(s) would change"]
         for reason in result.reasons:
-            lines.append(f"  [yellow]would be queued: {escape(reason)}[/yellow]")
+            lines.append(f"  [yellow]would be queued: {plain(reason)}[/yellow]")
         for change in result.changes:
-            lines.append(escape(f"  {change.action} {change.role}"))
+            lines.append(plain(f"  {change.action} {change.role}"))
             if change.added:
-                lines.append(escape(f"      + {', '.join(change.added)}"))
+                lines.append(plain(f"      + {', '.join(change.added)}"))
             if change.removed:
-                lines.append(escape(f"      - {', '.join(change.removed)}"))
+                lines.append(plain(f"      - {', '.join(change.removed)}"))
             if change.node is not None:
-                lines.append(escape(f"      run list: {', '.join(change.run_list_after) or '-'}"))
-            lines += [escape(f"      {c}") for c in change.changes[:10]]
+                lines.append(plain(f"      run list: {', '.join(change.run_list_after) or '-'}"))
+            lines += [plain(f"      {c}") for c in change.changes[:10]]
         return "\n".join(lines)
     if result.status == "unchanged":
         return f"{ref} r{result.revision} is already applied: nothing to do"
     extra = f"; repaired the run list of {len(result.repaired_nodes)} node(s)" if result.repaired_nodes else ""
     return f"[green]applied {ref} r{result.revision}[/green]: {result.machines_written} machine role(s) written " \
            f"in {result.seconds:.1f}s{extra}"
+
+
+def check_document(barclamp: Barclamp, name: str, document: Any, *, subject: str = "") -> None:
+    """Refuse a whole proposal document of the wrong shape, listing every problem with its path."""
+    schema = ProposalSchema(barclamp.name, tuple(e.name for e in barclamp.elements), barclamp.Attributes)
+    problems = schema.check(document, name=name)
+    if problems:
+        raise ValidationError(problems, subject=subject or f"{barclamp.name}/{name}")
 
 
 def _edit_in_editor(state: CLIState, barclamp: str, name: str) -> None:
@@ -119,20 +126,19 @@ def _edit_in_editor(state: CLIState, barclamp: str, name: str) -> None:
         path = Path(tmp) / f"{barclamp}-{name}.yaml"
         path.write_text(header + text)
         while True:
-            status = subprocess.call([*shlex.split(editor), str(path)])
+            status = _run_editor(editor, path)
             if status != 0:
                 raise CrowbarError(f"the editor ({editor}) exited with status {status}; nothing saved")
-            content = path.read_text()
+            content = inputs.decode(inputs.read_bytes(path), str(path))
             body = "\n".join(line for line in content.splitlines() if not line.startswith("#"))
             if not body.strip():
                 click.echo("empty file: nothing saved", err=True)
                 return
             try:
-                document = yaml.safe_load(body)
+                document = inputs.load_yaml(body, "the edited document")
+                check_document(crowbar.barclamps.get(barclamp), name, document)
                 saved = crowbar.proposals.replace(barclamp, name, document, expected_revision=base_revision,
                                                   change="edited in an editor")
-            except yaml.YAMLError as exc:
-                problem = f"not valid YAML: {str(exc).splitlines()[0]}"
             except ValidationError as exc:
                 problem = "; ".join(exc.errors) if exc.errors else str(exc)
             except CrowbarError as exc:  # e.g. someone else saved meanwhile: keep the edit
@@ -153,6 +159,22 @@ def _edit_in_editor(state: CLIState, barclamp: str, name: str) -> None:
                 raise ValidationError(f"{problem} (your edit is kept in {kept})")
             edited = "".join(line for line in content.splitlines(keepends=True) if not line.startswith("# ERROR: "))
             path.write_text(f"# ERROR: {problem}\n" + edited)
+
+
+def _run_editor(editor: str, path: Path) -> int:
+    """Run ``$VISUAL``/``$EDITOR`` on ``path``; a missing or malformed editor is one clear error."""
+    try:
+        command = shlex.split(editor)
+    except ValueError as exc:
+        raise CrowbarError(f"cannot parse the editor command {editor!r} ($VISUAL/$EDITOR): {exc}; "
+                           "nothing saved") from None
+    if not command:
+        raise CrowbarError("the editor command ($VISUAL/$EDITOR) is empty; nothing saved")
+    try:
+        return subprocess.call([*command, str(path)])
+    except OSError as exc:
+        raise CrowbarError(f"cannot run the editor {command[0]!r} ($VISUAL/$EDITOR): "
+                           f"{exc.strerror or exc}; set EDITOR to an installed editor (nothing saved)") from None
 
 
 def _keep_edit(barclamp: str, name: str, revision: int, content: str) -> Path:
@@ -189,8 +211,8 @@ def make_group(barclamp: Barclamp) -> click.Group:
             for column in ("NAME", "REVISION", "STATUS", "MACHINES", "DESCRIPTION"):
                 grid.add_column(column)
             for item in items:
-                grid.add_row(item["name"], str(item["revision"]), item["status"], str(item["machines"]),
-                             item["description"])
+                grid.add_row(plain(item["name"]), plain(item["revision"]), plain(item["status"]),
+                             plain(item["machines"]), plain(item["description"]))
             return grid
 
         state.emit(items, table)
@@ -222,7 +244,7 @@ def make_group(barclamp: Barclamp) -> click.Group:
 
     @proposal.command()
     @click.argument("name")
-    @click.option("--file", "file", type=click.File("r"), help="A whole document (JSON or YAML; - for stdin).")
+    @click.option("--file", "file", type=click.File("rb"), help="A whole document (JSON or YAML; - for stdin).")
     @click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE", help="Set one setting (repeatable).")
     @click.option("--unset", "unset", multiple=True, metavar="KEY", help="Reset a setting to its default.")
     @output_options
@@ -233,10 +255,8 @@ def make_group(barclamp: Barclamp) -> click.Group:
         if file is not None and (pairs or unset):
             raise click.UsageError("use --file, or --set/--unset, not both")
         if file is not None:
-            try:
-                document = yaml.safe_load(file.read())
-            except yaml.YAMLError as exc:
-                raise ValidationError(f"--file is not valid JSON or YAML: {str(exc).splitlines()[0]}") from None
+            document = inputs.read_document(file, f"--file {inputs.source_name(file)}")
+            check_document(barclamp, name, document, subject=f"--file {inputs.source_name(file)}")
             saved = crowbar.proposals.replace(bc, name, document)
         elif pairs or unset:
             saved = crowbar.proposals.set(bc, name, parse_pairs(pairs), unset)
@@ -298,7 +318,8 @@ def make_group(barclamp: Barclamp) -> click.Group:
             for column in ("REVISION", "SAVED AT", "BY", "CHANGE"):
                 grid.add_column(column)
             for entry in entries:
-                grid.add_row(str(entry["revision"]), str(entry["saved_at"]), str(entry["saved_by"]), str(entry["change"]))
+                grid.add_row(plain(entry["revision"]), plain(entry["saved_at"]), plain(entry["saved_by"]),
+                             plain(entry["change"]))
             return grid
 
         state.emit(entries, table)
@@ -345,7 +366,7 @@ def action_command(action: Action) -> click.Command:
             for column in result.columns:
                 grid.add_column(column.upper().replace("_", " "))
             for row in result.rows:
-                grid.add_row(*(escape(_cell(row.get(column))) for column in result.columns))
+                grid.add_row(*(plain(_cell(row.get(column))) for column in result.columns))
             return grid
 
         state.emit(result.rows, table)

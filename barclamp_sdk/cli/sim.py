@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
+from barclamp_sdk.errors import ValidationError
 from barclamp_sdk.model.states import LIFECYCLE
 from barclamp_sdk.testing.fleet import PROFILES, Fleet
 
@@ -59,13 +60,16 @@ def converge(state: CLIState, names: tuple[str, ...]) -> None:
 @click.option("--until", type=click.Choice(LIFECYCLE), default="ready", show_default=True)
 @output_options
 @pass_state
-def boot(state: CLIState, names: tuple[str, ...], everyone: bool, until: str) -> None:
+def boot(state: CLIState, names: tuple[str, ...], everyone: bool, until: str) -> int:
     """Boot machines as Crowbar's boot scripts do (they pause until allocated)."""
     if not names and not everyone:
         raise click.UsageError("name machines to boot, or give --all")
     targets = list(names) or state.client().nodes.list()
     with progress(state, len(targets), "booting") as advance:
-        states = _fleet(state).boot(targets, until=until, progress=advance)
+        skipped: dict[str, str] = {}
+        states = _fleet(state).boot(targets, until=until, progress=advance, skipped=skipped)
+    for name, reason in skipped.items():
+        click.echo(f"warning: node {name!r} is not booted: {reason}", err=True)
     paused = [n for n, s in states.items() if s == "discovered" and until != "discovered"]
 
     def summary() -> str:
@@ -78,3 +82,6 @@ def boot(state: CLIState, names: tuple[str, ...], everyone: bool, until: str) ->
         return text
 
     state.emit(states, summary)
+    if names and skipped:
+        raise ValidationError(f"not booted: {', '.join(map(repr, sorted(skipped)))} (see the warnings above)")
+    return 0

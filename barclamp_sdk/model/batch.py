@@ -33,16 +33,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from barclamp_sdk.errors import NotFoundError, ValidationError
+from barclamp_sdk.inputs import load_yaml
 from barclamp_sdk.model.commit import CommitResult
 from barclamp_sdk.model.hooks import HookServices
 from barclamp_sdk.model.jsondoc import deep_merge
 from barclamp_sdk.model.naming import check_proposal_name
 from barclamp_sdk.model.proposal import Proposal, pydantic_messages
 from barclamp_sdk.model.proposals import Proposals
+from barclamp_sdk.model.reader import ClusterReader
 from barclamp_sdk.model.registry import BarclampRegistry
 from barclamp_sdk.model.spec import ProposalRef
 from barclamp_sdk.model.store import ProposalStore
-from barclamp_sdk.model.validation import check_attributes, dependencies_among, find_cycle
+from barclamp_sdk.model.validation import (
+    check_attributes,
+    check_elements,
+    check_machines,
+    dependencies_among,
+    find_cycle,
+)
 
 
 class ScenarioDeployment(BaseModel):
@@ -78,10 +86,7 @@ class Scenario(BaseModel):
 
 def parse(text: str, *, source: str = "scenario") -> Scenario:
     """Read a scenario (YAML or JSON); ValidationError names the bad field."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValidationError(f"{source} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = load_yaml(text, source)  # bounded: size, depth, alias expansion
     if not isinstance(data, dict):
         raise ValidationError(f"{source} must be a mapping with a 'proposals' list")
     try:
@@ -126,10 +131,11 @@ class Batch:
     """Scenarios against the server: export the proposals, apply a file."""
 
     def __init__(self, registry: BarclampRegistry, store: ProposalStore, proposals: Proposals,
-                 services: HookServices) -> None:
+                 reader: ClusterReader, services: HookServices) -> None:
         self.registry = registry
         self.store = store
         self.proposals = proposals
+        self.reader = reader
         self.services = services
 
     def export(self, barclamps: Iterable[str] = ()) -> dict[str, Any]:
@@ -200,7 +206,47 @@ class Batch:
         if errors:
             raise ValidationError(errors, subject="scenario")
         self._in_dependency_order(list(documents.values()))  # refuses cycles
+        self._check_against_cluster(documents, {str(item.ref) for item in scenario.proposals if item.commit})
         return documents
+
+    def _check_against_cluster(self, documents: dict[str, Proposal], committed: set[str]) -> None:
+        """Every proposal's elements and machines against one snapshot of the cluster, before any write.
+
+        A proposal to commit must be complete (every element's count); one only
+        saved may be a draft. These are the checks a save makes that need no
+        other proposal (known elements and machines, placement, roles other
+        proposals hold, each element's machine checks); a barclamp's own
+        ``validate`` and disk claims still run as each proposal is saved, in
+        dependency order.
+        """
+        named = sorted({n for p in documents.values() for n in p.nodes()})
+        cluster = self.reader.view(named)
+        inventory = self.reader.inventory([n for n in named if n in cluster]) if named else None
+        errors = []
+        for ref, proposal in documents.items():
+            problems = check_elements(proposal, cluster, draft=ref not in committed)
+            if inventory is not None:
+                problems += check_machines(proposal, inventory)
+            errors += [f"{ref}: {problem}" for problem in problems]
+        if errors:
+            raise ValidationError(errors, subject="scenario (nothing written)")
+
+    def plan(self, scenario: Scenario) -> list[dict[str, Any]]:
+        """What :meth:`apply` would do, in order, after checking the whole file; writes nothing."""
+        documents = self._check(scenario)
+        wants_commit = {str(item.ref): item.commit for item in scenario.proposals}
+        steps = []
+        for proposal in self._in_dependency_order(list(documents.values())):
+            existing = self.store.find(proposal.barclamp, proposal.name)
+            if existing is None:
+                action = "create"
+            else:
+                same = (existing.attributes == proposal.attributes and existing.elements == proposal.elements
+                        and existing.description == proposal.description)
+                action = "unchanged" if same else "update"
+            steps.append({"proposal": str(proposal.ref), "save": action, "commit": wants_commit[str(proposal.ref)],
+                          "machines": proposal.nodes()})
+        return steps
 
     def _in_dependency_order(self, proposals: list[Proposal]) -> list[Proposal]:
         """Dependencies first; ValidationError naming a cycle if there is one."""

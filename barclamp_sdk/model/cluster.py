@@ -10,11 +10,15 @@ snapshot only decides what needs looking at.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from barclamp_sdk.model.noderoles import DRIFT, FINGERPRINT, REVISION, role_fingerprint
+
+log = logging.getLogger(__name__)
 
 #: Every document: goiardi answers ``*:*`` from its list of documents but
 #: evaluates any field query (even ``name:crowbar-*``) by scanning every
@@ -83,6 +87,20 @@ def _int(value: Any, default: int) -> int:
         return default
 
 
+def _tolerant(read: Callable[[dict[str, Any]], MachineRecord | None]) -> Callable[[dict[str, Any]], MachineRecord | None]:
+    """A role of an unknown shape under a ``crowbar-`` name is reported (warned) and left out, never fatal."""
+    @functools.wraps(read)
+    def wrapper(row: dict[str, Any]) -> MachineRecord | None:
+        try:
+            return read(row)
+        except (TypeError, ValueError, AttributeError) as exc:
+            log.warning("role %s is not a machine role barclamp-sdk can read (%s: %s); left out",
+                        row.get("name") if isinstance(row, dict) else "?", type(exc).__name__, exc)
+            return None
+    return wrapper
+
+
+@_tolerant
 def record_from_role(row: dict[str, Any]) -> MachineRecord | None:
     """A :class:`MachineRecord` from a role (or a partial-search row of one).
 

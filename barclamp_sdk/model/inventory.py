@@ -46,7 +46,7 @@ NODE_KEYS: dict[str, list[str]] = {
 
 _UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?b?)\s*$", re.IGNORECASE)
-_PARTITION = re.compile(r"^(.*?\d)p\d+$|^(.*?[a-z])\d+$")
+_PARTITION = re.compile(r"(.*?\d)p\d+|(.*?[a-z])\d+")
 _WHOLE_DISK = re.compile(r"^(nvme\d+n\d+|mmcblk\d+|nbd\d+|loop\d+)$")  # names ending in a digit
 
 
@@ -90,7 +90,7 @@ def disk_of(device: str) -> str:
     name = device.rsplit("/", 1)[-1]
     if _WHOLE_DISK.match(name):
         return name
-    match = _PARTITION.match(name)
+    match = _PARTITION.fullmatch(name)
     if not match:
         return name
     return match.group(1) or match.group(2)

@@ -22,7 +22,7 @@ from barclamp_sdk.model.cluster import ClusterView, MachineRecord, record_from_r
 from barclamp_sdk.model.hooks import HookServices
 from barclamp_sdk.model.inventory import Inventory
 from barclamp_sdk.model.jsondoc import now_iso
-from barclamp_sdk.model.naming import check_node_name, node_role_name
+from barclamp_sdk.model.naming import check_node_name, check_role_owner, node_role_name
 from barclamp_sdk.model.noderoles import NodeRoleStore, crowbar_data
 from barclamp_sdk.model.nodes import NodeRunLists
 from barclamp_sdk.model.reader import ClusterReader
@@ -50,8 +50,6 @@ class Machines:
         self.on_ready = on_ready
         #: Confirmed BMC endpoints: the only ones credentials go to.
         self.bmc = bmc
-        #: Nodes the last :meth:`discover` could not make machines: name -> why.
-        self.discovery_problems: dict[str, str] = {}
 
     # -- reading ---------------------------------------------------------------------
 
@@ -66,6 +64,7 @@ class Machines:
 
     def record(self, name: str) -> MachineRecord:
         """One machine's Crowbar record, read from its role."""
+        check_node_name(name)
         return self.reader.record(name)
 
     def inventory(self, names: Iterable[str] | None = None) -> Inventory:
@@ -106,19 +105,27 @@ class Machines:
 
     # -- discovery -----------------------------------------------------------------------
 
-    def discover(self, names: Iterable[str] | None = None) -> list[str]:
-        """Make Chef nodes (all, or ``names``) Crowbar machines; returns the new ones."""
+    def discover(self, names: Iterable[str] | None = None, *,
+                 skipped: dict[str, str] | None = None) -> list[str]:
+        """Make Chef nodes (all, or ``names``) Crowbar machines; returns the new ones.
+
+        A node that cannot become a machine (a name no role can hold, or whose
+        role belongs to another node: see :func:`~barclamp_sdk.naming.check_role_owner`)
+        is skipped, its reason put in ``skipped`` (or logged as a warning); every other
+        node is still discovered, in name order (so the first claims a shared role name).
+        """
         known = set(self.cluster().names())
-        candidates = list(names) if names is not None else self.chef.nodes.list()
+        candidates = sorted(names) if names is not None else sorted(self.chef.nodes.list())
         found = []
-        self.discovery_problems = {}
         for name in candidates:
             if name not in known:
                 try:
                     self.transition(name, "discovering")
                 except CrowbarError as exc:  # one odd node never stops the others
-                    log.warning("node %s not discovered: %s", name, exc)
-                    self.discovery_problems[name] = str(exc)
+                    if skipped is None:
+                        log.warning("node %r is not discovered: %s", name, exc)
+                    else:
+                        skipped[name] = str(exc)
                     continue
                 found.append(name)
         return found
@@ -148,6 +155,8 @@ class Machines:
                 return self._adopt_crowbar1x(name)
             raise ValidationError(f"role {node_role_name(name)} exists but is no machine's role (neither "
                                 "barclamp-sdk's nor Crowbar 1.x's shape); rename or delete it, then discover again")
+        if existing is not None:
+            check_role_owner(name, existing)
         if state == "discovering" and existing is None:
             if self.chef.nodes.find(name) is None:
                 raise NotFoundError(

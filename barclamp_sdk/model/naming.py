@@ -30,10 +30,11 @@ QUEUE_ITEM = "queue"
 #: Names Crowbar refused for proposals (they clash with its REST routes).
 RESERVED_PROPOSAL_NAMES = frozenset({"template", "nodes", "commit", "status"})
 
-_PROPOSAL_NAME = re.compile(r"^[A-Za-z0-9_]+$")
-_BARCLAMP_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_PROPOSAL_NAME = re.compile(r"[A-Za-z0-9_]+")
+_BARCLAMP_NAME = re.compile(r"[a-z][a-z0-9_]*")
 # Chef role names allow letters, digits, '-' and '_'; Crowbar maps '.' to '_'.
-_NODE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Every check is anchored at both ends (fullmatch): "name\n" is refused.
+_NODE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 MAX_NODE_NAME = 255
 MAX_PROPOSAL_NAME = 64
 
@@ -57,8 +58,8 @@ def check_node_name(node: str) -> str:
         raise ValidationError(
             f"machine name is {len(node)} characters long; at most {MAX_NODE_NAME} are allowed"
         )
-    if not _NODE_NAME.match(node):
-        bad = sorted({c for c in node if not re.match(r"[A-Za-z0-9_.-]", c)})
+    if not _NODE_NAME.fullmatch(node):
+        bad = sorted({c for c in node if not re.fullmatch(r"[A-Za-z0-9_.-]", c)})
         shown = " ".join(repr(c) for c in bad[:5])
         raise ValidationError(
             f"machine name {node!r} has characters a Chef role name cannot hold ({shown}); "
@@ -70,9 +71,31 @@ def check_node_name(node: str) -> str:
     return node
 
 
+def check_role_owner(node: str, role: object) -> None:
+    """Refuse ``role`` as the role of ``node`` unless it records ``node`` as its machine.
+
+    Names that differ only in ``.`` and ``_`` (``a.b.example.com``,
+    ``a_b.example.com``) map to one role. The rule: the first node discovered
+    claims the role name, recorded in ``default_attributes.crowbar.node``; any
+    other node mapping to it is refused (and reported) until renamed. A role
+    under the name that records no machine is refused the same way.
+    """
+    attributes = role.get("default_attributes") if isinstance(role, dict) else None
+    data = attributes.get("crowbar") if isinstance(attributes, dict) else None
+    owner = data.get("node") if isinstance(data, dict) else None
+    name = node_role_name(node)
+    if not isinstance(owner, str):
+        raise ValidationError(f"machine name {node!r} maps to role {name}, which exists but is not a "
+                              "Crowbar machine role (no default_attributes.crowbar.node); rename or delete that role")
+    if owner != node:
+        raise ValidationError(f"machine name {node!r} maps to role {name}, which already belongs to {owner!r} "
+                              "(names differing only in '.' and '_' share one role; the first discovered "
+                              "keeps it): rename the node")
+
+
 def check_barclamp_name(name: str) -> str:
     """Barclamp names: lower case letters, digits and ``_``, starting with a letter."""
-    if not isinstance(name, str) or not _BARCLAMP_NAME.match(name):
+    if not isinstance(name, str) or not _BARCLAMP_NAME.fullmatch(name):
         raise ValidationError(
             f"barclamp name {name!r} is invalid; use lower-case letters, digits and '_'"
         )
@@ -90,7 +113,7 @@ def check_proposal_name(name: str) -> str:
         )
     if len(name) > MAX_PROPOSAL_NAME:
         raise ValidationError(f"proposal name is longer than {MAX_PROPOSAL_NAME} characters")
-    if not _PROPOSAL_NAME.match(name):
+    if not _PROPOSAL_NAME.fullmatch(name):
         raise ValidationError(
             f"proposal name {name!r} is invalid; use only letters, digits and '_'"
         )

@@ -41,7 +41,7 @@ from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.errors import Conflict, CrowbarError, NotFound
 from barclamp_sdk.model.jsondoc import fingerprint, now_iso
 from barclamp_sdk.model.locks import Lock, LockManager
-from barclamp_sdk.model.naming import machine_lock_name, machine_shard, node_role_name
+from barclamp_sdk.model.naming import check_role_owner, machine_lock_name, machine_shard, node_role_name
 from barclamp_sdk.model.parallel import run_parallel
 
 log = logging.getLogger(__name__)
@@ -294,6 +294,11 @@ class NodeRoleStore:
             role = self.chef.roles.get(name)
         except NotFound:
             report.missing.append(node)
+            return
+        try:
+            check_role_owner(node, role)  # another node's role (names differing in '.'/'_')
+        except CrowbarError as exc:
+            report.failed[node] = exc
             return
         was_drifted = drifted(role)
         if was_drifted and on_drift == "skip":

@@ -14,10 +14,10 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel
 
 from barclamp_sdk.errors import CrowbarError, ValidationError
+from barclamp_sdk.inputs import load_yaml
 from barclamp_sdk.model.cluster import ClusterView
 from barclamp_sdk.model.hooks import Context, HookServices
 from barclamp_sdk.model.inventory import Inventory
@@ -312,7 +312,7 @@ def parse_setting(model: type[BaseModel], key: str, raw: Any) -> Any:
     if _wants_text(annotation) and raw not in ("null", "~"):
         return raw
     try:
-        return yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        return load_yaml(raw, f"--set {key}") if raw.strip() else ""
+    except ValidationError:
         return raw
 

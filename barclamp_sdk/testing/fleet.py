@@ -18,6 +18,7 @@ through the public API.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,13 +28,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from barclamp_sdk.chef.client import ChefClient
-from barclamp_sdk.errors import ValidationError
+from barclamp_sdk.errors import NotFoundError, ValidationError
 from barclamp_sdk.model.jsondoc import deep_merge
 from barclamp_sdk.model.parallel import run_parallel
 from barclamp_sdk.model.runlist import expand
 
 if TYPE_CHECKING:
     from barclamp_sdk.api import Crowbar
+
+log = logging.getLogger(__name__)
 
 GB = 1000**3
 
@@ -291,11 +294,14 @@ class Fleet:
         return names
 
     def boot(self, names: Iterable[str], *, until: str = "ready",
-             progress: Callable[[int], None] | None = None) -> dict[str, str]:
+             progress: Callable[[int], None] | None = None,
+             skipped: dict[str, str] | None = None) -> dict[str, str]:
         """Boot machines as Crowbar's boot scripts do; returns each final state.
 
         A machine stops at ``discovered`` while it is not allocated (the pause),
-        as Crowbar's ``wait_for_allocated`` did.
+        as Crowbar's ``wait_for_allocated`` did. A node the library refuses (its
+        name, or its role belonging to another node) ends as ``"skipped"``, its
+        reason in ``skipped``; the others boot on.
         """
         from barclamp_sdk.model.states import LIFECYCLE
 
@@ -304,6 +310,18 @@ class Fleet:
         names = list(names)
 
         def walk(name: str) -> str:
+            try:
+                return steps(name)
+            except (ValidationError, NotFoundError) as exc:
+                if skipped is None:
+                    log.warning("node %r is not booted: %s", name, exc)
+                else:
+                    skipped[name] = str(exc)
+                if progress is not None:
+                    progress(1)
+                return "skipped"
+
+        def steps(name: str) -> str:
             current = api.machines.state(name)  # "" for a machine not yet discovered
             start = LIFECYCLE.index(current) + 1 if current in LIFECYCLE else 0
             state = current

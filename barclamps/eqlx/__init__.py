@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 
 from barclamp_sdk import LINUX, Attributes, Barclamp, Element, Secret, best_controller
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 
 class EqlxAttributes(Attributes):
@@ -43,7 +43,7 @@ class EqlxAttributes(Attributes):
         try:
             ipaddress.ip_address(value)
         except ValueError:
-            if not _HOSTNAME.match(value):
+            if not _HOSTNAME.fullmatch(value):
                 raise ValueError("must be an IP address or a host name") from None
         return value
 
