@@ -76,15 +76,14 @@ class MachineRecord:
         }
 
 
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _int(value: Any, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
+def _mapping(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """``data[key]``: a mapping, or empty when absent; ValueError for anything else."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"crowbar.{key} is a {type(value).__name__}, not a mapping")
+    return value
 
 
 def _tolerant(read: Callable[[dict[str, Any]], MachineRecord | None]) -> Callable[[dict[str, Any]], MachineRecord | None]:
@@ -104,19 +103,28 @@ def _tolerant(read: Callable[[dict[str, Any]], MachineRecord | None]) -> Callabl
 def record_from_role(row: dict[str, Any]) -> MachineRecord | None:
     """A :class:`MachineRecord` from a role (or a partial-search row of one).
 
-    The one parser of a ``crowbar-<node>`` role's Crowbar data; values of
-    the wrong shape read as empty, so one odd role never breaks a snapshot.
+    The one parser of a ``crowbar-<node>`` role's Crowbar data. A role
+    whose data has the wrong shape is reported (a warning) and left out, so
+    one odd role never breaks a snapshot.
     """
     attributes = row.get("default_attributes") or {}
     data = attributes.get("crowbar") if isinstance(attributes, dict) else None
     if not isinstance(data, dict) or not isinstance(data.get("node"), str):
         return None  # a role named crowbar-* that is not a machine's
     entries = {}
-    for role, spec in _mapping(data.get("run_list_map")).items():
-        if isinstance(spec, dict):
-            states = spec.get("states")
-            entries[role] = Entry(str(spec.get("proposal", "")), _int(spec.get("priority"), 1000),
-                                  tuple(str(s) for s in states) if isinstance(states, list) and states else ("all",))
+    for role, spec in _mapping(data, "run_list_map").items():
+        if not isinstance(spec, dict):
+            raise ValueError(f"crowbar.run_list_map.{role} is not a mapping")
+        states = spec.get("states") or ("all",)
+        if not isinstance(states, (list, tuple)):
+            raise ValueError(f"crowbar.run_list_map.{role}.states is not a list")
+        entries[role] = Entry(str(spec.get("proposal", "")), int(spec.get("priority", 1000)),
+                              tuple(str(state) for state in states))
+    pending = {}
+    for key, elements in _mapping(data, "pending").items():
+        if not isinstance(elements, (list, tuple)):
+            raise ValueError(f"crowbar.pending.{key} is not a list")
+        pending[str(key)] = tuple(elements)
     stored = data.get(FINGERPRINT)
     drifted = bool(data.get(DRIFT)) or (stored is not None and stored != role_fingerprint(row))
     return MachineRecord(
@@ -125,11 +133,11 @@ def record_from_role(row: dict[str, Any]) -> MachineRecord | None:
         state=str(data.get("state", "")),
         allocated=bool(data.get("allocated")),
         entries=entries,
-        claims={str(k): str(v) for k, v in _mapping(data.get("claimed_disks")).items()},
-        pending={str(k): tuple(v) if isinstance(v, list) else () for k, v in _mapping(data.get("pending")).items()},
+        claims={str(k): str(v) for k, v in _mapping(data, "claimed_disks").items()},
+        pending=pending,
         drifted=drifted,
-        revision=_int(data.get(REVISION), 0),
-        hardware=dict(_mapping(data.get("hardware"))),
+        revision=int(data.get(REVISION, 0) or 0),
+        hardware=dict(_mapping(data, "hardware")),
     )
 
 

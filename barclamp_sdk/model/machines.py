@@ -189,7 +189,7 @@ class Machines:
             notes[:] = found
             return True
 
-        report = self.roles.update({name: change}, purpose=f"adopt the Crowbar 1.x role of {name}")
+        report = self.roles.update({name: change}, purpose=f"adopt the Crowbar 1.x role of {name}", adopting=True)
         if report.failed:
             raise report.failed[name]
         for note in notes:

@@ -259,13 +259,15 @@ class NodeRoleStore:
         purpose: str,
         on_drift: str = "mark",
         progress: Callable[[int], None] | None = None,
+        adopting: bool = False,
     ) -> UpdateReport:
         """Apply ``mutations`` (node -> change) under shard locks.
 
         ``on_drift`` says what to do with a role changed by hand since we
         wrote it: ``"skip"`` (leave it, report it), ``"overwrite"`` (write,
         clearing the drift mark) or ``"mark"`` (write, keeping a drift mark
-        so the next commit reports it).
+        so the next commit reports it). ``adopting``: the roles are not the
+        machines' yet (a Crowbar 1.x role taken over), so their owner is not checked.
         """
         shards: dict[int, list[str]] = defaultdict(list)
         for node in mutations:
@@ -278,7 +280,7 @@ class NodeRoleStore:
             part = UpdateReport()
             with self.locks.hold(machine_lock_name(shard), purpose) as lock:
                 for node in sorted(shards[shard]):
-                    self._update_one(node, mutations[node], part, on_drift, lock, purpose)
+                    self._update_one(node, mutations[node], part, on_drift, lock, purpose, adopting)
                     if progress is not None:
                         progress(1)
             return part
@@ -288,7 +290,7 @@ class NodeRoleStore:
         return report
 
     def _update_one(self, node: str, mutate: Mutation, report: UpdateReport,
-                    on_drift: str, lock: Any, purpose: str) -> None:
+                    on_drift: str, lock: Any, purpose: str, adopting: bool = False) -> None:
         name = node_role_name(node)
         try:
             role = self.chef.roles.get(name)
@@ -296,7 +298,8 @@ class NodeRoleStore:
             report.missing.append(node)
             return
         try:
-            check_role_owner(node, role)  # another node's role (names differing in '.'/'_')
+            if not adopting:
+                check_role_owner(node, role)  # another node's role (names differing in '.'/'_')
         except CrowbarError as exc:
             report.failed[node] = exc
             return
