@@ -19,6 +19,7 @@ import pytest
 from barclamp_sdk import Crowbar
 from barclamp_sdk.local import LocalChefServer
 from barclamp_sdk.model.naming import SECRETS_BAG, node_role_name
+from barclamp_sdk.testing.pytest_plugin import PERSONALITY_ENV
 
 CROWBAR = str(Path(sys.executable).with_name("crowbar"))
 
@@ -26,8 +27,9 @@ CROWBAR = str(Path(sys.executable).with_name("crowbar"))
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     directory = tmp_path_factory.mktemp("demo")
-    done = subprocess.run([CROWBAR, "demo", "--dir", str(directory)], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "COLUMNS": "200"})
+    production = ["--production"] if os.environ.get(PERSONALITY_ENV, "").lower() == "production" else []
+    done = subprocess.run([CROWBAR, "demo", "--dir", str(directory), *production], capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "COLUMNS": "200"})
     server = LocalChefServer(directory)
     try:
         yield directory, server, done

@@ -255,3 +255,44 @@ def test_inventory_of_more_machines_than_the_window(chef, production):
     assert sorted(m.name for m in inventory) == sorted(names)
     assert len(crowbar.machines.cluster()) == 80
     assert server.personality.refused.get("window", 0) >= 1  # it was never told the window
+
+
+def lagging_crowbar(chef, production, lag: float = 30.0):
+    """A Crowbar on a production proxy whose search lags ``lag`` s: longer than the test, so
+    every read-after-write below happens inside the lag (never a race against a timer)."""
+    server = production(lag=lag)
+    crowbar = Crowbar(server.client(), barclamps=TEST_BARCLAMPS, secret=TEST_SECRET)
+    return server, crowbar, Fleet(crowbar.chef, crowbar=crowbar)
+
+
+def test_a_proposal_just_created_is_listed_committed_shown_in_history_and_diffed(chef, production):
+    server, crowbar, fleet = lagging_crowbar(chef, production)
+    names = fleet.ready(3, "compute", clients=False)  # discovered, allocated and booted within the lag
+    assert sorted(crowbar.machines.cluster().names()) == sorted(names)
+    crowbar.proposals.create("widget", "default")
+    assert [p["name"] for p in crowbar.proposals.list("widget")] == ["default"]
+    crowbar.proposals.set("widget", "default", {"port": "9001"})
+    assert [h["revision"] for h in crowbar.proposals.history("widget", "default")] == [1, 2]
+    result = crowbar.proposals.commit("widget", "default")
+    assert result.status == "applied" and result.machines_written == 3
+    assert crowbar.proposals.status("widget", "default").status == "ready"
+    assert crowbar.proposals.diff("widget", "default").changes == []
+    assert crowbar.proposals.commit("widget", "default").status == "unchanged"
+    assert all("widget-agent" in crowbar.machines.record(n).entries for n in names)
+    assert server.personality.lag >= 30  # all of it happened before search showed any of it
+
+
+def test_a_proposal_queued_then_dequeued_within_the_lag(chef, production):
+    server, crowbar, fleet = lagging_crowbar(chef, production)
+    names = fleet.add(2, "compute", clients=False)
+    fleet.boot(names)  # paused at discovered: a commit must wait
+    crowbar.proposals.create("widget", "default")
+    result = crowbar.proposals.commit("widget", "default")
+    assert result.status == "queued" and "waiting for allocation" in " ".join(result.reasons)
+    assert [(i["barclamp"], i["inst"]) for i in crowbar.queue.items()] == [("widget", "default")]
+    assert crowbar.proposals.status("widget", "default").status == "pending"
+    assert all("widget-default" in crowbar.machines.record(n).pending for n in names)
+    crowbar.proposals.dequeue("widget", "default")
+    assert crowbar.queue.items() == []
+    assert all(not crowbar.machines.record(n).pending for n in names)  # the marks are gone too
+    assert crowbar.proposals.status("widget", "default").status == "hold"

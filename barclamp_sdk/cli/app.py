@@ -186,12 +186,14 @@ def raw(state: CLIState, method: str, path: str, data_file: Any) -> None:
               show_default=True, help="Directory for the demo's Chef server.")
 @click.option("--memory", is_flag=True, help="goiardi's in-memory store instead of PostgreSQL (unsafe "
                                              "under concurrency).")
+@click.option("--production", is_flag=True, help="Through a production personality (organization URL, "
+                                                 "search lag and window, erchef's limits), as the tests run it.")
 @pass_state
-def demo(state: CLIState, directory: str, memory: bool) -> int:
+def demo(state: CLIState, directory: str, memory: bool, production: bool) -> int:
     """Run the end-to-end demo on a local Chef server (left running)."""
     from barclamp_sdk.cli.demo import run_demo
 
-    return run_demo(Path(directory).resolve(), state.console, memory=memory)
+    return run_demo(Path(directory).resolve(), state.console, memory=memory, production=production)
 
 
 def _register() -> None:

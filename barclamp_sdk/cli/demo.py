@@ -24,10 +24,13 @@ from rich.table import Table
 
 from barclamp_sdk.api import Crowbar
 from barclamp_sdk.model.jsondoc import Change
+from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.local import LocalChefServer
 from barclamp_sdk.model.naming import node_role_name
 from barclamp_sdk.testing.bmcpeers import BmcLab
+from barclamp_sdk.testing.faultproxy import FaultProxy
 from barclamp_sdk.testing.fleet import Fleet
+from barclamp_sdk.testing.production import ProductionPersonality
 
 MIX = (("compute", 4, True), ("storage", 6, 2), ("vm", 2, False))
 BMC_USER, BMC_PASSWORD = "root", "calvin"
@@ -59,8 +62,13 @@ def _machine_table(crowbar: Crowbar, hardware: dict[str, str], *, final: bool = 
     return table
 
 
-def run_demo(directory: Path, console: Console, *, memory: bool = False) -> int:
-    """Run the whole job; leave the server and BMC peers running."""
+def run_demo(directory: Path, console: Console, *, memory: bool = False, production: bool = False) -> int:
+    """Run the whole job; leave the server and BMC peers running.
+
+    ``production``: talk to the server through a production personality
+    (organization URL, 1 s search lag, a search window of 8, erchef's limits),
+    as the tests prove the job on a production-shaped server.
+    """
     started = time.monotonic()
     server = LocalChefServer(directory, memory=memory)
     if server.status() is not None or (directory / "peers.json").exists():
@@ -71,7 +79,23 @@ def run_demo(directory: Path, console: Console, *, memory: bool = False) -> int:
 
     _say(console, "1. A real Chef server, and BMCs")
     server.start(detach=True)
-    chef = server.client()
+    proxy = None
+    if production:
+        personality = ProductionPersonality(keys={"admin": server.key_path}, lag=1.0, window=8)
+        proxy = FaultProxy(server.url, production=personality).start()
+        chef = server.client(server_url=proxy.url + personality.prefix)
+        console.print(f"[dim]through a production personality at {proxy.url + personality.prefix}[/dim]")
+    else:
+        chef = server.client()
+    try:
+        return _run(directory, console, server, chef, started, memory=memory)
+    finally:
+        if proxy is not None:
+            proxy.stop()
+
+
+def _run(directory: Path, console: Console, server: LocalChefServer, chef: ChefClient, started: float, *,
+         memory: bool) -> int:
     crowbar = Crowbar(chef)
     fleet = Fleet(chef, crowbar=crowbar)
     plan = []
