@@ -2,7 +2,7 @@
 
     python bench/scale.py --machines 1000 [--machines 10000] [--concurrency 8]
 
-For each N it starts a fresh in-memory goiardi, seeds N ready machines (nodes
+For each N it starts a fresh goiardi (on PostgreSQL; ``--memory`` in memory), seeds N ready machines (nodes
 with Ohai data and their crowbar-<node> roles, as discovery and booting leave
 them) and measures:
 
@@ -167,7 +167,7 @@ def child(args: argparse.Namespace) -> int:
 
 
 def run(count: int, args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp, LocalChefServer(tmp) as server:
+    with tempfile.TemporaryDirectory() as tmp, LocalChefServer(tmp, memory=args.memory) as server:
         chef = server.client(max_connections=args.concurrency * 2)
         started = time.perf_counter()
         names = seed(chef, count, args.concurrency)
@@ -258,6 +258,8 @@ def main() -> int:
                         help="targets that decide the exit status: all, or only request counts and "
                              "memory (what CI checks: timings vary too much on shared machines)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="directory for the JSON results")
+    parser.add_argument("--memory", action="store_true",
+                        help="goiardi's in-memory store (default: goiardi on PostgreSQL, as `crowbar local start`)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -22,6 +22,7 @@ from barclamp_sdk.errors import (
 )
 from barclamp_sdk.testing.tls import self_signed_certificate
 from barclamp_sdk.local import LocalChefServer
+from barclamp_sdk.testing import wait_indexed
 
 
 @pytest.mark.parametrize("version", ["1.0", "1.1", "1.3"])
@@ -140,6 +141,7 @@ def test_objects_crud(chef):
 def test_search_pages_return_every_object_once(chef):
     for i in range(25):
         chef.roles.create({"name": f"page-{i:02d}", "default_attributes": {"n": i}})
+    wait_indexed(chef, "role", [f"page-{i:02d}" for i in range(25)])  # search lags writes (goiardi indexes later)
     full = [r["name"] for r in chef.search("role", "name:page-*", rows=10)]
     assert sorted(full) == [f"page-{i:02d}" for i in range(25)]
     partial = list(chef.partial_search("role", "name:page-*", {"name": ["name"], "n": ["default_attributes", "n"]}, rows=10))
@@ -151,6 +153,7 @@ def test_search_pages_return_every_object_once(chef):
 
 def test_partial_search_returns_only_requested_keys(chef):
     chef.nodes.create({"name": "big", "automatic": {"memory": {"total": "1024kB"}, "huge": "x" * 5000}})
+    wait_indexed(chef, "node", ["big"])
     rows = list(chef.partial_search("node", "name:big", {"mem": ["memory", "total"], "none": ["nope", "x"]}))
     assert rows == [{"mem": "1024kB", "none": None}]
 

@@ -60,7 +60,7 @@ def test_cli_local_start_status_raw_stop(tmp_path):
         assert missing.returncode == 1
         assert missing.stderr.strip() == "error: GET /roles/nope failed with HTTP 404: Cannot load role nope"
         bad = crowbar("raw", "PUT", "/roles/web", "--data", "-", env=env, input="{not json")
-        assert bad.returncode == 1 and bad.stderr.startswith("error: --data is not valid JSON")
+        assert bad.returncode == 1 and bad.stderr.startswith("error: --data") and "is not valid JSON" in bad.stderr
         assert "Traceback" not in bad.stderr
         usage = crowbar("raw", "GET", "roles", env=env)
         assert usage.returncode == 1 and "must start with /" in usage.stderr

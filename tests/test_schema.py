@@ -40,7 +40,7 @@ def test_a_committed_document_passes():
 
 @pytest.mark.parametrize("path, value, problem", [
     (("id",), 3, "id: must be a string bc-widget-NAME"),
-    (("id",), "bc-widget-other", "id: must stay 'bc-widget-default'"),
+    (("id",), "bc-widget-other", "id: the document's id must stay 'bc-widget-default'"),
     (("description",), {"a": 1}, "description: must be a string"),
     (("notes",), "x", "notes: must be a list of strings"),
     (("notes",), ["ok", {"a": 1}], "notes[1]: must be a string"),

@@ -19,7 +19,6 @@ from barclamp_sdk import Action, Barclamp, CommitResult, inputs
 from barclamp_sdk.cli.context import EXIT_QUEUED, CLIState, output_options, pass_state, plain, progress
 from barclamp_sdk.errors import CrowbarError, ValidationError
 from barclamp_sdk.model.proposal import Proposal
-from barclamp_sdk.model.schema import ProposalSchema
 from barclamp_sdk.model.secrets import MASK, is_reference
 
 
@@ -105,14 +104,6 @@ def commit_view(result: CommitResult) -> str:
            f"in {result.seconds:.1f}s{extra}"
 
 
-def check_document(barclamp: Barclamp, name: str, document: Any, *, subject: str = "") -> None:
-    """Refuse a whole proposal document of the wrong shape, listing every problem with its path."""
-    schema = ProposalSchema(barclamp.name, tuple(e.name for e in barclamp.elements), barclamp.Attributes)
-    problems = schema.check(document, name=name)
-    if problems:
-        raise ValidationError(problems, subject=subject or f"{barclamp.name}/{name}")
-
-
 def _edit_in_editor(state: CLIState, barclamp: str, name: str) -> None:
     """Crowbar's raw attribute mode: $EDITOR on the document, re-opened on errors."""
     crowbar = state.crowbar()
@@ -136,7 +127,6 @@ def _edit_in_editor(state: CLIState, barclamp: str, name: str) -> None:
                 return
             try:
                 document = inputs.load_yaml(body, "the edited document")
-                check_document(crowbar.barclamps.get(barclamp), name, document)
                 saved = crowbar.proposals.replace(barclamp, name, document, expected_revision=base_revision,
                                                   change="edited in an editor")
             except ValidationError as exc:
@@ -256,8 +246,7 @@ def make_group(barclamp: Barclamp) -> click.Group:
             raise click.UsageError("use --file, or --set/--unset, not both")
         if file is not None:
             document = inputs.read_document(file, f"--file {inputs.source_name(file)}")
-            check_document(barclamp, name, document, subject=f"--file {inputs.source_name(file)}")
-            saved = crowbar.proposals.replace(bc, name, document)
+            saved = crowbar.proposals.replace(bc, name, document, source=f"--file {inputs.source_name(file)}")
         elif pairs or unset:
             saved = crowbar.proposals.set(bc, name, parse_pairs(pairs), unset)
         else:

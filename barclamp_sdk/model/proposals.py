@@ -31,6 +31,7 @@ from barclamp_sdk.model.placement import drop_platform_refused, on_supported_pla
 from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
 from barclamp_sdk.model.queue import Queue
 from barclamp_sdk.model.reader import ClusterReader
+from barclamp_sdk.model.schema import ProposalSchema
 from barclamp_sdk.model.registry import BarclampRegistry
 from barclamp_sdk.model.secrets import MASK, SecretStore, secret_paths
 from barclamp_sdk.model.spec import ProposalRef
@@ -291,11 +292,20 @@ class Proposals:
         return self.update(barclamp, name, apply, change=summary, expected_revision=expected_revision)
 
     def replace(self, barclamp: str, name: str, document: Mapping[str, Any], *,
-                expected_revision: int | None = None, change: str = "replaced the document") -> Proposal:
-        """Store a whole edited document (from an editor or a file)."""
+                expected_revision: int | None = None, change: str = "replaced the document",
+                source: str = "") -> Proposal:
+        """Store a whole edited document (from an editor or a file).
+
+        The document's whole shape is checked first (:mod:`~barclamp_sdk.model.schema`:
+        every key, type and allowed value, every problem with its path);
+        ``source`` names where it came from in the error.
+        """
         definition = self.registry.get(barclamp)
-        if not isinstance(document, Mapping):
-            raise ValidationError("a proposal document must be a JSON object")
+        schema = ProposalSchema(barclamp, tuple(e.name for e in definition.elements), definition.Attributes)
+        problems = schema.check(document, name=name)
+        if problems:
+            raise ValidationError(problems, subject=source or f"{barclamp}/{name}")
+        assert isinstance(document, Mapping)
         incoming = Proposal(definition, copy.deepcopy(dict(document)))
         if document.get("id") != incoming.data.get("id") or incoming.name != name:
             raise ValidationError(f"the document's id must stay bc-{barclamp}-{name}")

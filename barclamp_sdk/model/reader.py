@@ -23,16 +23,24 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
-from barclamp_sdk.errors import NotFoundError
+from barclamp_sdk.errors import NotFoundError, ValidationError
 from barclamp_sdk.model.cluster import MATCH_ALL, ROLE_SEARCH_KEYS, ClusterView, MachineRecord, record_from_role
 from barclamp_sdk.model.inventory import NODE_KEYS, Inventory, machine_from_search
-from barclamp_sdk.model.naming import NODE_ROLE_PREFIX, node_role_name
+from barclamp_sdk.model.naming import NODE_ROLE_PREFIX, check_node_name, node_role_name
 from barclamp_sdk.model.parallel import run_parallel
 
 log = logging.getLogger(__name__)
 
 #: Up to this many named machines are read from their object endpoints, not by search.
 DIRECT_READ_LIMIT = 32
+
+
+def _machine_name(name: str) -> bool:
+    try:
+        check_node_name(name)
+    except ValidationError:
+        return False
+    return True
 
 
 def node_row(node: Mapping[str, Any], keys: Mapping[str, Sequence[str]] = NODE_KEYS) -> dict[str, Any]:
@@ -96,6 +104,7 @@ class ClusterReader:
         return record
 
     def _records_of(self, names: list[str]) -> dict[str, MachineRecord]:
+        names = [n for n in names if _machine_name(n)]  # a name no node can have is no machine: no request
         roles = run_parallel(lambda n: self.chef.roles.find(node_role_name(n)), names,
                              workers=self.concurrency, name="records")
         records = {}

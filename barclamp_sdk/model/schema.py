@@ -45,7 +45,7 @@ TOP_LEVEL_KEYS = ("id", "description", "notes", "attributes", "deployment", "che
 DEPLOYMENT_KEYS = ("crowbar-revision", "crowbar-status", "crowbar-failed", "crowbar-queued", "elements",
                    "element_order", "element_run_list_order", "element_states", "config")
 CONFIG_KEYS = ("environment", "mode", "transitions", "transition_list")
-STATUSES = ("success", "failed")
+STATUSES = ("success", "failed", "interrupted")
 #: Chef's own environment: a proposal never deploys into it.
 DEFAULT_ENVIRONMENT = "_default"
 MAX_TEXT = 64 * 1024
@@ -109,7 +109,7 @@ def check_document(document: Any, schema: ProposalSchema, *, name: str | None = 
     elif not isinstance(doc_id, str) or not doc_id.startswith(prefix) or doc_id == prefix:
         errors.append(f"id: must be a string {prefix}NAME")
     elif name is not None and doc_id != prefix + name:
-        errors.append(f"id: must stay {prefix + name!r}")
+        errors.append(f"id: the document's id must stay {prefix + name!r}")
     if "description" in document:
         errors += _text(document["description"], "description")
     notes = document.get("notes", [])
