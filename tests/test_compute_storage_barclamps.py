@@ -169,10 +169,10 @@ def test_vcenter_uses_one_proxy_and_never_touches_esx_hosts(crowbar, fleet):
     with pytest.raises(ValidationError) as info:
         crowbar.proposals.set("nova", "default", {"elements.nova-multi-compute-vmware": esx[0]})
     assert any("second master" in e for e in info.value.errors)
-    with pytest.raises(ValidationError, match="vcenter needs host, user, cluster_name, password"):
+    with pytest.raises(ValidationError, match="vcenter needs host, user, clusters, password"):
         crowbar.proposals.commit("nova", "default")
     crowbar.proposals.set("nova", "default", {"vcenter.host": "vc.example.com", "vcenter.user": "admin",
-                                              "vcenter.cluster_name": "prod", "vcenter.password": "vc-pass"})
+                                              "vcenter.clusters": "prod", "vcenter.password": "vc-pass"})
     assert crowbar.proposals.commit("nova", "default").status == "applied"
 
 
