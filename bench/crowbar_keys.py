@@ -101,8 +101,6 @@ EXPLAINED: dict[tuple[str, str], str] = {
     ("swift", "disk_enum_expr"): f"replaced: `devices` (each storage machine's disks, listed) ({_EXPR_WHY[6:]})",
     ("swift", "disk_test_expr"): f"replaced: `devices` (only the disks listed are used) ({_EXPR_WHY[6:]})",
     ("swift", "disk_zone_assign_expr"): f"replaced: `devices` (each disk's zone and weight; zones balanced over racks) ({_EXPR_WHY[6:]})",
-    ("swift", "container_sync.key"): "gone: container sync realms are not configured by the project",
-    ("swift", "container_sync.key2"): "gone: container sync realms are not configured by the project",
     # ceph
     ("ceph", "disk-mode"): "replaced: `disk_mode` (the name from pebbles on)",
     ("ceph", "devices"): "replaced: `osd_devices` (the disks of each OSD machine, per machine)",
@@ -146,6 +144,7 @@ class Measure:
     barclamp: str
     release: str
     folder: str
+    subtree: tuple[str, ...] = ()
     keys: list[Key] = field(default_factory=list)
 
     def count(self, *statuses: str, meaningful: bool = True) -> int:
@@ -221,7 +220,7 @@ def measure(reference: Path = REFERENCE) -> list[Measure]:
         node = document["attributes"]
         for part in subtree:
             node = node.get(part, {}) if isinstance(node, dict) else {}
-        result = Measure(barclamp, release, folder)
+        result = Measure(barclamp, release, folder, subtree)
         for parts in leaves(node) if node else []:
             path = ".".join(parts)
             key = Key(path, is_meaningful(path), "same")
@@ -249,7 +248,8 @@ def markdown(results: list[Measure]) -> str:
     lines = ["| Barclamp | Template | Leaf keys | Meaningful | Same path | With designed replacements | Same path, all keys |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.barclamp} | {r.folder} | {len(r.keys)} | {r.meaningful} | "
+        where = r.folder if r.barclamp != "eqlx" else f"{r.folder} (`{'.'.join(r.subtree)}`)"
+        lines.append(f"| {r.barclamp} | {where} | {len(r.keys)} | {r.meaningful} | "
                      f"{r.count('same')} ({r.same_path_pct:.0f}%) | "
                      f"{r.count('same', 'replaced')} ({r.with_replacements_pct:.0f}%) | "
                      f"{r.all_keys_same_path_pct:.0f}% |")

@@ -398,9 +398,11 @@ class Proposals:
     # -- helpers --------------------------------------------------------------------------------
 
     def _refresh(self, barclamp: str, name: str) -> None:
-        """The barclamp's ``refresh`` before a commit; a change is saved as a new revision."""
+        """The barclamp's ``refresh`` before a commit; a change is saved as a new revision (else one read)."""
         def mutate(proposal: Proposal) -> None:
-            proposal.definition.refresh(proposal, self.services.context(proposal.definition, draft=True))
+            refresh = getattr(proposal.definition, "refresh", None)
+            if refresh is not None:
+                refresh(proposal, self.services.context(proposal.definition, draft=True))
 
         self.update(barclamp, name, mutate, change="settings copied from other proposals refreshed")
 
