@@ -187,6 +187,8 @@ class Barclamp:
         follow the proposals they come from even when those were edited later.
         """
 
+    refresh.default = True  # type: ignore[attr-defined]  # not overridden: a commit skips the extra read
+
     def validate(self, proposal: Proposal, ctx: Context) -> Iterable[str]:
         """Extra checks; yield one message per problem (nothing is written).
 

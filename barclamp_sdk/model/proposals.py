@@ -398,11 +398,16 @@ class Proposals:
     # -- helpers --------------------------------------------------------------------------------
 
     def _refresh(self, barclamp: str, name: str) -> None:
-        """The barclamp's ``refresh`` before a commit; a change is saved as a new revision (else one read)."""
+        """The barclamp's ``refresh`` before a commit; a change is saved as a new revision.
+
+        Costs one read of the document, and nothing when the barclamp does not override ``refresh``.
+        """
+        refresh = getattr(self.registry.get(barclamp), "refresh", None)
+        if refresh is None or getattr(refresh, "default", False):
+            return
+
         def mutate(proposal: Proposal) -> None:
-            refresh = getattr(proposal.definition, "refresh", None)
-            if refresh is not None:
-                refresh(proposal, self.services.context(proposal.definition, draft=True))
+            proposal.definition.refresh(proposal, self.services.context(proposal.definition, draft=True))
 
         self.update(barclamp, name, mutate, change="settings copied from other proposals refreshed")
 
