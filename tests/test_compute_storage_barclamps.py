@@ -134,9 +134,15 @@ def test_nova_links_eqlx_and_checks_the_driver_covers_nova_volume(crowbar, fleet
         "depends on eqlx/default, which is not applied yet: commit it"]
     with pytest.raises(ValidationError, match="san_password is not set"):
         crowbar.proposals.commit("eqlx", "default")
+    assert nova.attributes["volume"]["eqlx"]["san_ip"] == "192.168.124.11"  # eqlx/default as it is now
     crowbar.proposals.set("eqlx", "default", {"san_password": "s4n-pass", "san_ip": "10.20.0.5"})
     assert crowbar.proposals.commit("eqlx", "default").status == "applied"
     assert crowbar.proposals.status("nova", "default").status == "ready"
+    # The queued nova commit copied the edited eqlx settings to Crowbar fred's path first.
+    role = chef.roles.get("nova-config-default")["default_attributes"]["nova"]["volume"]["eqlx"]
+    assert role["san_ip"] == "10.20.0.5" and role["eqlx_group_name"] == "group-0"
+    assert role["san_password"] == {"data_bag": "crowbar_secrets", "item": "eqlx-default", "key": "san_password"}
+    assert crowbar.proposals.get("nova", "default").attributes["volume"]["eqlx"] == role
     other = [n for n in crowbar.machines.inventory().names() if n not in eqlx.elements["eqlx-driver"]][0]
     with pytest.raises(ValidationError) as info:
         crowbar.proposals.set("nova", "default", {"elements.nova-multi-volume": other})
@@ -169,10 +175,10 @@ def test_vcenter_uses_one_proxy_and_never_touches_esx_hosts(crowbar, fleet):
     with pytest.raises(ValidationError) as info:
         crowbar.proposals.set("nova", "default", {"elements.nova-multi-compute-vmware": esx[0]})
     assert any("second master" in e for e in info.value.errors)
-    with pytest.raises(ValidationError, match="vcenter needs host, user, cluster_name, password"):
+    with pytest.raises(ValidationError, match="vcenter needs host, user, clusters, password"):
         crowbar.proposals.commit("nova", "default")
     crowbar.proposals.set("nova", "default", {"vcenter.host": "vc.example.com", "vcenter.user": "admin",
-                                              "vcenter.cluster_name": "prod", "vcenter.password": "vc-pass"})
+                                              "vcenter.clusters": "prod", "vcenter.password": "vc-pass"})
     assert crowbar.proposals.commit("nova", "default").status == "applied"
 
 

@@ -71,6 +71,10 @@ def test_swift_proposals_balance_zones_and_take_no_ceph_disk(crowbar, fleet, mix
         # 4 racks of 3 cannot fill 3 zones evenly whole: each zone spans racks instead.
         assert all(len(racks) >= 3 for racks in racks_of_zone.values())
     assert settings["auth_method"] == "swauth"
+    # swauth's admin password (Crowbar's cluster_admin_pw) is generated, kept in the secrets store.
+    assert settings["cluster_admin_pw"] == {"data_bag": "crowbar_secrets", "item": "swift-default",
+                                            "key": "cluster_admin_pw"}
+    assert settings["middlewares"]["bulk"]["enabled"] is True and settings["middlewares"]["s3"] == {"enabled": False}
     assert any("zone(s)" in note for note in swift.notes)
     crowbar.proposals.validate(swift)
 

@@ -180,6 +180,15 @@ class Barclamp:
     def prepare(self, proposal: Proposal, ctx: Context) -> None:
         """Adjust a proposal before each save is validated (derived settings, links)."""
 
+    def refresh(self, proposal: Proposal, ctx: Context) -> None:
+        """Before each commit: recompute settings copied from other proposals.
+
+        A change is saved as a new revision (then committed), so such copies
+        follow the proposals they come from even when those were edited later.
+        """
+
+    refresh.default = True  # type: ignore[attr-defined]  # not overridden: a commit skips the extra read
+
     def validate(self, proposal: Proposal, ctx: Context) -> Iterable[str]:
         """Extra checks; yield one message per problem (nothing is written).
 

@@ -353,6 +353,8 @@ class Proposals:
     def _commit_or_queue(self, barclamp: str, name: str, *, queued: bool = False, dry_run: bool = False,
                          force: bool = False, progress: Callable[[int], None] | None = None) -> CommitResult:
         """The one decision point: commit now, or enqueue with the reasons."""
+        if not dry_run:
+            self._refresh(barclamp, name)
         result = self.committer.commit(barclamp, name, dry_run=dry_run, force=force, queued=queued,
                                        progress=progress)
         if result.status == "blocked":
@@ -404,6 +406,20 @@ class Proposals:
         self.validator.validate(proposal)
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _refresh(self, barclamp: str, name: str) -> None:
+        """The barclamp's ``refresh`` before a commit; a change is saved as a new revision.
+
+        Costs one read of the document, and nothing when the barclamp does not override ``refresh``.
+        """
+        refresh = getattr(self.registry.get(barclamp), "refresh", None)
+        if refresh is None or getattr(refresh, "default", False):
+            return
+
+        def mutate(proposal: Proposal) -> None:
+            proposal.definition.refresh(proposal, self.services.context(proposal.definition, draft=True))
+
+        self.update(barclamp, name, mutate, change="settings copied from other proposals refreshed")
 
     def _check_and_seal(self, proposal: Proposal) -> None:
         """Validate, normalise settings, then move secrets into the store."""

@@ -6,7 +6,8 @@ and the proposal lists exactly which devices on each machine become OSDs
 (``osd_devices``): data, not code. The fsid is generated; the monitor and
 admin keys are generated in cephx's own format and kept in the secrets store.
 Key names follow Crowbar's ceph barclamp (``config.fsid``, ``monitor-secret``,
-``admin-secret``, ``disk_mode``).
+``admin-secret``, ``disk_mode``, ``osd.journal_size``, ``radosgw.ssl.*``);
+docs/reference.md lists each Crowbar key that is elsewhere.
 """
 
 from __future__ import annotations
@@ -35,7 +36,36 @@ class CephConfig(Attributes):
     cluster_network: str = Field("", alias="cluster-network")
 
 
+class Osd(Attributes):
+    """OSD journals (Crowbar's ``osd``): journal devices are listed, like ``osd_devices``."""
+
+    journal_size: int = Field(5120, ge=0, description="MB")
+    journal_devices: list[str] = []
+    use_ssd_for_journal: bool = True
+    min_size_gb: int = Field(20, ge=0)
+
+
+class RadosgwSsl(Attributes):
+    enabled: bool = False
+    certfile: str = "/etc/apache2/ssl.crt/ceph-radosgw.crt"
+    keyfile: str = "/etc/apache2/ssl.key/ceph-radosgw.key"
+    generate_certs: bool = False
+    insecure: bool = False
+
+
+class Radosgw(Attributes):
+    ssl: RadosgwSsl = RadosgwSsl()
+
+
+class CephFs(Attributes):
+    fs_name: str = "cephfs"
+    data_pool: str = "cephfs_data"
+    metadata_pool: str = "cephfs_metadata"
+
+
 class CephAttributes(Attributes):
+    #: Crowbar's ``master`` flag, carried for cookbooks that read it (the library does not use it).
+    master: bool = False
     clustername: str = Field("ceph", min_length=1)
     disk_mode: Literal["all", "first"] = "all"
     config: CephConfig = CephConfig()
@@ -43,7 +73,14 @@ class CephAttributes(Attributes):
     admin_secret: Secret = Field(None, alias="admin-secret")
     pool_size: int = Field(3, ge=1, le=10)
     osd_devices: dict[str, list[str]] = {}
+    osd: Osd = Osd()
+    radosgw: Radosgw = Radosgw()
+    cephfs: CephFs = CephFs()
     keystone_instance: str = "none"
+    #: The keystone user of the radosgw (Swift API), and the network clients reach ceph on.
+    service_user: str = "ceph"
+    service_password: Secret = None
+    client_network: str = "public"
 
 
 class Ceph(Barclamp):

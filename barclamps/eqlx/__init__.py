@@ -33,6 +33,7 @@ class EqlxAttributes(Attributes):
     eqlx_chap_login: str = "chapadmin"
     eqlx_chap_password: Secret = None
     eqlx_cli_timeout: int = Field(30, ge=1, le=3600)
+    eqlx_ssh_keepalive_interval: int = Field(1200, ge=1, le=86400, description="seconds")
     eqlx_cli_max_retries: int = Field(5, ge=0, le=100)
     san_ssh_port: int = Field(22, ge=1, le=65535)
     ssh_conn_timeout: int = Field(30, ge=1, le=3600)

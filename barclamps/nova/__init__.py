@@ -13,7 +13,12 @@
     cluster; ESX hosts never get a role (that would be a second master).
 
 ``volume.volume_type`` eqlx or rbd links the committed (or only) eqlx or
-ceph proposal and makes it a commit dependency.
+ceph proposal and makes it a commit dependency; with eqlx, the linked
+proposal's settings are copied to ``volume.eqlx`` (Crowbar fred's path) on
+every save and before each commit.
+
+Settings keep the keys of Crowbar's nova templates (fred, mesa-1.6, pebbles);
+docs/reference.md lists each Crowbar key that is elsewhere, and why.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import uuid
 
 from barclamp_sdk import LINUX, Barclamp, Element, Link, best_controller, general_purpose, is_managed_hypervisor, runs_services, short
-from barclamps.nova.settings import NovaAttributes
+from barclamps.nova.settings import NovaAttributes, VolumeEqlx
 
 COMPUTE = {"kvm": ("nova-multi-compute-kvm", "nova-multi-compute-qemu"),
            "xenserver": ("nova-multi-compute-xen",), "vcenter": ("nova-multi-compute-vmware",)}
@@ -60,6 +65,11 @@ class Nova(Barclamp):
         Link("keystone", "keystone_instance", optional=True),
         Link("glance", "glance_instance", optional=True),
         Link("database", "db.mysql_instance", optional=True),
+        Link("rabbitmq", "rabbitmq_instance", optional=True),
+        Link("cinder", "cinder_instance", optional=True),
+        Link("quantum", "quantum_instance", optional=True),
+        Link("neutron", "neutron_instance", optional=True),
+        Link("itxt", "itxt_instance", optional=True),
         Link("eqlx", "volume.eqlx_instance", when=lambda s: s.volume.volume_type == "eqlx"),
         Link("ceph", "volume.rbd.ceph_instance", when=lambda s: s.volume.volume_type == "rbd"),
     )
@@ -107,6 +117,7 @@ class Nova(Barclamp):
         settings.network.manager = settings.network.derived_manager()
         volume = settings.volume
         nodes = proposal.elements.get("nova-multi-volume", [])
+        volume.eqlx = self._eqlx_copy(volume, ctx)
         if volume.volume_type == "rbd":
             volume.rbd.secret_uuid = volume.rbd.secret_uuid or str(uuid.uuid4())
         if volume.volume_type == "raw":
@@ -118,6 +129,19 @@ class Nova(Barclamp):
         volume.nova_volume_disks = {n: d for n, d in volume.nova_volume_disks.items()
                                     if volume.volume_type == "raw" and n in nodes}
         proposal.settings = settings
+
+    def refresh(self, proposal, ctx):
+        settings = proposal.settings
+        settings.volume.eqlx = self._eqlx_copy(settings.volume, ctx)
+        proposal.settings = settings
+
+    @staticmethod
+    def _eqlx_copy(volume, ctx) -> VolumeEqlx:
+        """The linked eqlx proposal's settings at Crowbar fred's path (defaults when not linked)."""
+        if volume.volume_type != "eqlx" or not volume.eqlx_instance:
+            return VolumeEqlx()
+        source = ctx.find_proposal("eqlx", volume.eqlx_instance).settings
+        return VolumeEqlx(**{key: getattr(source, key) for key in VolumeEqlx.model_fields})
 
     def claims(self, proposal):
         return proposal.settings.volume.nova_volume_disks
@@ -132,7 +156,7 @@ class Nova(Barclamp):
         if missing:
             yield f"xenserver.hosts has no XAPI address for {', '.join(missing)}"
         if arch == "vcenter" and not ctx.draft:
-            absent = [k for k in ("host", "user", "cluster_name") if not getattr(settings.vcenter, k)]
+            absent = [k for k in ("host", "user", "clusters") if not getattr(settings.vcenter, k)]
             absent += ["password"] if settings.vcenter.password is None else []
             if absent:
                 yield f"vcenter needs {', '.join(absent)}; set them with `--set vcenter.KEY=VALUE`"

@@ -2,7 +2,9 @@
 
 Disk selection is data, not code: ``devices`` lists, for each storage
 machine, the disks it claims with each one's zone and weight (its size in
-TB). Crowbar stored Ruby expressions evaluated on the node instead. Zones
+TB). Crowbar stored Ruby expressions evaluated on the node instead
+(``disk_*_expr``); the other settings keep the keys of Crowbar's swift
+templates (docs/reference.md lists each one that is elsewhere). Zones
 are balanced across machines and, where machines report their rack, across
 racks (a rack is a failure domain). Elements keep Crowbar's order: storage
 runs again after the rings are computed.
@@ -25,15 +27,80 @@ class Device(Attributes):
     weight: float = Field(gt=0)
 
 
+class Enabled(Attributes):
+    enabled: bool = False
+
+
+class DomainRemap(Enabled):
+    path_root: str = "v1"
+    storage_domain: str = "swift.storage.crowbar.org"
+
+
+class CnameLookup(Enabled):
+    storage_domain: str = "swift.storage.crowbar.org"
+    lookup_depth: int = Field(1, ge=1)
+
+
+class RateLimit(Enabled):
+    clock_accuracy: int = Field(1000, ge=1)
+    max_sleep_time_seconds: int = Field(60, ge=0)
+    log_sleep_time_seconds: int = Field(0, ge=0)
+    rate_buffer_seconds: int = Field(5, ge=0)
+    account_ratelimit: int = Field(0, ge=0)
+    account_whitelist: str = ""
+    account_blacklist: str = ""
+    container_ratelimit_size: str = "100=100,200=50,500=20"
+
+
+class Bulk(Attributes):
+    enabled: bool = True
+    max_containers_per_extraction: int = Field(10000, ge=1)
+    max_failed_extractions: int = Field(1000, ge=0)
+    max_deletes_per_request: int = Field(10000, ge=1)
+    max_failed_deletes: int = Field(1000, ge=0)
+    yield_frequency: int = Field(10, ge=1)
+
+
+class CrossDomain(Enabled):
+    cross_domain_policy: str = '<allow-access-from domain="*" secure="false" />'
+
+
 class Middlewares(Attributes):
-    staticweb: bool = False
-    tempurl: bool = False
-    formpost: bool = False
-    s3: bool = False
-    ratelimit: bool = False
-    bulk: bool = True
-    domain_remap: bool = False
-    cname_lookup: bool = False
+    """Proxy middlewares, each ``<name>.enabled`` plus its options (Crowbar's keys)."""
+
+    staticweb: Enabled = Enabled()
+    tempurl: Enabled = Enabled()
+    formpost: Enabled = Enabled()
+    domain_remap: DomainRemap = DomainRemap()
+    cname_lookup: CnameLookup = CnameLookup()
+    s3: Enabled = Enabled()
+    ratelimit: RateLimit = RateLimit()
+    bulk: Bulk = Bulk()
+    crossdomain: CrossDomain = CrossDomain()
+
+
+class Dispersion(Attributes):
+    """swift-dispersion-report's keystone account and sampling."""
+
+    service_user: str = "dispersion"
+    service_password: Secret = None
+    service_tenant: str = "dispersion"
+    dispersion_coverage: float = Field(0.1, gt=0, le=100, description="percent of partitions sampled")
+    retries: int = Field(5, ge=0)
+    concurrency: int = Field(25, ge=1)
+
+
+class Ssl(Attributes):
+    enabled: bool = False
+    certfile: str = "/etc/swift/cert.crt"
+    keyfile: str = "/etc/swift/cert.key"
+    generate_certs: bool = False
+    insecure: bool = False
+
+
+class ContainerSync(Attributes):
+    key: Secret = None
+    key2: Secret = None
 
 
 class SwiftAttributes(Attributes):
@@ -42,11 +109,30 @@ class SwiftAttributes(Attributes):
     zones: int = Field(3, ge=1, le=64)
     min_part_hours: int = Field(24, ge=0, le=168)
     cluster_hash: Secret = None
+    #: swauth's admin password (generated when a proposal uses swauth).
+    cluster_admin_pw: Secret = None
     auth_method: Literal["keystone", "swauth"] = "keystone"
     keystone_instance: str = "none"
+    keystone_service_user: str = "swift"
+    service_password: Secret = None
+    keystone_delay_auth_decision: bool = False
+    allow_versions: bool = False
+    reseller_prefix: str = "AUTH_"
+    #: The system user and group swift's services run as.
+    user: str = "swift"
+    group: str = "swift"
+    debug: bool = False
+    use_slog: bool = False
+    slog_account: str = "system_stats"
+    slog_user: str = "swift_sys"
+    slog_passwd: Secret = None
     frontend: Literal["native", "apache", "uwsgi"] = "native"
     replication_interval: int = Field(60, ge=1)
+    max_header_size: int = Field(16384, ge=1024)
     middlewares: Middlewares = Middlewares()
+    dispersion: Dispersion = Dispersion()
+    ssl: Ssl = Ssl()
+    container_sync: ContainerSync = ContainerSync()
     devices: dict[str, list[Device]] = {}
 
 
@@ -124,6 +210,7 @@ class Swift(Barclamp):
             settings.keystone_instance = ctx.find_proposal("keystone").name
         else:
             settings.auth_method = "swauth"
+            settings.cluster_admin_pw = secrets.token_urlsafe(16)
             proposal.note("auth: swauth, since there is no keystone proposal")
         proposal.settings = settings
 
