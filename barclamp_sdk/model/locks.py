@@ -295,6 +295,14 @@ class LockManager:
 
     # -- while holding -----------------------------------------------------------------
 
+    def token_of(self, name: str) -> str | None:
+        """The token of ``name`` when this thread holds it (None otherwise)."""
+        if name not in self._thread_held():
+            return None
+        with self._mutex:
+            lock = self._held.get(name)
+        return None if lock is None or lock.lost else lock.token
+
     def ensure_valid(self, lock: Lock) -> None:
         """Raise unless the lease still protects us (call before writing)."""
         if lock.lost or time.time() > lock.expires_at:

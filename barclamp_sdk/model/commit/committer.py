@@ -230,8 +230,12 @@ class Committer:
                 self.chef.roles.delete(proposal.config_role)
             except NotFound:
                 pass
-            for status in STATUS_KEYS:
-                proposal.deployment.pop(status, None)
-            self.store.write_status(proposal)
+
+            def clear(current: Proposal) -> None:
+                for status in STATUS_KEYS:
+                    current.deployment.pop(status, None)
+
+            # Read again under the lock: an edit saved since the read above is kept.
+            proposal = self.store.modify(barclamp, name, clear, purpose=f"deactivate {proposal.ref}")
         return CommitResult(proposal.ref, proposal.revision, "deactivated", machines_written=len(written),
                             seconds=time.monotonic() - started, document=proposal)
