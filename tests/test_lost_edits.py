@@ -8,7 +8,6 @@ acknowledged edit is kept, revisions only go forward, and history keeps it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,47 +16,7 @@ from barclamp_sdk import Crowbar
 from barclamp_sdk.errors import ConcurrencyError
 from barclamp_sdk.model.naming import proposal_lock_name
 from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
-
-WAIT = 120.0  # generous: only a hung test ever waits this long
-
-
-class Paused:
-    """Pauses the first read of a proposal in the thread that runs ``command``."""
-
-    def __init__(self, crowbar: Crowbar, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.read = threading.Event()
-        self.go = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.error: BaseException | None = None
-        store = crowbar.proposals.store
-        original = store.get
-
-        def get(barclamp: str, name: str) -> Any:
-            proposal = original(barclamp, name)
-            if threading.current_thread() is self.thread and not self.read.is_set():
-                self.read.set()
-                assert self.go.wait(WAIT), "the test never let the paused command go on"
-            return proposal
-
-        monkeypatch.setattr(store, "get", get)
-
-    def start(self, command: Callable[[], Any]) -> None:
-        def run() -> None:
-            try:
-                command()
-            except BaseException as exc:  # reported by the test
-                self.error = exc
-
-        self.thread = threading.Thread(target=run, name="paused-command")
-        self.thread.start()
-        assert self.read.wait(WAIT), "the paused command never read the proposal"
-
-    def finish(self) -> None:
-        self.go.set()
-        assert self.thread is not None
-        self.thread.join(WAIT)
-        if self.error is not None:
-            raise self.error
+from tests.support.pause import WAIT, Paused
 
 
 def edit_meanwhile(other: Crowbar, paused: Paused, description: str) -> int:

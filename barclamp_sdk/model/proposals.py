@@ -14,9 +14,10 @@ three forms, one way each:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
 from barclamp_sdk.model.queue import Queue
 from barclamp_sdk.model.reader import ClusterReader
 from barclamp_sdk.model.registry import BarclampRegistry
-from barclamp_sdk.model.secrets import MASK, SecretStore, secret_paths
+from barclamp_sdk.model.secrets import MASK, SecretStore, referenced_items, secret_paths
 from barclamp_sdk.model.spec import ProposalRef
 from barclamp_sdk.model.store import ProposalStore
 from barclamp_sdk.model.validation import Validator, parse_setting
@@ -209,9 +210,13 @@ class Proposals:
         if fill is not None:
             fill(proposal)
         with self.locks.hold(proposal_lock_name(barclamp, name), f"create {barclamp}/{name}"):
-            self._check_and_seal(proposal)
+            self._check(proposal)
             machines = f" from an inventory of {len(inventory)} machine(s)" if inventory is not None else ""
-            return self.store.create(proposal, change=f"created{machines}")
+            with self._staged_secrets(proposal) as staged:
+                created = self.store.create(proposal, change=f"created{machines}")
+            if staged:
+                self._collect_secrets(created)
+            return created
 
     def update(self, barclamp: str, name: str, mutate: Callable[[Proposal], None], *,
                change: str = "edited", expected_revision: int | None = None) -> Proposal:
@@ -238,8 +243,11 @@ class Proposals:
             same_status = all(edited.deployment.get(k) == current.deployment.get(k) for k in STATUS_KEYS)
             if _comparable(edited) == _comparable(current) and same_status:
                 return current
-            self._seal_secrets(edited)
-            return self.store.save(edited, expected_revision=current.revision, change=change)
+            with self._staged_secrets(edited) as staged:
+                saved = self.store.save(edited, expected_revision=current.revision, change=change)
+            if staged:
+                self._collect_secrets(saved)
+            return saved
 
     def _edited(self, current: Proposal, mutate: Callable[[Proposal], None],
                 expected_revision: int | None) -> Proposal | None:
@@ -319,12 +327,14 @@ class Proposals:
             self.queue.remove(proposal.ref)
             self.store.delete(proposal)
             if self.secrets.configured:
-                self.secrets.delete(secrets_item_id(barclamp, name))
+                self.secrets.collect(secrets_item_id(barclamp, name), keep=())
 
     def deactivate(self, barclamp: str, name: str) -> CommitResult:
         """Take a committed proposal off its machines and delete its config role."""
         result = self.committer.deactivate(barclamp, name)
         self.queue.remove(result.proposal)
+        if result.document is not None:
+            self._collect_secrets(result.document)
         return result
 
     # -- commit or queue ----------------------------------------------------------------------
@@ -337,6 +347,8 @@ class Proposals:
         """
         result = self._commit_or_queue(barclamp, name, dry_run=dry_run, force=force, progress=progress)
         if result.status == "applied":
+            if result.document is not None and referenced_items(result.document.attributes, self.secrets.bag):
+                self._collect_secrets(result.document)  # versions only the old config role used
             self.process_queue()
         return result
 
@@ -411,11 +423,6 @@ class Proposals:
 
         self.update(barclamp, name, mutate, change="settings copied from other proposals refreshed")
 
-    def _check_and_seal(self, proposal: Proposal) -> None:
-        """Validate, normalise settings, then move secrets into the store."""
-        self._check(proposal)
-        self._seal_secrets(proposal)
-
     def _check(self, proposal: Proposal) -> None:
         """Resolve links, let the barclamp prepare, then validate (reads only)."""
         ctx = self.services.context(proposal.definition, draft=True)
@@ -440,17 +447,39 @@ class Proposals:
                 set_path(proposal.attributes, link.setting, found.name)
                 proposal.note(f"{link.setting}: linked {link.barclamp}/{found.name}")
 
-    def _seal_secrets(self, proposal: Proposal) -> None:
+    @contextlib.contextmanager
+    def _staged_secrets(self, proposal: Proposal) -> Iterator[list[str]]:
+        """Stage the secrets set in ``proposal`` as a new version and refer to it, for the
+        document write in the block; if that write fails, the version is discarded."""
         plain = {}
         for path in secret_paths(proposal.definition.Attributes):
             value = get_path(proposal.attributes, path, None)
             if isinstance(value, str) and value:
                 plain[path] = value
         if not plain:
+            yield []
             return
-        refs = self.secrets.put(secrets_item_id(proposal.barclamp, proposal.name), plain)
+        refs = self.secrets.stage(secrets_item_id(proposal.barclamp, proposal.name), plain)
+        staged = sorted({ref.item for ref in refs.values()})
         for path, ref in refs.items():
             set_path(proposal.attributes, path, ref.model_dump())
+        try:
+            yield staged
+        except BaseException:
+            self.secrets.discard(staged)
+            raise
+
+    def _collect_secrets(self, proposal: Proposal) -> None:
+        """Delete the proposal's secret versions that neither it nor its config role refers to."""
+        if not self.secrets.configured:
+            return
+        try:
+            keep = referenced_items(proposal.data, self.secrets.bag)
+            keep |= referenced_items(self.store.config_role(proposal.barclamp, proposal.name) or {},
+                                     self.secrets.bag)
+            self.secrets.collect(secrets_item_id(proposal.barclamp, proposal.name), keep)
+        except CrowbarError as exc:  # the command itself succeeded; the next write collects them
+            log.warning("could not collect old secret versions of %s: %s", proposal.ref, exc)
 
     def _set_one(self, proposal: Proposal, key: str, value: Any) -> None:
         if key == "description":
