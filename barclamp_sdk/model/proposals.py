@@ -26,7 +26,7 @@ from barclamp_sdk.model.commit import CommitResult, Committer
 from barclamp_sdk.model.commit.gate import Gate
 from barclamp_sdk.model.hooks import Context, HookServices
 from barclamp_sdk.model.jsondoc import Change, diff, get_path, set_path, unified_diff, unset_path
-from barclamp_sdk.model.locks import Lock, LockManager
+from barclamp_sdk.model.locks import Lock, LockManager, holder_gone
 from barclamp_sdk.model.naming import check_proposal_name, proposal_lock_name, secrets_item_id
 from barclamp_sdk.model.placement import drop_platform_refused, on_supported_platforms
 from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
@@ -156,9 +156,10 @@ class Proposals:
             progress = lock.get("details") or {}
             where = (f" (batch {progress['batch']} of {progress['batches']} done)"
                      if "batch" in progress else "")
-            if self.locks.expired(lock):
+            if self.locks.expired(lock) or holder_gone(lock):
+                why = "its lease expired" if self.locks.expired(lock) else "that process is gone"
                 return ProposalStatus(ref, "interrupted", proposal.revision, applied_revision,
-                                      f"a commit by {lock.get('owner')} stopped{where}; "
+                                      f"a commit by {lock.get('owner')} stopped{where} ({why}); "
                                       f"commit again to finish it")
             return ProposalStatus(ref, "unready", proposal.revision, applied_revision,
                                   f"being committed by {lock.get('owner')}{where}")
