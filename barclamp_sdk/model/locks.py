@@ -36,6 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,6 +153,8 @@ class LockManager:
         #: Locks taken over from expired holders (for tests and reports).
         self.takeovers = 0
         self._reported: set[str] = set()
+        #: The latest a renewal started after its due time, in seconds (for tests and reports).
+        self.renew_lateness = 0.0
 
     # -- taking and releasing -------------------------------------------------------
 
@@ -184,7 +187,7 @@ class LockManager:
                 existing = self._read(name)
                 if existing is not None:
                     last_seen = existing
-                    if self._expired(existing):
+                    if self._expired(existing) and not self._held_alive_here(existing):
                         lock = self._take_over(name, purpose, existing)
             if lock is not None:
                 with self._mutex:
@@ -203,6 +206,13 @@ class LockManager:
                 )
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())) * random.uniform(0.5, 1.0))
             pause = min(pause * 2, 0.5)
+
+    def _held_alive_here(self, item: dict[str, Any]) -> bool:
+        """Whether another thread of this process holds ``item`` and has not lost it
+        (its renewal is late: wait for it, never take over one's own live lock)."""
+        with self._mutex:
+            mine = self._held.get(str(item.get("id")))
+        return mine is not None and mine.token == item.get("token") and not mine.lost
 
     def _say_waiting(self, name: str, item: dict[str, Any], deadline: float) -> None:
         """One line at the start of a long wait: what, who, and how long at most."""
@@ -448,18 +458,17 @@ class LockManager:
             self._renewer.start()
 
     def _renew_loop(self) -> None:
-        while True:
-            time.sleep(max(0.2, self.lease / 6))
-            with self._mutex:
-                held = list(self._held.values())
-            if not held:
-                continue
-            with self._mutex:
-                due = [lock for lock in held if self._held.get(lock.name) is lock
-                       and time.time() > lock.expires_at - lock.lease * 2 / 3]
-            failed: list[tuple[str, CrowbarError]] = []
+        # Wake often and renew once a third of the lease has passed: two thirds
+        # of it remain for the renewal to land, however busy the machine is.
+        # Renewals run in a pool and the loop never waits for them, so one slow
+        # request never delays the renewal of another lock.
+        pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="renew")
+        in_flight: set[str] = set()
+        failed: list[tuple[str, CrowbarError]] = []
+        guard = threading.Lock()
 
-            def renew(lock: Lock) -> None:
+        def renew(lock: Lock) -> None:
+            try:
                 with self._mutex:
                     if self._held.get(lock.name) is not lock:
                         return  # released meanwhile
@@ -472,11 +481,29 @@ class LockManager:
                         lock.lost = True
                         log.warning("lock %s disappeared while held; the next write will stop", lock.name)
                 except CrowbarError as exc:
-                    failed.append((lock.name, exc))
+                    with guard:
+                        failed.append((lock.name, exc))
+            finally:
+                with guard:
+                    in_flight.discard(lock.token)
 
-            run_parallel(renew, due, workers=8, name="renew", stop_on_error=False)
-            if failed:
-                log.warning("could not renew %s: %s", _some(sorted(n for n, _ in failed)), failed[0][1])
+        while True:
+            time.sleep(min(1.0, max(0.05, self.lease / 12)))
+            with guard:
+                if failed:
+                    log.warning("could not renew %s: %s", _some(sorted(n for n, _ in failed)), failed[0][1])
+                    failed.clear()
+            now = time.time()
+            with self._mutex:
+                due = [lock for lock in self._held.values() if now > lock.expires_at - lock.lease * 2 / 3]
+            for lock in due:
+                with guard:
+                    if lock.token in in_flight:
+                        continue
+                    in_flight.add(lock.token)
+                # How late past its renewal point (the margin left is two thirds of the lease minus this).
+                self.renew_lateness = max(self.renew_lateness, now - (lock.expires_at - lock.lease * 2 / 3))
+                pool.submit(renew, lock)
 
     # -- inspection ------------------------------------------------------------------------
 
