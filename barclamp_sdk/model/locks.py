@@ -48,6 +48,7 @@ from barclamp_sdk.errors import (
     LockTimeout,
     NotFound,
 )
+from barclamp_sdk.model import stopping
 from barclamp_sdk.model.naming import LOCKS_BAG
 from barclamp_sdk.model.parallel import run_parallel
 
@@ -198,6 +199,8 @@ class LockManager:
             if not told and last_seen is not None and time.monotonic() - started > 1.0:
                 told = True
                 self._say_waiting(name, last_seen, deadline)
+            if stopping.requested():
+                stopping.check()  # nothing written yet: stop waiting
             if time.monotonic() >= deadline:
                 about = describe(last_seen) if last_seen else "held by another process"
                 raise LockTimeout(
@@ -420,7 +423,8 @@ class LockManager:
         return None if lock is None or lock.lost else lock.token
 
     def ensure_valid(self, lock: Lock) -> None:
-        """Raise unless the lease still protects us (call before writing)."""
+        """Raise unless the lease still protects us and no stop was requested (call before writing)."""
+        stopping.check()
         if lock.lost or time.time() > lock.expires_at:
             lock.lost = True
             raise ConcurrencyError(

@@ -134,6 +134,8 @@ class Proposals:
             before = self.applied(barclamp, name)
             before_doc = _comparable(before) if before else {}
             old_label = (f"applied (r{before.revision})" if before else "not committed")
+            if current.deployment.get("crowbar-status") == "interrupted":  # the roles are half way
+                old_label += f", partly: {current.deployment.get('crowbar-failed', 'interrupted')}"
         else:
             before_doc = _comparable(self.store.revision(barclamp, name, old))
             old_label = f"r{old}"
@@ -170,9 +172,9 @@ class Proposals:
                                   "queued: " + "; ".join(reasons), reasons)
         status = deployment.get("crowbar-status")
         if status in ("failed", "interrupted"):
+            why = str(deployment.get("crowbar-failed", ""))
             return ProposalStatus(ref, status, proposal.revision, applied_revision,
-                                  str(deployment.get("crowbar-failed", "")) + "; commit again to retry",
-                                  [str(deployment.get("crowbar-failed", ""))])
+                                  why if " again to " in why else why + "; commit again to retry", [why])
         if applied is None:
             return ProposalStatus(ref, "hold", proposal.revision, None, "never committed")
         if applied_revision != proposal.revision:

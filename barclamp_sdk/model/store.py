@@ -204,15 +204,20 @@ class ProposalStore:
                 "lock (a bug, or the lock was lost: run the command again)")
         return token
 
-    def record_status(self, proposal: Proposal, *, failed: str | None = None) -> None:
-        """Record the outcome of a commit (success, or failed and why); no write if unchanged.
+    def record_status(self, proposal: Proposal, *, failed: str | None = None,
+                      interrupted: str | None = None) -> None:
+        """Record the outcome of a commit (success, failed and why, or interrupted and how far
+        it got); no write if unchanged.
 
         A failure to record is logged, never raised: the commit's own outcome
         (or error) is what the caller reports.
         """
         deployment = proposal.deployment
         before = {k: deployment.get(k) for k in STATUS_KEYS}
-        if failed:
+        if interrupted:
+            deployment["crowbar-status"] = "interrupted"
+            deployment["crowbar-failed"] = interrupted
+        elif failed:
             deployment["crowbar-status"] = "failed"
             deployment["crowbar-failed"] = failed
         else:
