@@ -33,7 +33,7 @@ from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
 from barclamp_sdk.model.queue import Queue
 from barclamp_sdk.model.reader import ClusterReader
 from barclamp_sdk.model.registry import BarclampRegistry
-from barclamp_sdk.model.secrets import MASK, SecretStore, referenced_items, secret_paths
+from barclamp_sdk.model.secrets import MASK, SecretStore, is_reference, referenced_items, secret_paths
 from barclamp_sdk.model.spec import ProposalRef
 from barclamp_sdk.model.store import ProposalStore
 from barclamp_sdk.model.validation import Validator, parse_setting
@@ -263,8 +263,11 @@ class Proposals:
         mutate(edited)
         for path in secret_paths(current.definition.Attributes):
             value = get_path(edited.attributes, path, None)
+            stored = get_path(current.attributes, path, None)
             if isinstance(value, str) and value.startswith(MASK):  # a masked copy came back
-                set_path(edited.attributes, path, get_path(current.attributes, path, None))
+                set_path(edited.attributes, path, stored)
+            elif isinstance(value, str) and value and is_reference(stored) and self._stored(stored) == value:
+                set_path(edited.attributes, path, stored)  # the value it has already: no new version
         for key in STATUS_KEYS:  # bookkeeping is not the editor's
             if key in current.deployment:
                 edited.deployment[key] = current.deployment[key]
@@ -272,6 +275,13 @@ class Proposals:
                 edited.deployment.pop(key, None)
         edited.revision = current.revision
         return None if _comparable(edited) == _comparable(current) else edited
+
+    def _stored(self, ref: dict[str, Any]) -> Any:
+        """The plain value of a stored secret (None when it cannot be read)."""
+        try:
+            return self.secrets.get(ref)
+        except CrowbarError:
+            return None
 
     def set(self, barclamp: str, name: str, values: Mapping[str, Any] | None = None,
             unset: Iterable[str] = (), *, expected_revision: int | None = None) -> Proposal:
@@ -299,7 +309,16 @@ class Proposals:
                 self._unset_one(proposal, key)
 
         summary = ", ".join([*(f"set {k}" for k in values), *(f"unset {k}" for k in unset)])
-        return self.update(barclamp, name, apply, change=summary, expected_revision=expected_revision)
+        before = self.store.get(barclamp, name).revision if self._sets_secret(definition, values) else None
+        saved = self.update(barclamp, name, apply, change=summary, expected_revision=expected_revision)
+        if before is not None and saved.revision == before:
+            self._collect_secrets(saved)  # the value it had already (say, a rerun after a crash): tidy up
+        return saved
+
+    @staticmethod
+    def _sets_secret(definition: Any, values: Mapping[str, Any]) -> bool:
+        paths = set(secret_paths(definition.Attributes))
+        return any(key.removeprefix("attributes.") in paths for key in values)
 
     def replace(self, barclamp: str, name: str, document: Mapping[str, Any], *,
                 expected_revision: int | None = None, change: str = "replaced the document") -> Proposal:
@@ -328,9 +347,9 @@ class Proposals:
                     f"proposal {barclamp}/{name} is committed; deactivate it first with "
                     f"`crowbar {barclamp} proposal deactivate {name}`")
             self.queue.remove(proposal.ref)
-            self.store.delete(proposal)
-            if self.secrets.configured:
+            if self.secrets.configured:  # before the document: a rerun after a crash finds it and finishes
                 self.secrets.collect(secrets_item_id(barclamp, name), keep=())
+            self.store.delete(proposal)
 
     def deactivate(self, barclamp: str, name: str) -> CommitResult:
         """Take a committed proposal off its machines and delete its config role."""

@@ -144,6 +144,10 @@ class FaultProxy:
                 self.faults[fault] += 1
             return fault
 
+    def after_forward(self, method: str, path: str) -> bool:
+        """Called once the server answered a forwarded request; True drops the answer (a hook)."""
+        return False
+
     # -- lifecycle ----------------------------------------------------------------
 
     @property
@@ -273,7 +277,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             _reset(self.connection)
             return
-        if fault == "drop_after":
+        if fault == "drop_after" or self.owner.after_forward(self.command, self.path):
             self.close_connection = True
             _reset(self.connection)
             return
