@@ -18,7 +18,6 @@ from pathlib import Path
 from barclamp_sdk import Crowbar
 from barclamp_sdk.model.locks import TAKEOVER
 from barclamp_sdk.model.naming import LOCKS_BAG, node_role_name
-from barclamp_sdk.testing.faultproxy import FaultProxy
 from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
