@@ -68,7 +68,7 @@ class Crowbar:
         else:
             self.secrets = SecretStore.from_file(chef, self.locks, chef.config.encrypted_data_bag_secret)
 
-        store = ProposalStore(chef, registry)
+        store = ProposalStore(chef, registry, self.locks)
         reader = ClusterReader(chef)
         roles = NodeRoleStore(chef, self.locks, concurrency=concurrency)
         run_lists = NodeRunLists(chef)

@@ -89,6 +89,16 @@ class RevisionConflict(ConcurrencyError):
     """The object changed since it was read; re-read and try again."""
 
 
+class Interrupted(CrowbarError):
+    """SIGINT or SIGTERM stopped a command at a write boundary; running it again finishes the job."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, *, signal: str = "SIGINT") -> None:
+        super().__init__(message)
+        self.signal = signal
+
+
 class DriftError(CrowbarError):
     """A role we manage was changed by hand since we last wrote it."""
 

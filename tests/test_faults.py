@@ -111,7 +111,7 @@ def assert_interrupted_then_resumed(crowbar: Crowbar, reference: dict, *, takeov
 def test_chef_server_killed_in_the_middle_of_a_commit(saved_state, tmp_path, how):
     golden, reference = saved_state
     with started_copy(golden, tmp_path) as server:
-        crowbar = crowbar_on(server.client(retry=FAST), lock_lease=3.0)
+        crowbar = crowbar_on(server.client(retry=FAST), lock_lease=10.0)
         written = 0
         guard = threading.Lock()
 
@@ -182,7 +182,7 @@ def test_commit_through_a_network_failing_20_percent_of_requests(saved_state, tm
 def test_permanent_outage_fails_within_the_cap_and_the_commit_resumes(saved_state, tmp_path):
     golden, reference = saved_state
     with started_copy(golden, tmp_path) as server, FaultProxy(server.url) as proxy:
-        crowbar = crowbar_on(server.client(server_url=proxy.url, retry=FAST), lock_lease=3.0)
+        crowbar = crowbar_on(server.client(server_url=proxy.url, retry=FAST), lock_lease=10.0)
         written = 0
         outage_at: list[float] = []
         guard = threading.Lock()

@@ -37,9 +37,10 @@ def test_create_from_inventory_in_crowbars_shape(crowbar, ready, chef):
 def test_secrets_set_in_a_proposal_are_stored_encrypted(crowbar, ready, chef):
     crowbar.proposals.create("widget", "default")
     item = chef.data_bags.get_item("crowbar", "bc-widget-default")
-    assert item["attributes"]["widget"]["password"] == {
-        "data_bag": "crowbar_secrets", "item": "widget-default", "key": "password"}
-    stored = chef.data_bags.get_item("crowbar_secrets", "widget-default")
+    ref = item["attributes"]["widget"]["password"]
+    assert ref["data_bag"] == "crowbar_secrets" and ref["key"] == "password"
+    assert ref["item"].startswith("widget-default--")  # a version of the proposal's secrets
+    stored = chef.data_bags.get_item("crowbar_secrets", ref["item"])
     assert stored["password"]["version"] == 3 and "generated" not in str(stored)
     assert crowbar.secrets.get(item["attributes"]["widget"]["password"]) == "generated-default"
 

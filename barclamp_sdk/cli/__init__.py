@@ -15,7 +15,8 @@ import click
 
 from barclamp_sdk.cli.app import root
 from barclamp_sdk.cli.context import EXIT_ERROR, EXIT_OK, EXIT_QUEUED, EXIT_USAGE
-from barclamp_sdk.errors import CrowbarError, ValidationError
+from barclamp_sdk.errors import CrowbarError, Interrupted, ValidationError
+from barclamp_sdk.model import stopping
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_QUEUED", "EXIT_USAGE", "main"]
 
@@ -30,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s" if debug else "warning: %(message)s",
     )
     try:
-        result = root.main(args=args, prog_name="crowbar", standalone_mode=False)
+        with stopping.handling_signals():  # SIGINT/SIGTERM stop writes at a boundary, then land below
+            result = root.main(args=args, prog_name="crowbar", standalone_mode=False)
+    except Interrupted as exc:
+        click.echo(f"interrupted: {exc}", err=True)
+        return exc.exit_code
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130

@@ -7,7 +7,13 @@ says who holds it, why, and until when (a lease, renewed while held).
 * An expired lock is taken over safely: the taker first creates the one-shot
   item ``<lock>--takeover--<holder's token>`` (again an atomic create), then
   re-reads the lock and replaces it only if the same expired holder still
-  has it. Two takers can never both win.
+  has it. Two takers can never both win. The marker is itself a lock with a
+  lease: a taker that died half way leaves a marker that expires and is
+  taken over by the same protocol (``<marker>--takeover--<its token>``), so
+  no crash at any step blocks a lock for good. After a takeover, the dead
+  process's other expired locks and the lock's leftover markers are removed.
+* A wait longer than a second says once what it waits for, who holds it, and
+  how long at most (until the lease ends, when the lock is taken over).
 * Locks are always taken in one global order (proposals, then the queue, then
   machine shards, then secrets, by name within a kind); a thread that breaks
   the order gets an error instead of a possible deadlock.
@@ -30,6 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +48,7 @@ from barclamp_sdk.errors import (
     LockTimeout,
     NotFound,
 )
+from barclamp_sdk.model import stopping
 from barclamp_sdk.model.naming import LOCKS_BAG
 from barclamp_sdk.model.parallel import run_parallel
 
@@ -48,6 +56,7 @@ log = logging.getLogger(__name__)
 
 _RANKS = (("proposal-", 0), ("queue", 1), ("machines-", 2), ("secrets-", 3))
 TAKEOVER = "--takeover--"
+_SWEEP_KEYS = {"id": ["id"], "owner": ["owner"], "token": ["token"], "expires_at": ["expires_at"], "at": ["at"]}
 
 
 def lock_order(name: str) -> tuple[int, str]:
@@ -86,6 +95,30 @@ class Lock:
         }
 
 
+def holder_process(item: dict[str, Any]) -> str:
+    """``host:pid`` of a lock item's holder (its owner without the thread)."""
+    owner = str(item.get("owner", ""))
+    return owner.rsplit(":", 1)[0] if owner.count(":") >= 2 else owner
+
+
+def holder_gone(item: dict[str, Any]) -> bool:
+    """Whether the holder is known dead: a process of this host that no longer exists.
+
+    Information only (status lines): a lock is taken over when its lease
+    ends, never because of this (another host, or container, may share a name).
+    """
+    host, _, pid = holder_process(item).rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def describe(item: dict[str, Any]) -> str:
     """One line about a lock item: holder, purpose, since, lease."""
     since = time.strftime("%H:%M:%S", time.localtime(float(item.get("acquired_at", 0))))
@@ -120,6 +153,9 @@ class LockManager:
         self._bag_ready = False
         #: Locks taken over from expired holders (for tests and reports).
         self.takeovers = 0
+        self._reported: set[str] = set()
+        #: The latest a renewal started after its due time, in seconds (for tests and reports).
+        self.renew_lateness = 0.0
 
     # -- taking and releasing -------------------------------------------------------
 
@@ -141,16 +177,18 @@ class LockManager:
                 f"lock order violated: taking {name} while holding {', '.join(held)} "
                 "(a bug: locks must be taken in the global order)"
             )
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        started = time.monotonic()
+        deadline = started + (self.timeout if timeout is None else timeout)
         pause = 0.02
         last_seen: dict[str, Any] | None = None
+        told = False
         while True:
             lock = self._try_create(name, purpose)
             if lock is None:
                 existing = self._read(name)
                 if existing is not None:
                     last_seen = existing
-                    if self._expired(existing):
+                    if self._expired(existing) and not self._held_alive_here(existing):
                         lock = self._take_over(name, purpose, existing)
             if lock is not None:
                 with self._mutex:
@@ -158,6 +196,11 @@ class LockManager:
                 held.append(name)
                 self._start_renewer()
                 return lock
+            if not told and last_seen is not None and time.monotonic() - started > 1.0:
+                told = True
+                self._say_waiting(name, last_seen, deadline)
+            if stopping.requested():
+                stopping.check()  # nothing written yet: stop waiting
             if time.monotonic() >= deadline:
                 about = describe(last_seen) if last_seen else "held by another process"
                 raise LockTimeout(
@@ -166,6 +209,24 @@ class LockManager:
                 )
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())) * random.uniform(0.5, 1.0))
             pause = min(pause * 2, 0.5)
+
+    def _held_alive_here(self, item: dict[str, Any]) -> bool:
+        """Whether another thread of this process holds ``item`` and has not lost it
+        (its renewal is late: wait for it, never take over one's own live lock)."""
+        with self._mutex:
+            mine = self._held.get(str(item.get("id")))
+        return mine is not None and mine.token == item.get("token") and not mine.lost
+
+    def _say_waiting(self, name: str, item: dict[str, Any], deadline: float) -> None:
+        """One line at the start of a long wait: what, who, and how long at most."""
+        takeover = float(item.get("expires_at", 0)) + self.clock_skew - time.time()
+        give_up = deadline - time.monotonic()
+        gone = " (that process is gone)" if holder_gone(item) else ""
+        if takeover < give_up:
+            most = f"at most {max(0.0, takeover):.0f}s (then its lease has ended and the lock is taken over)"
+        else:
+            most = f"up to {give_up:.0f}s (then this command gives up)"
+        log.warning("waiting for lock %s, %s%s: %s", name, describe(item), gone, most)
 
     def _new_lock(self, name: str, purpose: str) -> Lock:
         now = time.time()
@@ -197,14 +258,43 @@ class LockManager:
             return None
 
     def _expired(self, item: dict[str, Any]) -> bool:
-        return time.time() > float(item.get("expires_at", 0)) + self.clock_skew
+        expires = item.get("expires_at")
+        if expires is None:  # a marker of an older release: {"id", "owner", "at"}
+            expires = float(item.get("at", 0)) + self.lease
+        return time.time() > float(expires) + self.clock_skew
 
-    def _take_over(self, name: str, purpose: str, stale: dict[str, Any]) -> Lock | None:
-        marker = f"{name}{TAKEOVER}{stale.get('token', 'none')}"
+    def _claim_marker(self, name: str, stale: dict[str, Any], depth: int = 0) -> Lock | None:
+        """The takeover marker of ``stale``'s hold on ``name`` (None: another taker is at it).
+
+        A marker whose own lease ended (its taker died) is taken over the same way.
+        """
+        marker = self._new_lock(f"{name}{TAKEOVER}{stale.get('token', 'none')}", f"take over {name}")
         try:
-            self.chef.data_bags.create_item(self.bag, {"id": marker, "owner": self.owner, "at": time.time()})
+            self.chef.data_bags.create_item(self.bag, marker.item())
+            return marker
         except Conflict:
-            return None  # someone else is taking it over right now
+            pass
+        existing = self._read(marker.name)
+        if existing is None or depth >= 3 or not self._expired(existing):
+            return None  # finished meanwhile, or someone else is taking it over right now
+        inner = self._claim_marker(marker.name, existing, depth + 1)
+        if inner is None:
+            return None
+        try:
+            current = self._read(marker.name)
+            if current is None or current.get("token") != existing.get("token"):
+                return None
+            self.chef.data_bags.update_item(self.bag, marker.item())
+            log.info("took over the takeover marker %s left by %s", marker.name, existing.get("owner"))
+            return marker
+        finally:
+            with contextlib.suppress(CrowbarError):
+                self.chef.data_bags.delete_item(self.bag, inner.name)
+
+    def _take_over(self, name: str, purpose: str, stale: dict[str, Any], *, sweep: bool = True) -> Lock | None:
+        marker = self._claim_marker(name, stale)
+        if marker is None:
+            return None
         try:
             current = self._read(name)
             if current is None or current.get("token") != stale.get("token"):
@@ -213,11 +303,40 @@ class LockManager:
             lock.details = {"took_over_from": {k: stale.get(k) for k in ("owner", "purpose", "details")}}
             self.chef.data_bags.update_item(self.bag, lock.item())
             self.takeovers += 1
-            log.warning("took over expired lock %s (%s)", name, describe(stale))
-            return lock
+            dead = holder_process(stale)
+            if dead in self._reported:
+                log.info("took over expired lock %s (%s)", name, describe(stale))
+            else:
+                self._reported.add(dead)
+                log.warning("took over expired lock %s (%s); its other locks are taken over without "
+                            "further messages", name, describe(stale))
         finally:
             with contextlib.suppress(CrowbarError):
-                self.chef.data_bags.delete_item(self.bag, marker)
+                self.chef.data_bags.delete_item(self.bag, marker.name)
+        if sweep:
+            self._sweep(name, stale)
+        return lock
+
+    def _sweep(self, name: str, stale: dict[str, Any]) -> None:
+        """After taking over ``name``: remove the dead holder's other expired locks and
+        every leftover takeover marker of ``name`` (best effort)."""
+        dead = holder_process(stale)
+        try:
+            rows = list(self.chef.partial_search(self.bag, "*:*", _SWEEP_KEYS))
+        except CrowbarError:
+            return
+        for row in rows:
+            item_id = str(row.get("id") or "")
+            try:
+                if item_id.startswith(name + TAKEOVER):  # names a holder that is gone now
+                    self.chef.data_bags.delete_item(self.bag, item_id)
+                elif (item_id != name and TAKEOVER not in item_id and dead != self.owner
+                      and holder_process(row) == dead and self._expired(row)):
+                    taken = self._take_over(item_id, f"clean up after {dead}", row, sweep=False)
+                    if taken is not None:
+                        self.chef.data_bags.delete_item(self.bag, item_id)
+            except CrowbarError:
+                continue
 
     def release(self, lock: Lock) -> None:
         """Release a lock (only if it is still ours)."""
@@ -295,8 +414,17 @@ class LockManager:
 
     # -- while holding -----------------------------------------------------------------
 
+    def token_of(self, name: str) -> str | None:
+        """The token of ``name`` when this thread holds it (None otherwise)."""
+        if name not in self._thread_held():
+            return None
+        with self._mutex:
+            lock = self._held.get(name)
+        return None if lock is None or lock.lost else lock.token
+
     def ensure_valid(self, lock: Lock) -> None:
-        """Raise unless the lease still protects us (call before writing)."""
+        """Raise unless the lease still protects us and no stop was requested (call before writing)."""
+        stopping.check()
         if lock.lost or time.time() > lock.expires_at:
             lock.lost = True
             raise ConcurrencyError(
@@ -334,18 +462,17 @@ class LockManager:
             self._renewer.start()
 
     def _renew_loop(self) -> None:
-        while True:
-            time.sleep(max(0.2, self.lease / 6))
-            with self._mutex:
-                held = list(self._held.values())
-            if not held:
-                continue
-            with self._mutex:
-                due = [lock for lock in held if self._held.get(lock.name) is lock
-                       and time.time() > lock.expires_at - lock.lease * 2 / 3]
-            failed: list[tuple[str, CrowbarError]] = []
+        # Wake often and renew once a third of the lease has passed: two thirds
+        # of it remain for the renewal to land, however busy the machine is.
+        # Renewals run in a pool and the loop never waits for them, so one slow
+        # request never delays the renewal of another lock.
+        pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="renew")
+        in_flight: set[str] = set()
+        failed: list[tuple[str, CrowbarError]] = []
+        guard = threading.Lock()
 
-            def renew(lock: Lock) -> None:
+        def renew(lock: Lock) -> None:
+            try:
                 with self._mutex:
                     if self._held.get(lock.name) is not lock:
                         return  # released meanwhile
@@ -358,11 +485,29 @@ class LockManager:
                         lock.lost = True
                         log.warning("lock %s disappeared while held; the next write will stop", lock.name)
                 except CrowbarError as exc:
-                    failed.append((lock.name, exc))
+                    with guard:
+                        failed.append((lock.name, exc))
+            finally:
+                with guard:
+                    in_flight.discard(lock.token)
 
-            run_parallel(renew, due, workers=8, name="renew", stop_on_error=False)
-            if failed:
-                log.warning("could not renew %s: %s", _some(sorted(n for n, _ in failed)), failed[0][1])
+        while True:
+            time.sleep(min(1.0, max(0.05, self.lease / 12)))
+            with guard:
+                if failed:
+                    log.warning("could not renew %s: %s", _some(sorted(n for n, _ in failed)), failed[0][1])
+                    failed.clear()
+            now = time.time()
+            with self._mutex:
+                due = [lock for lock in self._held.values() if now > lock.expires_at - lock.lease * 2 / 3]
+            for lock in due:
+                with guard:
+                    if lock.token in in_flight:
+                        continue
+                    in_flight.add(lock.token)
+                # How late past its renewal point (the margin left is two thirds of the lease minus this).
+                self.renew_lateness = max(self.renew_lateness, now - (lock.expires_at - lock.lease * 2 / 3))
+                pool.submit(renew, lock)
 
     # -- inspection ------------------------------------------------------------------------
 

@@ -55,6 +55,8 @@ class Proposal:
     def __init__(self, barclamp: BarclampSpec, data: dict[str, Any]) -> None:
         self.definition = barclamp
         self.data = data
+        #: The token of the proposal lock this document was read under (None: read without it).
+        self.read_under: str | None = None
         bc = barclamp.name
         data.setdefault("attributes", {}).setdefault(bc, {})
         deployment = data.setdefault("deployment", {}).setdefault(bc, {})
@@ -201,7 +203,9 @@ class Proposal:
         return copy.deepcopy(self.data)
 
     def copy(self) -> Proposal:
-        return Proposal(self.definition, copy.deepcopy(self.data))
+        duplicate = Proposal(self.definition, copy.deepcopy(self.data))
+        duplicate.read_under = self.read_under
+        return duplicate
 
     def content(self) -> dict[str, Any]:
         """The reviewable content: the document minus status bookkeeping."""

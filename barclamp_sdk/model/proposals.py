@@ -14,9 +14,10 @@ three forms, one way each:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from barclamp_sdk.model.commit import CommitResult, Committer
 from barclamp_sdk.model.commit.gate import Gate
 from barclamp_sdk.model.hooks import Context, HookServices
 from barclamp_sdk.model.jsondoc import Change, diff, get_path, set_path, unified_diff, unset_path
-from barclamp_sdk.model.locks import Lock, LockManager
+from barclamp_sdk.model.locks import Lock, LockManager, holder_gone
 from barclamp_sdk.model.naming import check_proposal_name, proposal_lock_name, secrets_item_id
 from barclamp_sdk.model.placement import drop_platform_refused, on_supported_platforms
 from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
@@ -33,7 +34,7 @@ from barclamp_sdk.model.queue import Queue
 from barclamp_sdk.model.reader import ClusterReader
 from barclamp_sdk.model.schema import ProposalSchema
 from barclamp_sdk.model.registry import BarclampRegistry
-from barclamp_sdk.model.secrets import MASK, SecretStore, secret_paths
+from barclamp_sdk.model.secrets import MASK, SecretStore, is_reference, referenced_items, secret_paths
 from barclamp_sdk.model.spec import ProposalRef
 from barclamp_sdk.model.store import ProposalStore
 from barclamp_sdk.model.validation import Validator, parse_setting
@@ -134,6 +135,8 @@ class Proposals:
             before = self.applied(barclamp, name)
             before_doc = _comparable(before) if before else {}
             old_label = (f"applied (r{before.revision})" if before else "not committed")
+            if current.deployment.get("crowbar-status") == "interrupted":  # the roles are half way
+                old_label += f", partly: {current.deployment.get('crowbar-failed', 'interrupted')}"
         else:
             before_doc = _comparable(self.store.revision(barclamp, name, old))
             old_label = f"r{old}"
@@ -156,9 +159,10 @@ class Proposals:
             progress = lock.get("details") or {}
             where = (f" (batch {progress['batch']} of {progress['batches']} done)"
                      if "batch" in progress else "")
-            if self.locks.expired(lock):
+            if self.locks.expired(lock) or holder_gone(lock):
+                why = "its lease expired" if self.locks.expired(lock) else "that process is gone"
                 return ProposalStatus(ref, "interrupted", proposal.revision, applied_revision,
-                                      f"a commit by {lock.get('owner')} stopped{where}; "
+                                      f"a commit by {lock.get('owner')} stopped{where} ({why}); "
                                       f"commit again to finish it")
             return ProposalStatus(ref, "unready", proposal.revision, applied_revision,
                                   f"being committed by {lock.get('owner')}{where}")
@@ -169,9 +173,9 @@ class Proposals:
                                   "queued: " + "; ".join(reasons), reasons)
         status = deployment.get("crowbar-status")
         if status in ("failed", "interrupted"):
+            why = str(deployment.get("crowbar-failed", ""))
             return ProposalStatus(ref, status, proposal.revision, applied_revision,
-                                  str(deployment.get("crowbar-failed", "")) + "; commit again to retry",
-                                  [str(deployment.get("crowbar-failed", ""))])
+                                  why if " again to " in why else why + "; commit again to retry", [why])
         if applied is None:
             return ProposalStatus(ref, "hold", proposal.revision, None, "never committed")
         if applied_revision != proposal.revision:
@@ -210,9 +214,13 @@ class Proposals:
         if fill is not None:
             fill(proposal)
         with self.locks.hold(proposal_lock_name(barclamp, name), f"create {barclamp}/{name}"):
-            self._check_and_seal(proposal)
+            self._check(proposal)
             machines = f" from an inventory of {len(inventory)} machine(s)" if inventory is not None else ""
-            return self.store.create(proposal, change=f"created{machines}")
+            with self._staged_secrets(proposal) as staged:
+                created = self.store.create(proposal, change=f"created{machines}")
+            if staged:
+                self._collect_secrets(created)
+            return created
 
     def update(self, barclamp: str, name: str, mutate: Callable[[Proposal], None], *,
                change: str = "edited", expected_revision: int | None = None) -> Proposal:
@@ -239,8 +247,11 @@ class Proposals:
             same_status = all(edited.deployment.get(k) == current.deployment.get(k) for k in STATUS_KEYS)
             if _comparable(edited) == _comparable(current) and same_status:
                 return current
-            self._seal_secrets(edited)
-            return self.store.save(edited, expected_revision=current.revision, change=change)
+            with self._staged_secrets(edited) as staged:
+                saved = self.store.save(edited, expected_revision=current.revision, change=change)
+            if staged:
+                self._collect_secrets(saved)
+            return saved
 
     def _edited(self, current: Proposal, mutate: Callable[[Proposal], None],
                 expected_revision: int | None) -> Proposal | None:
@@ -253,8 +264,11 @@ class Proposals:
         mutate(edited)
         for path in secret_paths(current.definition.Attributes):
             value = get_path(edited.attributes, path, None)
+            stored = get_path(current.attributes, path, None)
             if isinstance(value, str) and value.startswith(MASK):  # a masked copy came back
-                set_path(edited.attributes, path, get_path(current.attributes, path, None))
+                set_path(edited.attributes, path, stored)
+            elif isinstance(value, str) and value and is_reference(stored) and self._stored(stored) == value:
+                set_path(edited.attributes, path, stored)  # the value it has already: no new version
         for key in STATUS_KEYS:  # bookkeeping is not the editor's
             if key in current.deployment:
                 edited.deployment[key] = current.deployment[key]
@@ -262,6 +276,13 @@ class Proposals:
                 edited.deployment.pop(key, None)
         edited.revision = current.revision
         return None if _comparable(edited) == _comparable(current) else edited
+
+    def _stored(self, ref: dict[str, Any]) -> Any:
+        """The plain value of a stored secret (None when it cannot be read)."""
+        try:
+            return self.secrets.get(ref)
+        except CrowbarError:
+            return None
 
     def set(self, barclamp: str, name: str, values: Mapping[str, Any] | None = None,
             unset: Iterable[str] = (), *, expected_revision: int | None = None) -> Proposal:
@@ -289,7 +310,16 @@ class Proposals:
                 self._unset_one(proposal, key)
 
         summary = ", ".join([*(f"set {k}" for k in values), *(f"unset {k}" for k in unset)])
-        return self.update(barclamp, name, apply, change=summary, expected_revision=expected_revision)
+        before = self.store.get(barclamp, name).revision if self._sets_secret(definition, values) else None
+        saved = self.update(barclamp, name, apply, change=summary, expected_revision=expected_revision)
+        if before is not None and saved.revision == before:
+            self._collect_secrets(saved)  # the value it had already (say, a rerun after a crash): tidy up
+        return saved
+
+    @staticmethod
+    def _sets_secret(definition: Any, values: Mapping[str, Any]) -> bool:
+        paths = set(secret_paths(definition.Attributes))
+        return any(key.removeprefix("attributes.") in paths for key in values)
 
     def replace(self, barclamp: str, name: str, document: Mapping[str, Any], *,
                 expected_revision: int | None = None, change: str = "replaced the document",
@@ -327,14 +357,16 @@ class Proposals:
                     f"proposal {barclamp}/{name} is committed; deactivate it first with "
                     f"`crowbar {barclamp} proposal deactivate {name}`")
             self.queue.remove(proposal.ref)
+            if self.secrets.configured:  # before the document: a rerun after a crash finds it and finishes
+                self.secrets.collect(secrets_item_id(barclamp, name), keep=())
             self.store.delete(proposal)
-            if self.secrets.configured:
-                self.secrets.delete(secrets_item_id(barclamp, name))
 
     def deactivate(self, barclamp: str, name: str) -> CommitResult:
         """Take a committed proposal off its machines and delete its config role."""
         result = self.committer.deactivate(barclamp, name)
         self.queue.remove(result.proposal)
+        if result.document is not None:
+            self._collect_secrets(result.document)
         return result
 
     # -- commit or queue ----------------------------------------------------------------------
@@ -347,6 +379,8 @@ class Proposals:
         """
         result = self._commit_or_queue(barclamp, name, dry_run=dry_run, force=force, progress=progress)
         if result.status == "applied":
+            if result.document is not None and referenced_items(result.document.attributes, self.secrets.bag):
+                self._collect_secrets(result.document)  # versions only the old config role used
             self.process_queue()
         return result
 
@@ -421,11 +455,6 @@ class Proposals:
 
         self.update(barclamp, name, mutate, change="settings copied from other proposals refreshed")
 
-    def _check_and_seal(self, proposal: Proposal) -> None:
-        """Validate, normalise settings, then move secrets into the store."""
-        self._check(proposal)
-        self._seal_secrets(proposal)
-
     def _check(self, proposal: Proposal) -> None:
         """Resolve links, let the barclamp prepare, then validate (reads only)."""
         ctx = self.services.context(proposal.definition, draft=True)
@@ -450,17 +479,39 @@ class Proposals:
                 set_path(proposal.attributes, link.setting, found.name)
                 proposal.note(f"{link.setting}: linked {link.barclamp}/{found.name}")
 
-    def _seal_secrets(self, proposal: Proposal) -> None:
+    @contextlib.contextmanager
+    def _staged_secrets(self, proposal: Proposal) -> Iterator[list[str]]:
+        """Stage the secrets set in ``proposal`` as a new version and refer to it, for the
+        document write in the block; if that write fails, the version is discarded."""
         plain = {}
         for path in secret_paths(proposal.definition.Attributes):
             value = get_path(proposal.attributes, path, None)
             if isinstance(value, str) and value:
                 plain[path] = value
         if not plain:
+            yield []
             return
-        refs = self.secrets.put(secrets_item_id(proposal.barclamp, proposal.name), plain)
+        refs = self.secrets.stage(secrets_item_id(proposal.barclamp, proposal.name), plain)
+        staged = sorted({ref.item for ref in refs.values()})
         for path, ref in refs.items():
             set_path(proposal.attributes, path, ref.model_dump())
+        try:
+            yield staged
+        except BaseException:
+            self.secrets.discard(staged)
+            raise
+
+    def _collect_secrets(self, proposal: Proposal) -> None:
+        """Delete the proposal's secret versions that neither it nor its config role refers to."""
+        if not self.secrets.configured:
+            return
+        try:
+            keep = referenced_items(proposal.data, self.secrets.bag)
+            keep |= referenced_items(self.store.config_role(proposal.barclamp, proposal.name) or {},
+                                     self.secrets.bag)
+            self.secrets.collect(secrets_item_id(proposal.barclamp, proposal.name), keep)
+        except CrowbarError as exc:  # the command itself succeeded; the next write collects them
+            log.warning("could not collect old secret versions of %s: %s", proposal.ref, exc)
 
     def _set_one(self, proposal: Proposal, key: str, value: Any) -> None:
         if key == "description":

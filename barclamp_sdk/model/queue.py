@@ -17,6 +17,7 @@ current, so nothing waits "for no obvious reason".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
@@ -118,10 +119,7 @@ class Queue:
             self._modify(change, f"queue {ref}")
             if todo:
                 self.roles.update(todo, purpose=f"queue {ref}")
-            current = self.store.get(ref.barclamp, ref.name)
-            if not current.queued:
-                current.queued = True
-                self.store.write_status(current)
+            self.store.modify(ref.barclamp, ref.name, _mark_queued(True), purpose=f"queue {ref}")
         return CommitResult(ref, proposal.revision, "queued", reasons=reasons)
 
     def _pending_marks(self, proposal: Proposal) -> dict[str, Any]:
@@ -164,23 +162,23 @@ class Queue:
     def dequeue(self, barclamp: str, name: str) -> None:
         """Operator action: stop waiting; clear the machines' pending marks."""
         ref = ProposalRef(barclamp, name)
-        proposal = self.store.get(barclamp, name)
-        items = self.items()
-        if not self.remove(ref) and not proposal.queued:
-            raise NotFoundError(f"proposal {ref} is not queued")
-        key = ref.key
+        with self.locks.hold(proposal_lock_name(barclamp, name), f"dequeue {ref}"):
+            proposal = self.store.get(barclamp, name)
+            items = self.items()
+            if not self.remove(ref) and not proposal.queued:
+                raise NotFoundError(f"proposal {ref} is not queued")
+            key = ref.key
 
-        def clear(role: dict[str, Any]) -> bool:
-            return crowbar_data(role).get("pending", {}).pop(key, None) is not None
+            def clear(role: dict[str, Any]) -> bool:
+                return crowbar_data(role).get("pending", {}).pop(key, None) is not None
 
-        # Search may lag: the machines the queue item and the document name are always looked at.
-        marked = {r.name for r in self.reader.view() if key in r.pending}
-        marked |= set(proposal.nodes()) | {n for i in items if _is(i, ref) for n in i.get("elements") or {}}
-        todo = {name: clear for name in sorted(marked)}
-        if todo:
-            self.roles.update(todo, purpose=f"dequeue {ref}")
-        proposal.queued = False
-        self.store.write_status(proposal)
+            # Search may lag: the machines the queue item and the document name are always looked at.
+            marked = {r.name for r in self.reader.view() if key in r.pending}
+            marked |= set(proposal.nodes()) | {n for i in items if _is(i, ref) for n in i.get("elements") or {}}
+            todo = {name: clear for name in sorted(marked)}
+            if todo:
+                self.roles.update(todo, purpose=f"dequeue {ref}")
+            self.store.modify(barclamp, name, _mark_queued(False), purpose=f"dequeue {ref}")
 
     def explain(self) -> list[dict[str, Any]]:
         """Each queued proposal with fresh reasons (reads only)."""
@@ -195,6 +193,16 @@ class Queue:
                 entry["reasons"] = [f"cannot be evaluated: {exc}"]
             explained.append(entry)
         return explained
+
+
+def _mark_queued(queued: bool) -> Callable[[Proposal], bool]:
+    """A :meth:`ProposalStore.modify` change setting the document's queued mark."""
+    def change(proposal: Proposal) -> bool:
+        if proposal.queued == queued:
+            return False
+        proposal.queued = queued
+        return True
+    return change
 
 
 def _is(entry: dict[str, Any], ref: ProposalRef) -> bool:

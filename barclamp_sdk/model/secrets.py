@@ -10,9 +10,18 @@ random 12-byte IV (formats 0, 1 and 2 are read too, see
      "san_password": {"encrypted_data": "...", "iv": "...", "auth_tag": "...",
                       "version": 3, "cipher": "aes-256-gcm"}}
 
-so a recipe reads it with ``data_bag_item("crowbar_secrets", "eqlx-default",
-secret)["san_password"]``. Proposals and roles hold only a reference:
-``{"data_bag": "crowbar_secrets", "item": "eqlx-default", "key": "san_password"}``.
+so a recipe reads it with ``data_bag_item(ref["data_bag"], ref["item"],
+secret)[ref["key"]]``. Proposals and roles hold only that reference:
+``{"data_bag": "crowbar_secrets", "item": "eqlx-default--1f0c...", "key": "san_password"}``.
+
+A proposal's secrets change atomically with its document: new values go into
+a new version, a fresh item ``<barclamp>-<proposal>--<version id>`` nothing
+refers to yet (:meth:`SecretStore.stage`); the document write switches the
+references; versions no longer referred to (by the document or the config
+role that applies it) are collected after (:meth:`SecretStore.collect`). A
+refused, failed or losing command discards its version, so every secret stays
+as it was; one killed before that leaves a version nothing refers to, which
+the next write of that proposal collects.
 
 In an attribute model, mark a field secret with the :data:`Secret` type; the
 library stores what is set there and keeps only the reference.
@@ -21,7 +30,8 @@ library stores what is set there and keeps only the reference.
 from __future__ import annotations
 
 import secrets as random_source
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
 
@@ -35,6 +45,8 @@ from barclamp_sdk.model.locks import LockManager
 from barclamp_sdk.model.naming import SECRETS_BAG
 
 CIPHER = "aes-256-gcm"
+#: Between a proposal's secrets item id and a version id.
+VERSION_SEPARATOR = "--"
 #: How the CLI shows a secret to people; never stored as a value.
 MASK = "********"
 
@@ -68,6 +80,21 @@ Secret = Annotated[SecretRef | str | None, SECRET]
 def is_reference(value: Any) -> bool:
     """Whether a JSON value is a secret reference."""
     return isinstance(value, dict) and set(value) == {"data_bag", "item", "key"}
+
+
+def referenced_items(data: Any, bag: str = SECRETS_BAG) -> set[str]:
+    """Items of ``bag`` that secret references anywhere in a JSON value point at."""
+    found: set[str] = set()
+    if is_reference(data):
+        if data.get("data_bag") == bag:
+            found.add(str(data.get("item")))
+    elif isinstance(data, dict):
+        for value in data.values():
+            found |= referenced_items(value, bag)
+    elif isinstance(data, list):
+        for value in data:
+            found |= referenced_items(value, bag)
+    return found
 
 
 def secret_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -162,6 +189,48 @@ class SecretStore:
             else:
                 self.chef.data_bags.update_item(self.bag, body)
         return {key: self.ref(item, key) for key in values}
+
+    def stage(self, base: str, values: dict[str, Any]) -> dict[str, SecretRef]:
+        """Store ``values`` as a new version of ``base``'s secrets; returns their references.
+
+        The version is a fresh item nothing refers to yet, so nothing changes
+        for readers until a document switches to these references. Discard it
+        if that write fails (:meth:`discard`); collect the old ones after it
+        succeeded (:meth:`collect`).
+        """
+        secret = self._require()
+        item = f"{base}{VERSION_SEPARATOR}{uuid.uuid4().hex[:16]}"
+        body: dict[str, Any] = {"id": item, **{key: encrypt_value(v, secret) for key, v in values.items()}}
+        try:
+            self.chef.data_bags.create_item(self.bag, body)
+        except NotFound:
+            self.chef.data_bags.ensure(self.bag)
+            self.chef.data_bags.create_item(self.bag, body)
+        return {key: self.ref(item, key) for key in values}
+
+    def discard(self, items: Iterable[str]) -> None:
+        """Delete staged versions a failed write never referred to (best effort, never raises)."""
+        for item in items:
+            try:
+                self.delete(item)
+            except CrowbarError:
+                pass  # left unreferenced: the next write of that proposal collects it
+
+    def versions(self, base: str) -> list[str]:
+        """Every item holding ``base``'s secrets (the unversioned one of older releases too)."""
+        return sorted(i for i in self.items() if i == base or i.startswith(base + VERSION_SEPARATOR))
+
+    def collect(self, base: str, keep: Iterable[str]) -> list[str]:
+        """Delete ``base``'s versions not in ``keep`` (still referred to); returns those deleted."""
+        keep = set(keep)
+        deleted = []
+        for item in self.versions(base):
+            if item in keep:
+                continue
+            with self.locks.hold(f"secrets-{item}", f"collect the old secrets version {item}"):
+                self.delete(item)
+            deleted.append(item)
+        return deleted
 
     def get(self, ref: SecretRef | dict[str, Any]) -> Any:
         """The plain value a reference points at."""

@@ -5,9 +5,14 @@ of data bag ``crowbar`` (Crowbar's place for it). Every saved revision is also
 kept, whole, as item ``nova-default-<revision>`` of ``crowbar_history`` with
 who saved it, when, and a one-line summary of the change.
 
-Writers hold the proposal's lock (see :mod:`barclamp_sdk.model.proposals`); the store
-itself only checks revisions, so an edit based on an old revision fails with
-:class:`~barclamp_sdk.errors.RevisionConflict` instead of overwriting.
+Every write of a proposal document happens under the proposal's lock, from
+a document read under that same lock: :meth:`ProposalStore.modify` is the one
+read-modify-write path (the lifecycle, the queue and the committer use it),
+and the store refuses a write whose input was read without the lock
+(``Proposal.read_under``), so no command can write back a stale copy.
+Revisions only go forward: an edit based on an old revision fails with
+:class:`~barclamp_sdk.errors.RevisionConflict`, and the history item of a
+revision that became current is never overwritten.
 """
 
 from __future__ import annotations
@@ -17,11 +22,21 @@ import getpass
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
-from barclamp_sdk.errors import Conflict, CrowbarError, NotFound, NotFoundError, RevisionConflict, ValidationError
+from barclamp_sdk.errors import (
+    ConcurrencyError,
+    Conflict,
+    CrowbarError,
+    NotFound,
+    NotFoundError,
+    RevisionConflict,
+    ValidationError,
+)
 from barclamp_sdk.model.jsondoc import now_iso
+from barclamp_sdk.model.locks import LockManager
 from barclamp_sdk.model.naming import (
     HISTORY_BAG,
     PROPOSALS_BAG,
@@ -29,6 +44,7 @@ from barclamp_sdk.model.naming import (
     config_role_name,
     history_item_id,
     proposal_item_id,
+    proposal_lock_name,
     proposal_query,
 )
 from barclamp_sdk.model.noderoles import FINGERPRINT
@@ -57,9 +73,10 @@ def who() -> str:
 class ProposalStore:
     """Reads and writes proposal documents and their history."""
 
-    def __init__(self, chef: ChefClient, registry: BarclampRegistry) -> None:
+    def __init__(self, chef: ChefClient, registry: BarclampRegistry, locks: LockManager) -> None:
         self.chef = chef
         self.registry = registry
+        self.locks = locks
         self._bags_ready = False
 
     def _ensure_bags(self) -> None:
@@ -74,7 +91,9 @@ class ProposalStore:
             data = self.chef.data_bags.get_item(PROPOSALS_BAG, proposal_item_id(barclamp, name))
         except NotFound:
             return None
-        return Proposal(definition, data)
+        proposal = Proposal(definition, data)
+        proposal.read_under = self.locks.token_of(proposal_lock_name(barclamp, name))
+        return proposal
 
     def get(self, barclamp: str, name: str) -> Proposal:
         proposal = self.find(barclamp, name)
@@ -116,8 +135,12 @@ class ProposalStore:
     def create(self, proposal: Proposal, *, change: str) -> Proposal:
         """Store revision 1 of a new proposal (ValidationError if it exists)."""
         self._ensure_bags()
+        self._require_lock(proposal)
+        if self.find(proposal.barclamp, proposal.name) is not None:  # under the lock: history 1 is theirs
+            raise ValidationError(
+                f"proposal {proposal.barclamp}/{proposal.name} already exists; edit it, or delete it first")
         proposal.revision = 1
-        self._record(proposal, change)
+        self._record(proposal, change, current_revision=0)
         try:
             self.chef.data_bags.create_item(PROPOSALS_BAG, proposal.data)
         except Conflict:
@@ -128,7 +151,8 @@ class ProposalStore:
         return proposal
 
     def save(self, proposal: Proposal, *, expected_revision: int, change: str) -> Proposal:
-        """Store a new revision; RevisionConflict if someone saved since."""
+        """Store a new revision; RevisionConflict if someone saved since (call under the proposal lock)."""
+        self._require_lock(proposal)
         current = self.get(proposal.barclamp, proposal.name)
         if current.revision != expected_revision:
             raise RevisionConflict(
@@ -136,23 +160,64 @@ class ProposalStore:
                 f"(revision {expected_revision} -> {current.revision}); re-read it and edit again"
             )
         proposal.revision = expected_revision + 1
-        self._record(proposal, change)
+        self._record(proposal, change, current_revision=current.revision)
         self.chef.data_bags.update_item(PROPOSALS_BAG, proposal.data)
+        proposal.read_under = current.read_under
         return proposal
 
+    def modify(self, barclamp: str, name: str, change: Callable[[Proposal], object], *,
+               purpose: str) -> Proposal:
+        """The one read-modify-write of a document's bookkeeping: under the proposal lock,
+        read it, apply ``change`` to a copy, and store it (no write when nothing changed).
+
+        ``change`` returning False also means "write nothing". Re-entrant: a
+        caller already holding the lock (a commit) reads and writes under it.
+        """
+        with self.locks.hold(proposal_lock_name(barclamp, name), purpose):
+            current = self.get(barclamp, name)
+            edited = current.copy()
+            if change(edited) is False or edited.data == current.data:
+                return current
+            self.write_status(edited)
+            return edited
+
     def write_status(self, proposal: Proposal) -> None:
-        """Store bookkeeping changes (status keys) without a new revision."""
+        """Store bookkeeping changes (status keys) without a new revision.
+
+        ``proposal`` must have been read under the proposal lock this thread
+        still holds (use :meth:`modify`); anything else could write back a
+        stale copy over an edit saved meanwhile.
+        """
+        token = self._require_lock(proposal)
+        if proposal.read_under != token:
+            raise ConcurrencyError(
+                f"refusing to write proposal {proposal.barclamp}/{proposal.name}: it was read without "
+                "holding its lock (a bug: read-modify-write it with ProposalStore.modify)")
         self.chef.data_bags.update_item(PROPOSALS_BAG, proposal.data)
 
-    def record_status(self, proposal: Proposal, *, failed: str | None = None) -> None:
-        """Record the outcome of a commit (success, or failed and why); no write if unchanged.
+    def _require_lock(self, proposal: Proposal) -> str:
+        """This thread's token of the proposal lock (ConcurrencyError if it does not hold it)."""
+        token = self.locks.token_of(proposal_lock_name(proposal.barclamp, proposal.name))
+        if token is None:
+            raise ConcurrencyError(
+                f"refusing to write proposal {proposal.barclamp}/{proposal.name} without holding its "
+                "lock (a bug, or the lock was lost: run the command again)")
+        return token
+
+    def record_status(self, proposal: Proposal, *, failed: str | None = None,
+                      interrupted: str | None = None) -> None:
+        """Record the outcome of a commit (success, failed and why, or interrupted and how far
+        it got); no write if unchanged.
 
         A failure to record is logged, never raised: the commit's own outcome
         (or error) is what the caller reports.
         """
         deployment = proposal.deployment
         before = {k: deployment.get(k) for k in STATUS_KEYS}
-        if failed:
+        if interrupted:
+            deployment["crowbar-status"] = "interrupted"
+            deployment["crowbar-failed"] = interrupted
+        elif failed:
             deployment["crowbar-status"] = "failed"
             deployment["crowbar-failed"] = failed
         else:
@@ -165,7 +230,8 @@ class ProposalStore:
             except CrowbarError as exc:
                 log.warning("could not record the status of %s: %s", proposal.ref, exc)
 
-    def _record(self, proposal: Proposal, change: str) -> None:
+    def _record(self, proposal: Proposal, change: str, *, current_revision: int) -> None:
+        """Keep ``proposal`` as its revision's history item; ``current_revision`` was read under the lock."""
         item = {
             "id": history_item_id(proposal.barclamp, proposal.name, proposal.revision),
             "barclamp": proposal.barclamp,
@@ -179,12 +245,17 @@ class ProposalStore:
         try:
             self.chef.data_bags.create_item(HISTORY_BAG, item)
         except Conflict:
+            if current_revision >= proposal.revision:  # that revision became current: never overwritten
+                raise RevisionConflict(
+                    f"proposal {proposal.barclamp}/{proposal.name} already has revision "
+                    f"{proposal.revision}; re-read it and edit again") from None
             # Left by a writer that died before updating the proposal itself:
             # that revision never became current, so it is replaced.
             self.chef.data_bags.update_item(HISTORY_BAG, item)
 
     def delete(self, proposal: Proposal) -> None:
-        """Delete a proposal and its history."""
+        """Delete a proposal and its history (under the proposal lock)."""
+        self._require_lock(proposal)
         for revision in range(1, proposal.revision + 1):
             try:
                 self.chef.data_bags.delete_item(

@@ -19,7 +19,13 @@ Fault kinds:
     did the work but the client never hears: the case that makes retried
     creates dangerous);
 ``latency``
-    forward after ``latency`` seconds.
+    forward after ``latency`` seconds;
+``413``
+    answer 413 (request entity too large) without forwarding: a write the
+    server refuses for good (not retried).
+
+:meth:`FaultProxy.fail_matching` aims a fault at one request (say, the PUT
+of one document) instead of the next ones.
 
 ``production=ProductionPersonality(...)`` makes goiardi behind the proxy
 behave like Chef Infra Server (organizations, search lag and window, size
@@ -44,7 +50,7 @@ from urllib.parse import urlsplit
 
 from barclamp_sdk.testing.production import Answer, ProductionPersonality
 
-FAULT_KINDS = ("502", "503", "504", "429", "drop", "drop_after", "latency")
+FAULT_KINDS = ("502", "503", "504", "429", "413", "drop", "drop_after", "latency")
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                "te", "trailers", "transfer-encoding", "upgrade", "content-length", "host"}
 
@@ -68,6 +74,7 @@ class FaultProxy:
         self._rate = 0.0
         self._rate_kinds: tuple[str, ...] = ()
         self._always: str | None = None
+        self._matching: list[tuple[str, str, str]] = []
         self.requests = 0
         self.faults: Counter[str] = Counter()
         #: (method, path) of every request received, in order.
@@ -83,6 +90,13 @@ class FaultProxy:
         _check(kind)
         with self._lock:
             self._first.extend([kind] * count)
+        return self
+
+    def fail_matching(self, method: str, path: str, kind: str = "503", count: int = 1) -> FaultProxy:
+        """The next ``count`` ``method`` requests whose path contains ``path`` get ``kind``."""
+        _check(kind)
+        with self._lock:
+            self._matching.extend([(method.upper(), path, kind)] * count)
         return self
 
     def fail_rate(self, rate: float, kinds: Iterable[str] = ("503", "drop", "latency")) -> FaultProxy:
@@ -106,6 +120,7 @@ class FaultProxy:
         """Stop injecting faults."""
         with self._lock:
             self._first.clear()
+            self._matching.clear()
             self._rate = 0.0
             self._always = None
         return self
@@ -114,8 +129,11 @@ class FaultProxy:
         with self._lock:
             self.requests += 1
             self.seen.append((method, path))
-            if self._always:
-                fault: str | None = self._always
+            aimed = next((i for i, (m, p, _) in enumerate(self._matching) if m == method and p in path), None)
+            if aimed is not None:
+                fault: str | None = self._matching.pop(aimed)[2]
+            elif self._always:
+                fault = self._always
             elif self._first:
                 fault = self._first.pop(0)
             elif self._rate and self._random.random() < self._rate:
@@ -125,6 +143,10 @@ class FaultProxy:
             if fault:
                 self.faults[fault] += 1
             return fault
+
+    def after_forward(self, method: str, path: str) -> bool:
+        """Called once the server answered a forwarded request; True drops the answer (a hook)."""
+        return False
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -229,7 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             _reset(self.connection)
             return
-        if fault in ("502", "503", "504", "429"):
+        if fault in ("502", "503", "504", "429", "413"):
             payload = b'{"error":["injected fault"]}'
             self.send_response(int(fault))
             if fault == "429":
@@ -255,7 +277,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             _reset(self.connection)
             return
-        if fault == "drop_after":
+        if fault == "drop_after" or self.owner.after_forward(self.command, self.path):
             self.close_connection = True
             _reset(self.connection)
             return

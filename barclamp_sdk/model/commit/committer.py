@@ -31,12 +31,15 @@ changes, writing nothing.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
-from barclamp_sdk.errors import CrowbarError, DriftError, NotFound, ValidationError
+from barclamp_sdk.errors import CrowbarError, DriftError, Interrupted, NotFound, ValidationError
+from barclamp_sdk.model import stopping
 from barclamp_sdk.model.cluster import ClusterView, MachineRecord, record_from_role
 from barclamp_sdk.model.commit.dryrun import dry_run
 from barclamp_sdk.model.commit.gate import Gate
@@ -163,7 +166,9 @@ class Committer:
                 targets = sorted(set(current.nodes()) | set(applied.nodes() if applied else []))
             proposal = current
             was_queued = current.queued
-            with self.roles.locked(targets, f"commit {ref} r{proposal.revision}") as held:
+            progress = counted = _Counted(progress)
+            with _recording_interruption(self.store, proposal, counted, len(targets), "commit"), \
+                    self.roles.locked(targets, f"commit {ref} r{proposal.revision}") as held:
                 direct = len(targets) <= DIRECT_READ_LIMIT  # few machines: read them all
                 # The snapshot is taken under the locks; read directly, it only covers the others.
                 others = set(proposal.nodes()) - set(targets)
@@ -221,17 +226,54 @@ class Committer:
                    or key in r.claims.values() or key in r.pending}
         holders |= set(proposal.nodes()) | set(applied.nodes() if applied else ())
         with self.locks.hold(proposal_lock_name(barclamp, name), f"deactivate {proposal.ref}") as lock:
-            with self.roles.locked(holders, f"deactivate {proposal.ref}") as held:
-                roles = {n: r for n, r in held.fetch().items() if r is not None}
-                changed = {node: role for node, role in roles.items() if removal(key, node)(role)}
+            proposal = self.store.get(barclamp, name)  # under the lock: the one an interruption records in
+            counted = _Counted(None)
+            with _recording_interruption(self.store, proposal, counted, len(holders), "deactivate"):
+                with self.roles.locked(holders, f"deactivate {proposal.ref}") as held:
+                    roles = {n: r for n, r in held.fetch().items() if r is not None}
+                    changed = {node: role for node, role in roles.items() if removal(key, node)(role)}
+                    self.locks.ensure_valid(lock)
+                    written = held.write(changed, progress=counted)
                 self.locks.ensure_valid(lock)
-                written = held.write(changed)
-            try:
-                self.chef.roles.delete(proposal.config_role)
-            except NotFound:
-                pass
-            for status in STATUS_KEYS:
-                proposal.deployment.pop(status, None)
-            self.store.write_status(proposal)
+                try:
+                    self.chef.roles.delete(proposal.config_role)
+                except NotFound:
+                    pass
+
+            def clear(current: Proposal) -> None:
+                for status in STATUS_KEYS:
+                    current.deployment.pop(status, None)
+
+            # Read again under the lock: an edit saved since the read above is kept.
+            proposal = self.store.modify(barclamp, name, clear, purpose=f"deactivate {proposal.ref}")
         return CommitResult(proposal.ref, proposal.revision, "deactivated", machines_written=len(written),
                             seconds=time.monotonic() - started, document=proposal)
+
+
+class _Counted:
+    """A progress callback that also counts the machines written."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.done = 0
+        self._guard = threading.Lock()
+
+    def __call__(self, count: int) -> None:
+        with self._guard:
+            self.done += count
+        if self.progress is not None:
+            self.progress(count)
+
+
+@contextlib.contextmanager
+def _recording_interruption(store: ProposalStore, proposal: Proposal, counted: _Counted, machines: int,
+                            action: str) -> Iterator[None]:
+    """Writes that stop at a boundary on SIGINT/SIGTERM, recording in the document how far they got."""
+    try:
+        with stopping.protected():
+            yield
+    except Interrupted as exc:
+        what = (f"{action} of {proposal.ref} r{proposal.revision} stopped ({exc.signal}) after {counted.done} "
+                f"of {machines} machine(s) were written; {action} again to finish it")
+        store.record_status(proposal, interrupted=what)
+        raise Interrupted(what, signal=exc.signal) from None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
-from barclamp_sdk.errors import CrowbarError, DriftError, NotFound, ValidationError
+from barclamp_sdk.errors import CrowbarError, DriftError, Interrupted, NotFound, ValidationError
 from barclamp_sdk.model.cluster import ClusterView, MachineRecord, record_from_role
 from barclamp_sdk.model.commit.gate import Gate
 from barclamp_sdk.model.commit.plan import Desired, change_role, config_role_drifted, desired
@@ -138,7 +138,8 @@ class Writer:
             outcome.stale = True
             return outcome
         except CrowbarError as exc:
-            self.store.record_status(proposal, failed=str(exc))
+            if not isinstance(exc, Interrupted):  # the committer records how far it got
+                self.store.record_status(proposal, failed=str(exc))
             raise
         outcome.written = Written(written, drifted_nodes)
         return outcome
@@ -187,12 +188,14 @@ class Writer:
         try:
             definition.apply_pre(self.services.context(definition), old, proposal)
             for role, exists in self.elements.outdated(definition, existing):
+                self.locks.ensure_valid(lock)
                 self.elements.upload(role, exists=exists)
             if config is None or comparable_role(config) != comparable_role(wanted.config) or drifted:
                 self.locks.ensure_valid(lock)
                 self.elements.upload(wanted.config, exists=config is not None)
         except CrowbarError as exc:
-            self.store.record_status(proposal, failed=str(exc))
+            if not isinstance(exc, Interrupted):  # the committer records how far it got
+                self.store.record_status(proposal, failed=str(exc))
             raise
 
     def write(self, proposal: Proposal, roles: dict[str, dict[str, Any]],
@@ -227,6 +230,7 @@ class Writer:
             written = self.in_batches(proposal, lock, batches,
                                       lambda batch: len(held.write(batch, progress=progress)))
         except CrowbarError as exc:
-            self.store.record_status(proposal, failed=str(exc))
+            if not isinstance(exc, Interrupted):  # the committer records how far it got
+                self.store.record_status(proposal, failed=str(exc))
             raise
         return Written(written, drifted_nodes)
