@@ -141,7 +141,10 @@ def test_nova_links_eqlx_and_checks_the_driver_covers_nova_volume(crowbar, fleet
     # The queued nova commit copied the edited eqlx settings to Crowbar fred's path first.
     role = chef.roles.get("nova-config-default")["default_attributes"]["nova"]["volume"]["eqlx"]
     assert role["san_ip"] == "10.20.0.5" and role["eqlx_group_name"] == "group-0"
-    assert role["san_password"] == {"data_bag": "crowbar_secrets", "item": "eqlx-default", "key": "san_password"}
+    ref = role["san_password"]
+    assert {k: ref[k] for k in ("data_bag", "key")} == {"data_bag": "crowbar_secrets", "key": "san_password"}
+    assert ref["item"].startswith("eqlx-default--")  # a version of eqlx's secrets
+    assert crowbar.secrets.get(ref) == "s4n-pass"
     assert crowbar.proposals.get("nova", "default").attributes["volume"]["eqlx"] == role
     other = [n for n in crowbar.machines.inventory().names() if n not in eqlx.elements["eqlx-driver"]][0]
     with pytest.raises(ValidationError) as info:
@@ -210,8 +213,9 @@ def test_committed_roles_hold_documented_attributes_and_no_secret(crowbar, fleet
     keys = {f.alias or n for n, f in CephAttributes.model_fields.items()}
     assert set(ceph_role["default_attributes"]["ceph"]) == keys
     assert set(chef.roles.get("nova-config-default")["default_attributes"]["nova"]) == set(NovaAttributes.model_fields)
-    assert ceph_role["default_attributes"]["ceph"]["monitor-secret"] == {
-        "data_bag": "crowbar_secrets", "item": "ceph-default", "key": "monitor-secret"}
+    ref = ceph_role["default_attributes"]["ceph"]["monitor-secret"]
+    assert {k: ref[k] for k in ("data_bag", "key")} == {"data_bag": "crowbar_secrets", "key": "monitor-secret"}
+    assert ref["item"].startswith("ceph-default--") and crowbar.secrets.get(ref)  # a version of ceph's secrets
     secrets = [value for _, value in crowbar.secrets.values()]
     assert "s4n-pass" in secrets and "ch4p" in secrets
     assert sum(1 for s in secrets if s.startswith("AQ") and len(s) == 40) == 2  # cephx keys
