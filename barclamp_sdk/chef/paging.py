@@ -141,8 +141,8 @@ def search_all(fetch: Fetch, index: str, query: str, page_size: int,
 
 #: Characters of Chef object names (nodes, roles, data bag items).
 NAME_CHARACTERS = string.ascii_letters + string.digits + "_.:-"
-#: At most this many "AND NOT" clauses in one query (goiardi's PostgreSQL search stalls on more).
-MAX_EXCLUDED = 4
+#: At most this many "AND NOT" clauses in one query (goiardi's PostgreSQL search stalls on them).
+MAX_EXCLUDED = 1
 
 
 class _Bucket:
