@@ -66,7 +66,7 @@ def run_demo(directory: Path, console: Console, *, memory: bool = False, product
     """Run the whole job; leave the server and BMC peers running.
 
     ``production``: talk to the server through a production personality
-    (organization URL, 1 s search lag, a search window of 8, erchef's limits),
+    (organization URL, 1 s search lag, a search window of 10, erchef's limits),
     as the tests prove the job on a production-shaped server.
     """
     started = time.monotonic()
@@ -81,7 +81,7 @@ def run_demo(directory: Path, console: Console, *, memory: bool = False, product
     server.start(detach=True)
     proxy = None
     if production:
-        personality = ProductionPersonality(keys={"admin": server.key_path}, lag=1.0, window=8)
+        personality = ProductionPersonality(keys={"admin": server.key_path}, lag=1.0, window=10)
         proxy = FaultProxy(server.url, production=personality).start()
         chef = server.client(server_url=proxy.url + personality.prefix)
         console.print(f"[dim]through a production personality at {proxy.url + personality.prefix}[/dim]")
