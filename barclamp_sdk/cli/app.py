@@ -87,11 +87,12 @@ dir_option = click.option(
               help="goiardi's in-memory store instead of PostgreSQL: quick to start, but unsafe under "
                    "concurrency (lost writes, two winners of one lock) and lost when stopped.")
 @click.option("--persist", is_flag=True, help="With --memory: freeze the data to disk every second.")
+@output_options
 @pass_state
 def local_start(state: CLIState, directory: str, port: int | None, memory: bool, persist: bool) -> None:
     """Start goiardi (on a private PostgreSQL) in the background; prints `export` lines for eval."""
     server = LocalChefServer(directory, port=port, memory=memory, persist=persist).start(detach=True)
-    click.echo(server.export_lines(), nl=False)
+    _emit_environment(state, server)
     store = ("in memory, frozen to disk" if persist else "in memory") if memory else "in PostgreSQL, kept"
     click.echo(
         f"# Chef server running at {server.url} (data {store}); "
@@ -120,6 +121,7 @@ def local_status(state: CLIState, directory: str) -> int:
 
 @local.command("env")
 @dir_option
+@output_options
 @pass_state
 def local_env(state: CLIState, directory: str) -> int:
     """Print `export` lines for the running local server (for eval)."""
@@ -129,39 +131,59 @@ def local_env(state: CLIState, directory: str) -> int:
             f"no local Chef server running from {directory}; start one with "
             f"`crowbar local start --dir {directory}`"
         )
-    click.echo(server.export_lines(), nl=False)
+    _emit_environment(state, server)
     return 0
+
+
+def _emit_environment(state: CLIState, server: LocalChefServer) -> None:
+    """``export`` lines for eval; with --json/--yaml the URL, directory and variables."""
+    if state.machine_readable:
+        state.emit({"url": server.url, "dir": str(server.directory), "environment": server.environment()})
+    else:
+        click.echo(server.export_lines(), nl=False)
 
 
 @local.command("stop")
 @dir_option
+@output_options
 @pass_state
 def local_stop(state: CLIState, directory: str) -> int:
     """Stop the local server."""
-    if LocalChefServer(directory).stop():
+    stopped = LocalChefServer(directory).stop()
+    if state.machine_readable:
+        state.emit({"stopped": stopped, "dir": directory})
+    elif stopped:
         click.echo(f"stopped the Chef server in {directory}", err=True)
-        return 0
-    click.echo(f"no local Chef server was running from {directory}", err=True)
+    else:
+        click.echo(f"no local Chef server was running from {directory}", err=True)
     return 0
 
 
 # -- crowbar raw -----------------------------------------------------------------------
 
 
+RAW_METHODS = ("GET", "PUT", "POST", "DELETE")
+
+
 @root.command()
-@click.argument("method", type=click.Choice(["GET", "PUT", "POST", "DELETE"], case_sensitive=False))
-@click.argument("path")
+@click.argument("request", nargs=-1, required=True, metavar="[METHOD] PATH")
 @click.option("--data", "data_file", type=click.File("rb"), help="Request body: a JSON file, or - for stdin.")
 @output_options
 @pass_state
-def raw(state: CLIState, method: str, path: str, data_file: Any) -> None:
-    """Send one signed request and print the answer (like `knife raw`).
+def raw(state: CLIState, request: tuple[str, ...], data_file: Any) -> None:
+    """Send one signed request and print the answer (like `knife raw`; METHOD defaults to GET).
 
     \b
     Examples:
+      crowbar raw /nodes
       crowbar raw GET /roles/crowbar-d52-54-00_example_com
       crowbar raw PUT /roles/web --data role.json
     """
+    if len(request) > 2:
+        raise click.UsageError(f"give [METHOD] PATH, not {len(request)} arguments")
+    method, path = request if len(request) == 2 else ("GET", request[0])
+    if method.upper() not in RAW_METHODS:
+        raise click.UsageError(f"METHOD must be one of {', '.join(RAW_METHODS)} (got {method!r})")
     if not path.startswith("/"):
         raise ValidationError(f"PATH must start with / (got {path!r}), e.g. /nodes")
     body = None
@@ -188,12 +210,23 @@ def raw(state: CLIState, method: str, path: str, data_file: Any) -> None:
                                              "under concurrency).")
 @click.option("--production", is_flag=True, help="Through a production personality (organization URL, "
                                                  "search lag and window, erchef's limits), as the tests run it.")
+@output_options
 @pass_state
 def demo(state: CLIState, directory: str, memory: bool, production: bool) -> int:
-    """Run the end-to-end demo on a local Chef server (left running)."""
+    """Run the end-to-end demo on a local Chef server (left running).
+
+    With --json the narration goes to stderr and stdout gets where the server is and the outcome.
+    """
     from barclamp_sdk.cli.demo import run_demo
 
-    return run_demo(Path(directory).resolve(), state.console, memory=memory, production=production)
+    path = Path(directory).resolve()
+    console = state.err_console if state.machine_readable else state.console
+    status = run_demo(path, console, memory=memory, production=production)
+    if state.machine_readable:
+        server = LocalChefServer(path)
+        state.emit({"dir": str(path), "exit_code": status,
+                    "environment": server.environment() if server.status() is not None else {}})
+    return status
 
 
 def _register() -> None:

@@ -19,10 +19,15 @@ def batch() -> None:
 
 @batch.command("export")
 @click.argument("barclamps", nargs=-1)
+@output_options
 @pass_state
 def batch_export(state: CLIState, barclamps: tuple[str, ...]) -> None:
-    """Print proposals (of BARCLAMPS, or all) as a scenario file."""
-    click.echo(dump_scenario(state.crowbar().batch.export(barclamps)), nl=False)
+    """Print proposals (of BARCLAMPS, or all) as a scenario file (YAML; --json for JSON, which apply reads too)."""
+    scenario = state.crowbar().batch.export(barclamps)
+    if state.output == "json":
+        state.emit(scenario)
+    else:
+        click.echo(dump_scenario(scenario), nl=False)
 
 
 @batch.command("apply")
@@ -73,12 +78,22 @@ def batch_apply(state: CLIState, file: Any, dry_run: bool) -> int:
 
 @click.command()
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+@output_options
 @click.pass_context
 def completion(ctx: click.Context, shell: str) -> None:
-    """Print a shell completion script: eval "$(crowbar completion bash)"."""
+    """Print a shell completion script: eval "$(crowbar completion bash)".
+
+    It completes commands and options, and machine, proposal and setting names
+    read from the server (nothing when the server cannot be reached quickly).
+    """
     from click.shell_completion import get_completion_class
 
     root = ctx.find_root().command
     completer = get_completion_class(shell)
     assert completer is not None
-    click.echo(completer(root, {}, "crowbar", "_CROWBAR_COMPLETE").source())
+    script = completer(root, {}, "crowbar", "_CROWBAR_COMPLETE").source()
+    state = ctx.ensure_object(CLIState)
+    if state.machine_readable:
+        state.emit({"shell": shell, "script": script})
+    else:
+        click.echo(script)

@@ -8,6 +8,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from barclamp_sdk.cli.complete import machine_names
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state
 
 
@@ -39,7 +40,7 @@ def bmc() -> None:
 
 
 @bmc.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=machine_names)
 @output_options
 @pass_state
 def bmc_show(state: CLIState, name: str) -> None:
@@ -59,7 +60,7 @@ def bmc_show(state: CLIState, name: str) -> None:
 
 
 @bmc.command("confirm")
-@click.argument("name")
+@click.argument("name", shell_complete=machine_names)
 @click.option("--address", help="The BMC's address (default: the one the node reports, once you checked it).")
 @click.option("--ipmi-port", type=click.IntRange(1, 65535), help="IPMI (UDP) port [623].")
 @click.option("--redfish-port", type=click.IntRange(1, 65535), help="Redfish (HTTPS) port [443].")
@@ -87,7 +88,7 @@ def bmc_confirm(state: CLIState, name: str, address: str | None, ipmi_port: int 
 
 
 @bmc.command("forget")
-@click.argument("name")
+@click.argument("name", shell_complete=machine_names)
 @output_options
 @pass_state
 def bmc_forget(state: CLIState, name: str) -> None:

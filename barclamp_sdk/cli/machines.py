@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from barclamp_sdk.cli.bmc import bmc, bmc_rows
+from barclamp_sdk.cli.complete import machine_names, node_names
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state, plain, progress
 from barclamp_sdk.errors import ValidationError
 from barclamp_sdk.model.naming import node_role_name
@@ -17,13 +18,20 @@ from barclamp_sdk.model.states import STATES
 
 def machine_table(records: list[dict[str, Any]]) -> Table:
     table = Table(box=None, header_style="bold")
-    for column in ("NAME", "STATE", "ALLOCATED", "ELEMENTS", "PENDING"):
+    for column in ("NAME", "STATE", "ALLOCATED", "PRODUCT", "MEMORY", "DISKS", "ELEMENTS", "PENDING"):
         table.add_column(column)
     for record in records:
         state = record["state"]
         style = {"ready": "green", "problem": "red", "discovered": "yellow"}.get(state, "")
+        hardware = record.get("hardware") or {}
+        product = hardware.get("product") or "-"
+        if hardware.get("profile"):
+            product = f"{product} ({hardware['profile']})"
+        memory = f"{hardware['memory_bytes'] / 1024**3:.0f} GiB" if hardware.get("memory_bytes") else "-"
+        disks = f"{hardware['disks']} ({hardware.get('data_disks', 0)} data)" if "disks" in hardware else "-"
         table.add_row(plain(record["name"]), f"[{style}]{plain(state)}[/{style}]" if style else plain(state),
-                      "yes" if record["allocated"] else "no", plain(", ".join(record["elements"]) or "-"),
+                      "yes" if record["allocated"] else "no", plain(product), memory, disks,
+                      plain(", ".join(record["elements"]) or "-"),
                       plain(", ".join(k.replace("-", "/", 1) for k in record["pending"]) or "-"))
     return table
 
@@ -34,17 +42,28 @@ def machines() -> None:
 
 
 @machines.command("list")
+@click.option("--state", "in_state", type=click.Choice(STATES), help="Only machines in STATE.")
+@click.option("--element", metavar="ROLE", help="Only machines holding this element (e.g. ceph-osd).")
+@click.option("--hardware", metavar="PROFILE|PRODUCT",
+              help="Only this hardware profile (compute, storage, vm ...) or product (e.g. R640; part of "
+                   "manufacturer and product, case ignored).")
+@click.option("--min-disks", type=click.IntRange(0), metavar="N",
+              help="Only machines with at least N data disks (not the OS disk, removable or in use).")
+@click.option("--allocated/--unallocated", default=None, help="Only allocated (or only waiting) machines.")
 @output_options
 @pass_state
-def machines_list(state: CLIState) -> None:
-    """Every machine with its state and elements."""
-    records = [r.as_dict() for r in state.crowbar().machines.list()]
+def machines_list(state: CLIState, in_state: str | None, **criteria: Any) -> None:
+    """Machines with their state, hardware and elements (every filter given must hold)."""
+    criteria["state"] = in_state
+    records = state.crowbar().machines.listing(**criteria)
+    filtered = any(v is not None for v in criteria.values())
     state.emit(records, lambda: machine_table(records) if records else
+               "no machine matches" if filtered else
                "no machines yet: run chef-client on some, then `crowbar machines discover`")
 
 
 @machines.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=machine_names)
 @output_options
 @pass_state
 def machines_show(state: CLIState, name: str) -> None:
@@ -83,7 +102,7 @@ machines.add_command(bmc)
 
 
 @machines.command("allocate")
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=machine_names)
 @click.option("--all", "every", is_flag=True, help="Every machine waiting for allocation.")
 @output_options
 @pass_state
@@ -101,7 +120,7 @@ def machines_allocate(state: CLIState, names: tuple[str, ...], every: bool) -> N
 
 
 @machines.command("transition")
-@click.argument("name")
+@click.argument("name", shell_complete=machine_names)
 @click.argument("new_state", metavar="STATE", type=click.Choice(STATES))
 @output_options
 @pass_state
@@ -112,7 +131,7 @@ def machines_transition(state: CLIState, name: str, new_state: str) -> None:
 
 
 @machines.command("discover")
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=node_names)
 @output_options
 @pass_state
 def machines_discover(state: CLIState, names: tuple[str, ...]) -> int:
@@ -131,7 +150,7 @@ def machines_discover(state: CLIState, names: tuple[str, ...]) -> int:
 
 
 @machines.command("check")
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=machine_names)
 @output_options
 @pass_state
 def machines_check(state: CLIState, names: tuple[str, ...]) -> None:
@@ -150,7 +169,7 @@ def roles() -> None:
 
 
 @roles.command("show")
-@click.argument("node")
+@click.argument("node", shell_complete=machine_names)
 @output_options
 @pass_state
 def roles_show(state: CLIState, node: str) -> None:

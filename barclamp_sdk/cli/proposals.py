@@ -16,6 +16,7 @@ import yaml
 from rich.table import Table
 
 from barclamp_sdk import Action, Barclamp, CommitResult, inputs
+from barclamp_sdk.cli.complete import machine_names, proposal_names, setting_names
 from barclamp_sdk.cli.context import EXIT_QUEUED, CLIState, output_options, pass_state, plain, progress
 from barclamp_sdk.errors import CrowbarError, ValidationError
 from barclamp_sdk.model.proposal import Proposal
@@ -210,7 +211,8 @@ def make_group(barclamp: Barclamp) -> click.Group:
     @proposal.command()
     @click.argument("name")
     @click.option("--description", help="Describe the proposal.")
-    @click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE", help="Set a setting first.")
+    @click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE",
+                  shell_complete=setting_names(barclamp, assign=True), help="Set a setting first.")
     @click.option("--empty", is_flag=True, help="Assign no machines (do not read the inventory).")
     @output_options
     @pass_state
@@ -221,7 +223,7 @@ def make_group(barclamp: Barclamp) -> click.Group:
         state.emit(created.to_dict(), lambda: state.markup(proposal_view(created, "created")))
 
     @proposal.command()
-    @click.argument("name")
+    @click.argument("name", shell_complete=proposal_names(bc))
     @click.option("--revision", type=int, help="Show an earlier revision.")
     @output_options
     @pass_state
@@ -233,10 +235,11 @@ def make_group(barclamp: Barclamp) -> click.Group:
         state.emit(shown.to_dict(), lambda: state.markup(proposal_view(shown, status)))
 
     @proposal.command()
-    @click.argument("name")
+    @click.argument("name", shell_complete=proposal_names(bc))
     @click.option("--file", "file", type=click.File("rb"), help="A whole document (JSON or YAML; - for stdin).")
-    @click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE", help="Set one setting (repeatable).")
-    @click.option("--unset", "unset", multiple=True, metavar="KEY", help="Reset a setting to its default.")
+    @click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE",
+                  shell_complete=setting_names(barclamp, assign=True), help="Set one setting (repeatable).")
+    @click.option("--unset", "unset", multiple=True, metavar="KEY", shell_complete=setting_names(barclamp, assign=False), help="Reset a setting to its default.")
     @output_options
     @pass_state
     def edit(state: CLIState, name: str, file: Any, pairs: tuple[str, ...], unset: tuple[str, ...]) -> None:
@@ -255,15 +258,16 @@ def make_group(barclamp: Barclamp) -> click.Group:
         state.emit(saved.to_dict(), lambda: f"saved {bc}/{name} revision {saved.revision}")
 
     @proposal.command()
-    @click.argument("name")
+    @click.argument("name", shell_complete=proposal_names(bc))
+    @output_options
     @pass_state
     def delete(state: CLIState, name: str) -> None:
         """Delete a proposal that is not committed."""
         state.crowbar().proposals.delete(bc, name)
-        click.echo(f"deleted {bc}/{name}", err=True)
+        state.emit({"deleted": f"{bc}/{name}"}, lambda: f"deleted {bc}/{name}")
 
     @proposal.command()
-    @click.argument("name")
+    @click.argument("name", shell_complete=proposal_names(bc))
     @click.option("--dry-run", is_flag=True, help="Show the role changes; write nothing.")
     @click.option("--force", is_flag=True, help="Overwrite roles edited by hand.")
     @output_options
@@ -278,15 +282,16 @@ def make_group(barclamp: Barclamp) -> click.Group:
         return EXIT_QUEUED if result.status == "queued" else 0
 
     @proposal.command()
-    @click.argument("name")
+    @click.argument("name", shell_complete=proposal_names(bc))
+    @output_options
     @pass_state
     def dequeue(state: CLIState, name: str) -> None:
         """Take a proposal out of the queue."""
         state.crowbar().proposals.dequeue(bc, name)
-        click.echo(f"{bc}/{name} is no longer queued", err=True)
+        state.emit({"dequeued": f"{bc}/{name}"}, lambda: f"{bc}/{name} is no longer queued")
 
     @proposal.command()
-    @click.argument("name")
+    @click.argument("name", shell_complete=proposal_names(bc))
     @output_options
     @pass_state
     def status(state: CLIState, name: str) -> None:
@@ -295,7 +300,7 @@ def make_group(barclamp: Barclamp) -> click.Group:
         state.emit(result.as_dict(), lambda: f"{result.proposal}: {result.status} ({result.detail})")
 
     @proposal.command()
-    @click.argument("name")
+    @click.argument("name", shell_complete=proposal_names(bc))
     @output_options
     @pass_state
     def history(state: CLIState, name: str) -> None:
@@ -314,7 +319,7 @@ def make_group(barclamp: Barclamp) -> click.Group:
         state.emit(entries, table)
 
     @proposal.command()
-    @click.argument("name")
+    @click.argument("name", shell_complete=proposal_names(bc))
     @click.argument("old", type=int, required=False)
     @click.argument("new", type=int, required=False)
     @output_options
@@ -326,7 +331,7 @@ def make_group(barclamp: Barclamp) -> click.Group:
                    else f"no differences between {result.old_label} and {result.new_label}")
 
     @proposal.command()
-    @click.argument("name")
+    @click.argument("name", shell_complete=proposal_names(bc))
     @output_options
     @pass_state
     def deactivate(state: CLIState, name: str) -> None:
@@ -342,7 +347,7 @@ def make_group(barclamp: Barclamp) -> click.Group:
 def action_command(action: Action) -> click.Command:
     """The command of a barclamp's :class:`~barclamp_sdk.Action`: MACHINES..., --proposal, output options."""
     @click.command(action.name, help=action.help)
-    @click.argument("machines", nargs=-1, required=True)
+    @click.argument("machines", nargs=-1, required=True, shell_complete=machine_names)
     @click.option("--proposal", "proposal_name", default="default", show_default=True)
     @output_options
     @pass_state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from barclamp_sdk.cli.complete import node_names
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state, progress
 from barclamp_sdk.errors import ValidationError
 from barclamp_sdk.model.states import LIFECYCLE
@@ -39,7 +40,7 @@ def nodes_add(state: CLIState, count: int, hardware: str, domain: str) -> None:
 
 
 @sim.command()
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=node_names)
 @output_options
 @pass_state
 def converge(state: CLIState, names: tuple[str, ...]) -> None:
@@ -55,7 +56,7 @@ def converge(state: CLIState, names: tuple[str, ...]) -> None:
 
 
 @sim.command()
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=node_names)
 @click.option("--all", "everyone", is_flag=True, help="Boot every node.")
 @click.option("--until", type=click.Choice(LIFECYCLE), default="ready", show_default=True)
 @output_options

@@ -166,6 +166,9 @@ class Machine(BaseModel):
     virtualization_source: str = ""
     bmc: BMCInfo | None = None
     rack: str = ""
+    #: The kind of hardware the node says it is (``crowbar_wall.hardware_profile``; the
+    #: simulated fleet reports its profile: ``compute``, ``storage``, ``vm`` ...), "" if none.
+    hardware_profile: str = ""
     hypervisor_host: str = ""
     # Crowbar's view (from the crowbar-<node> role)
     state: str = ""
@@ -378,6 +381,7 @@ def machine_from_search(node: Mapping[str, Any], record: MachineRecord | None) -
         virtualization_source=virt.source,
         bmc=_bmc(wall),
         rack=_str(wall.get("rack")),
+        hardware_profile=_str(wall.get("hardware_profile")),
         hypervisor_host=_str(wall.get("hypervisor_host")),
         state=record.state if record else "",
         allocated=record.allocated if record else False,

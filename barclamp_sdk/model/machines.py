@@ -20,13 +20,14 @@ from barclamp_sdk.errors import CrowbarError, NotFoundError, ValidationError
 from barclamp_sdk.model.crowbar1x import adopt, is_crowbar1x_role
 from barclamp_sdk.model.cluster import ClusterView, MachineRecord, record_from_role
 from barclamp_sdk.model.hooks import HookServices
-from barclamp_sdk.model.inventory import Inventory
+from barclamp_sdk.model.inventory import Inventory, Machine
 from barclamp_sdk.model.jsondoc import now_iso
 from barclamp_sdk.model.naming import check_node_name, check_role_owner, node_role_name
 from barclamp_sdk.model.noderoles import NodeRoleStore, crowbar_data
 from barclamp_sdk.model.nodes import NodeRunLists
 from barclamp_sdk.model.reader import ClusterReader
 from barclamp_sdk.model.registry import BarclampRegistry
+from barclamp_sdk.model.selection import MachineFilter, hardware_summary
 from barclamp_sdk.model.states import check_state, check_transition
 from barclamp_sdk.model.store import ProposalStore
 
@@ -57,10 +58,39 @@ class Machines:
         """A snapshot of every machine's Crowbar record."""
         return self.reader.view()
 
-    def list(self) -> list[MachineRecord]:
-        """Every machine, by name."""
+    def list(self, *, state: str | None = None, element: str | None = None, hardware: str | None = None,
+             min_disks: int | None = None, allocated: bool | None = None) -> list[MachineRecord]:
+        """Every machine, by name; or those every criterion given chooses (see :class:`MachineFilter`).
+
+        >>> crowbar.machines.list(state="ready", hardware="storage", min_disks=8)
+        """
+        where = MachineFilter(state, element, hardware, min_disks, allocated)
+        return [record for record, _ in self._select(where)]
+
+    def listing(self, *, state: str | None = None, element: str | None = None, hardware: str | None = None,
+                min_disks: int | None = None, allocated: bool | None = None) -> list[dict[str, Any]]:
+        """What ``crowbar machines list`` shows: :meth:`list`'s records as dicts, ``hardware`` filled in.
+
+        Each is :meth:`MachineRecord.as_dict`, its ``hardware`` the facts of
+        :func:`~barclamp_sdk.model.selection.hardware_summary` (profile, product,
+        memory, disks ...) with what was recorded about the machine (``bios_set`` ...) over them.
+        """
+        where = MachineFilter(state, element, hardware, min_disks, allocated)
+        rows = []
+        for record, facts in self._select(where, facts=True):
+            row = record.as_dict()
+            row["hardware"] = {**hardware_summary(facts), **record.hardware}
+            rows.append(row)
+        return rows
+
+    def _select(self, where: MachineFilter, *, facts: bool = False) -> list[tuple[MachineRecord, Machine | None]]:
         view = self.cluster()
-        return [view.get(n) for n in view.names()]  # type: ignore[misc]
+        chosen = [r for r in (view.get(n) for n in view.names()) if r is not None and where.matches_record(r)]
+        if not (facts or where.needs_facts) or not chosen:
+            return [(r, None) for r in chosen]
+        inventory = self.reader.inventory([r.name for r in chosen], view=view)
+        return [(r, inventory.get(r.name)) for r in chosen
+                if not where.needs_facts or where.matches(r, inventory.get(r.name))]
 
     def record(self, name: str) -> MachineRecord:
         """One machine's Crowbar record, read from its role."""

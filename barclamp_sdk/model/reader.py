@@ -138,12 +138,14 @@ class ClusterReader:
 
     # -- facts -------------------------------------------------------------------------------
 
-    def inventory(self, names: Iterable[str] | None = None) -> Inventory:
-        """Typed facts of every machine (or of ``names``)."""
+    def inventory(self, names: Iterable[str] | None = None, *, view: ClusterView | None = None) -> Inventory:
+        """Typed facts of every machine (or of ``names``); ``view``, when given, holds their records already."""
         wanted = None if names is None else sorted(set(names))
         if wanted == []:
             return Inventory([])
-        records = self.view(wanted).records()
+        records = (view or self.view(wanted)).records()
+        if view is not None and wanted is not None:
+            records = {n: records[n] for n in wanted if n in records}
         if wanted is not None and len(wanted) <= DIRECT_READ_LIMIT:
             nodes = run_parallel(self.chef.nodes.find, [n for n in wanted if n in records],
                                  workers=self.concurrency, name="nodes")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from collections.abc import Iterable
 from importlib.metadata import entry_points
 
@@ -58,6 +59,23 @@ def check_barclamp_class(cls: type[Barclamp]) -> None:
         ) from None
 
 
+def _import_from_here(module_name: str) -> object:
+    """Import ``module_name``; if it is not found, from the current directory too.
+
+    ``CROWBAR_BARCLAMPS=ntp_barclamp:Ntp crowbar ...`` run next to ``ntp_barclamp.py``
+    finds it without ``PYTHONPATH=.`` (the directory goes last on ``sys.path``, so it
+    never shadows an installed package).
+    """
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        here = os.getcwd()
+        if exc.name != module_name.split(".")[0] or here in sys.path or "" in sys.path:
+            raise
+        sys.path.append(here)
+        return importlib.import_module(module_name)
+
+
 class BarclampRegistry:
     """The barclamps available: installed entry points plus registered classes."""
 
@@ -84,7 +102,7 @@ class BarclampRegistry:
         for spec in filter(None, (s.strip() for s in os.environ.get(EXTRA_ENV, "").split(","))):
             module_name, _, class_name = spec.partition(":")
             try:
-                cls = getattr(importlib.import_module(module_name), class_name)
+                cls = getattr(_import_from_here(module_name), class_name)
                 self.register(cls)
             except Exception as exc:  # noqa: BLE001 - reported, the rest still load
                 self.load_errors[spec] = f"{type(exc).__name__}: {exc}"

@@ -212,7 +212,7 @@ class Fleet:
             name, index = item
             address = "10.%d.%d.%d" % (1 + (index >> 16) % 250, (index >> 8) & 0xFF, index & 0xFF)
             reported = wall(name, index) if callable(wall) else dict(wall or {})
-            facts = {"boot_disk": hardware.disks[0].name, **reported}
+            facts = {"boot_disk": hardware.disks[0].name, "hardware_profile": profile, **reported}
             if clients:
                 try:
                     self.chef.clients.create({"name": name, "admin": False, "public_key": self.client_public_key})
