@@ -50,7 +50,24 @@ def pydantic_messages(exc: PydanticValidationError, prefix: str) -> list[str]:
 
 
 class Proposal:
-    """A proposal: settings plus the mapping of machines into elements."""
+    """A proposal: settings plus the mapping of machines into elements.
+
+    What ``crowbar.proposals.get/create/set/...`` return, and what a barclamp's
+    ``create_proposal`` and ``validate`` hooks are handed. Its members:
+
+    * identity: :attr:`barclamp`, :attr:`name`, :attr:`id` (``bc-<barclamp>-<name>``),
+      :attr:`ref`, :attr:`revision`, :attr:`description`, :attr:`config_role`;
+    * settings: :attr:`attributes` (JSON, as stored; secrets as references) and
+      :attr:`settings` (the barclamp's typed attribute model, a copy: assign it back to change it);
+    * machines: :attr:`elements` (element -> machine names), :meth:`nodes`,
+      :meth:`elements_of`, :meth:`assign`, :meth:`unassign`, :meth:`move`;
+    * review: :attr:`notes` and :meth:`note` (why each choice was made), :attr:`head_status`, :attr:`queued`;
+    * the whole document: :attr:`data` (live), :meth:`to_dict` (a copy), :meth:`content`
+      (without status bookkeeping), :attr:`deployment`.
+
+    Changing a proposal got from the API changes only this copy: save edits with
+    ``crowbar.proposals.update(barclamp, name, mutate)`` (or ``set``/``replace``).
+    """
 
     def __init__(self, barclamp: BarclampSpec, data: dict[str, Any]) -> None:
         self.definition = barclamp
@@ -66,18 +83,22 @@ class Proposal:
 
     @property
     def barclamp(self) -> str:
+        """The barclamp's name (``nova``)."""
         return self.definition.name
 
     @property
     def id(self) -> str:
+        """The data bag item id: ``bc-<barclamp>-<name>``."""
         return str(self.data["id"])
 
     @property
     def name(self) -> str:
+        """The proposal's name (``default``)."""
         return proposal_name_of(self.barclamp, self.id)
 
     @property
     def ref(self) -> ProposalRef:
+        """``ProposalRef(barclamp, name)``; ``str()`` of it is ``barclamp/name``."""
         return ProposalRef(self.barclamp, self.name)
 
     @property
@@ -107,6 +128,7 @@ class Proposal:
 
     @property
     def revision(self) -> int:
+        """The revision saved (1 when created; every saved edit adds one)."""
         return int(self.deployment.get("crowbar-revision", 0))
 
     @revision.setter
@@ -115,6 +137,7 @@ class Proposal:
 
     @property
     def description(self) -> str:
+        """What the proposal is for (free text)."""
         return str(self.data.get("description", ""))
 
     @description.setter
@@ -200,9 +223,11 @@ class Proposal:
     # -- copies ---------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
+        """The whole document (a deep copy), as stored and as ``--json`` prints it."""
         return copy.deepcopy(self.data)
 
     def copy(self) -> Proposal:
+        """An independent copy of this proposal."""
         duplicate = Proposal(self.definition, copy.deepcopy(self.data))
         duplicate.read_under = self.read_under
         return duplicate

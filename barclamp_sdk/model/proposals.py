@@ -192,8 +192,12 @@ class Proposals:
                fill: Callable[[Proposal], None] | None = None) -> Proposal:
         """A new proposal from the template and the barclamp's reading of the inventory.
 
-        ``settings`` are dotted keys set first; ``fill`` edits the document
-        last (``from_inventory=False`` skips the barclamp's placement).
+        ``settings`` are the keys :meth:`set` takes, set on the template before
+        the barclamp places machines: ``settings={"volume.volume_type": "rbd",
+        "elements.nova-multi-controller": ["d52-....example.com"]}``. ``fill``
+        edits the document last (``from_inventory=False`` skips the barclamp's
+        placement: only ``settings`` and ``fill`` assign machines).
+        Raises ValidationError when the proposal exists or a key is unknown.
         """
         definition = self.registry.get(barclamp)
         check_proposal_name(name)
@@ -286,11 +290,18 @@ class Proposals:
 
     def set(self, barclamp: str, name: str, values: Mapping[str, Any] | None = None,
             unset: Iterable[str] = (), *, expected_revision: int | None = None) -> Proposal:
-        """Set (or unset, back to the default) dotted keys.
+        """Set (or unset, back to the default) dotted keys; saves one new revision.
 
         Keys name settings (``volume.volume_type``), ``elements.<element>``
         (a list of machines, or comma-separated text) or ``description``.
-        Text values are typed by the attribute model.
+        Text values are typed by the attribute model::
+
+            crowbar.proposals.set("ceph", "default", {
+                "elements.ceph-osd": ["d52-54-00-00-00-03.example.com", "d52-54-00-00-00-04.example.com"],
+                "osd.journal_size": "10240",      # text is typed: an int here
+            }, unset=["description"])
+
+        An unknown key is refused (with the closest known one) before anything is written.
         """
         values = dict(values or {})
         unset = list(unset)

@@ -181,7 +181,14 @@ class Queue:
             self.store.modify(barclamp, name, _mark_queued(False), purpose=f"dequeue {ref}")
 
     def explain(self) -> list[dict[str, Any]]:
-        """Each queued proposal with fresh reasons (reads only)."""
+        """Each queued proposal with fresh reasons (reads only), oldest first.
+
+        Each item is a dict with the keys ``barclamp`` and ``inst`` (the
+        proposal's barclamp and name), ``revision`` (the revision queued),
+        ``queued_at`` (ISO 8601 time), ``reasons`` (what still blocks it, as
+        sentences; recomputed now), ``deps`` (the proposals it depends on, each
+        ``{"barclamp", "inst"}``) and ``elements`` (machine -> elements it will get).
+        """
         explained = []
         for item in self.items():
             entry = dict(item)

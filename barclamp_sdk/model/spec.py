@@ -46,6 +46,11 @@ class ProposalRef(NamedTuple):
 class Link:
     """A setting that names another barclamp's proposal.
 
+    ``from barclamp_sdk import Link``; a barclamp lists them in ``links``::
+
+        links = (Link("keystone", "keystone_instance", optional=True),
+                 Link("ceph", "ceph_instance", when=lambda s: s.volume.volume_type == "rbd"))
+
     When the link applies (``when(settings)``, default always) and the
     setting is empty, the committed proposal of ``barclamp`` (or the only
     one) is found and recorded there; a named one must exist. A linked

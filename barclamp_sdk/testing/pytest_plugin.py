@@ -191,7 +191,17 @@ def personality_server(chef_server: RunningChefServer) -> Iterator[ProductionSer
 
 @pytest.fixture
 def chef(chef_server: RunningChefServer, personality_server: ProductionServer | None) -> ChefClient:
-    """An admin client on an emptied Chef server (through the production proxy if asked)."""
+    """An admin :class:`~barclamp_sdk.chef.client.ChefClient` on an emptied Chef server (per test).
+
+    Its collections: ``chef.nodes``, ``chef.roles``, ``chef.environments`` and
+    ``chef.clients`` (each ``list()``, ``get(name)``, ``find(name)`` (None when
+    absent), ``create(body)``, ``update(name, body)``, ``delete(name)``), and
+    ``chef.data_bags`` (``list()``, ``items(bag)``, ``get_item(bag, id)``,
+    ``find_item``, ``create_item(bag, item)``, ``update_item``, ``delete_item``,
+    ``ensure(bag)``); besides, ``chef.search(index, query)``,
+    ``chef.partial_search(index, query, keys)`` and ``chef.get/put/post/delete(path)``.
+    Talks through the production proxy when ``CROWBAR_TEST_PERSONALITY=production``.
+    """
     chef_server.reset()
     if personality_server is not None:
         personality_server.personality.forget()
