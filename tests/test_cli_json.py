@@ -69,6 +69,7 @@ def test_machines_list_filters_and_shows_hardware(cli, chef):
     assert listed[storage[0]]["hardware"]["memory_bytes"] == 128 * GIB
     assert (listed[storage[0]]["hardware"]["disks"], listed[storage[0]]["hardware"]["data_disks"]) == (12, 11)
     assert listed[vm[0]]["hardware"]["product"].startswith("Standard PC")
+    assert cli.json("machines", "show", compute[0])["hardware"] == hardware
 
     assert names_of(cli.json("machines", "list", "--hardware", "storage")) == storage
     assert names_of(cli.json("machines", "list", "--hardware", "r740XD2")) == storage  # product, case ignored

@@ -91,3 +91,24 @@ def test_the_hardware_profiles_table_matches_the_simulated_fleet():
 def test_the_readme_links_the_reference():
     readme = (ROOT / "README.md").read_text()
     assert "(docs/api/index.md)" in readme and "./dev docs" in readme
+
+
+def test_the_author_guide_script_runs_as_written(chef, monkeypatch, capsys):
+    """The guide's "From a script" block, run against the real server with the ntp example."""
+    from barclamp_sdk.api import Crowbar
+    from barclamp_sdk.testing.fleet import Fleet
+    from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "ntp"))
+    from ntp_barclamp import Ntp
+
+    guide = (ROOT / "docs" / "barclamp-author.md").read_text()
+    block = guide.split("From a script, the same steps as the CLI:\n\n```python\n", 1)[1].split("```", 1)[0]
+    crowbar = Crowbar(chef, barclamps=[Ntp], secret=TEST_SECRET)
+    names = Fleet(chef, crowbar=crowbar).ready(2)
+    assert names[0] == "d52-54-00-00-00-01.example.com"  # the name the guide uses
+    exec(compile(block, "barclamp-author.md", "exec"), {"crowbar": crowbar})
+    proposal = crowbar.proposals.get("ntp", "default")
+    assert proposal.elements["ntp-server"] == names and proposal.elements["ntp-client"] == []
+    assert proposal.settings.external_servers == ["pool.example.com"] and proposal.settings.server_count == 2
+    assert crowbar.proposals.status("ntp", "default").status == "ready"

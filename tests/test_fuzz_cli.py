@@ -101,8 +101,12 @@ class Harness:
         assert code in (0, 1, 2, 3), shown
         if code in (1, 2):
             assert err.strip(), shown
-            if code == 1:
-                assert err.rstrip("\n").splitlines()[-1].startswith("error: "), shown
+            last = err.rstrip("\n").splitlines()[-1]
+            if "--json" in (args[:args.index("--")] if "--" in args else args):  # errors: a JSON object
+                report = json.loads(last)
+                assert report["exit_code"] == code and report["error"] and report["type"], shown
+            elif code == 1:
+                assert last.startswith("error: "), shown
             self.refusals += 1
             if writes or self.refusals % FULL_CHECK_EVERY == 0:
                 STATS[f"{self.part}.compared"] += 1

@@ -49,6 +49,8 @@ def test_cli_local_start_status_raw_stop(tmp_path):
     try:
         status = crowbar("local", "status", "--dir", directory, "--json")
         assert status.returncode == 0 and json.loads(status.stdout)["running"] is True
+        described = crowbar("local", "env", "--dir", directory, "--json")
+        assert described.returncode == 0 and json.loads(described.stdout)["environment"] == env
         twice = crowbar("local", "start", "--dir", directory)
         assert twice.returncode == 1 and "already runs" in twice.stderr
         made = crowbar("raw", "POST", "/roles", "--data", "-", env=env,
@@ -67,8 +69,8 @@ def test_cli_local_start_status_raw_stop(tmp_path):
         assert json.loads(status.stdout)["store"] == "postgresql"
         assert LocalChefServer(directory).database.pid() is not None
     finally:
-        stopped = crowbar("local", "stop", "--dir", directory)
-    assert stopped.returncode == 0
+        stopped = crowbar("local", "stop", "--dir", directory, "--json")
+    assert stopped.returncode == 0 and json.loads(stopped.stdout) == {"stopped": True, "dir": directory}
     assert crowbar("local", "status", "--dir", directory).returncode == 1
     assert LocalChefServer(directory).database.pid() is None  # PostgreSQL stopped with goiardi
     again = crowbar("local", "start", "--dir", directory)  # the data is still there

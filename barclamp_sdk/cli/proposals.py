@@ -367,8 +367,7 @@ def action_command(action: Action) -> click.Command:
         for warning in result.warnings:
             click.echo(f"warning: {warning}", err=True)
         if result.error:
-            click.echo(f"error: {result.error}", err=True)
-            return 1
+            raise CrowbarError(result.error)  # printed by main(): one line, or JSON with --json
         return 0
 
     return command

@@ -126,7 +126,7 @@ class Machines:
             "roles": sorted(record.entries),
             "pending": {k: list(v) for k, v in record.pending.items()},
             "claimed_disks": record.claims,
-            "hardware": record.hardware,
+            "hardware": {**hardware_summary(facts), **record.hardware},  # as `machines list` shows it
             "drifted": record.drifted,
             "node_run_list": node.get("run_list", []),
             "bmc": self.bmc.show(name),
