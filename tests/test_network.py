@@ -275,3 +275,51 @@ def test_a_range_smaller_than_the_machines_names_those_left_without_and_doubles_
         assert problem == ("network: no admin address: range host of network admin "
                            "(192.168.124.81-192.168.124.140, 60 addresses) is full"), problem
     assert crowbar.addresses.check() == {"orphans": [], "duplicates": [], "missing": []}
+
+
+# -- renumbering -------------------------------------------------------------------------------------
+
+
+def test_renumbering_a_50_machine_storage_range_lists_every_change_then_applies_it(crowbar, fleet, chef, crowbar_cli):
+    import threading
+
+    commit_network(crowbar)
+    names = fleet.add(50, "vm", clients=False)
+    crowbar.machines.discover(names)
+    assert len(crowbar.addresses.allocate("storage", names, user="storer-default").allocated) == 50
+    before = {n: network_entry(chef, n)["storage"]["address"] for n in names}
+    crowbar.proposals.set("network", "default", {
+        "networks.storage.subnet": "192.168.135.0", "networks.storage.broadcast": "192.168.135.255",
+        "networks.storage.ranges.host.start": "192.168.135.10", "networks.storage.ranges.host.end": "192.168.135.239"})
+    plan = crowbar_cli.json("network", "renumber", "--dry-run")
+    assert {p["machine"]: p["old"] for p in plan} == before  # every change listed, and only storage
+    new_subnet = ipaddress.ip_network("192.168.135.0/24")
+    assert len({p["new"] for p in plan}) == 50 and all(ipaddress.ip_address(p["new"]) in new_subnet for p in plan)
+    assert {n: network_entry(chef, n)["storage"]["address"] for n in names} == before  # a dry run writes nothing
+
+    seen_twice: list[object] = []
+    stop = threading.Event()
+
+    def watch() -> None:  # at every moment observed: each machine one address, no address twice
+        while not stop.is_set():
+            addresses = [network_entry(chef, n)["storage"]["address"] for n in names]
+            if len(set(addresses)) != len(addresses):
+                seen_twice.append(Counter(addresses).most_common(1))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert crowbar.proposals.commit("network", "default").status == "applied"
+    finally:
+        stop.set()
+        watcher.join()
+    assert seen_twice == []
+    after = {n: network_entry(chef, n)["storage"] for n in names}
+    assert len({e["address"] for e in after.values()}) == 50
+    for name, entry in after.items():
+        assert ipaddress.ip_address(entry["address"]) in new_subnet and entry["subnet"] == "192.168.135.0"
+        assert entry["users"] == ["storer-default"]
+    assert {r["address"]: r["machine"] for r in crowbar.addresses.items("storage")} == \
+        {e["address"]: n for n, e in after.items()}
+    assert crowbar.addresses.check() == {"orphans": [], "duplicates": [], "missing": []}
+    assert crowbar_cli.json("network", "renumber", "--dry-run") == []

@@ -7,6 +7,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from barclamp_sdk import NetworkSpec
 from barclamp_sdk.cli.context import CLIState, output_options, pass_state, plain
 
 COLUMNS = ("network", "address", "machine", "users")
@@ -56,8 +57,35 @@ def check(state: CLIState) -> int:
     return 1 if any(found.values()) else 0
 
 
+@click.command("renumber")
+@click.option("--dry-run", is_flag=True, required=True,
+              help="List every machine whose address changes under the proposal as edited (old -> new).")
+@click.option("--proposal", "proposal_name", default="default", show_default=True)
+@output_options
+@pass_state
+def renumber(state: CLIState, dry_run: bool, proposal_name: str) -> None:
+    """The renumbering plan of the edited proposal; committing it applies the plan, in waves."""
+    crowbar = state.crowbar()
+    document = crowbar.proposals.get("network", proposal_name)
+    rows = []
+    for name, data in sorted((document.attributes.get("networks") or {}).items()):
+        rows += crowbar.addresses.renumber_plan(name, NetworkSpec.parse(name, data))
+
+    def table() -> Table | str:
+        if not rows:
+            return "no address changes"
+        grid = Table(box=None, header_style="bold")
+        for column in ("machine", "network", "old", "new"):
+            grid.add_column(column.upper())
+        for row in rows:
+            grid.add_row(*(plain(str(row[c] or "- (range full)")) for c in ("machine", "network", "old", "new")))
+        return grid
+
+    state.emit(rows, table)
+
+
 def extend(group: click.Group) -> click.Group:
     """Add the address commands to the ``network`` barclamp's group."""
-    for command in (allocations, free, check):
+    for command in (allocations, free, check, renumber):
         group.add_command(command)
     return group

@@ -55,6 +55,8 @@ NETWORK_BARCLAMP = "network"
 NETWORK_PROPOSAL = "default"
 #: The keys of an allocation in ``crowbar.network.<network>`` (Crowbar's).
 ENTRY_KEYS = ("address", "netmask", "broadcast", "subnet", "vlan", "use_vlan", "conduit", "router")
+#: Ranges machines get addresses from, the first present.
+MACHINE_RANGES = ("host", "router")
 #: The owner recorded for a virtual address ``name``.
 VIP_PREFIX = "vip:"
 
@@ -91,6 +93,14 @@ class NetworkSpec:
         return cls(name=name, subnet=subnet, broadcast=str(data.get("broadcast") or subnet.broadcast_address),
                    router=str(data["router"]) if data.get("router") else None, vlan=int(data.get("vlan") or 0),
                    use_vlan=bool(data.get("use_vlan")), conduit=str(data.get("conduit") or ""), ranges=ranges)
+
+    def machine_range(self) -> str:
+        """The range machines get addresses from: ``host``, else ``router`` (Crowbar's nova_fixed)."""
+        for name in MACHINE_RANGES:
+            if name in self.ranges:
+                return name
+        raise ValidationError(f"network {self.name} has no range for machines ({' or '.join(MACHINE_RANGES)}); "
+                              f"its ranges: {', '.join(sorted(self.ranges)) or 'none'}")
 
     def addresses(self, range_name: str) -> list[str]:
         """Every address of range ``range_name``, in order."""
@@ -192,7 +202,7 @@ class AddressBook:
 
     # -- allocation ------------------------------------------------------------------------
 
-    def allocate(self, network: str, machines: Iterable[str], *, user: str, range_name: str = "host",
+    def allocate(self, network: str, machines: Iterable[str], *, user: str, range_name: str | None = None,
                  progress: Callable[[int], None] | None = None) -> AllocationReport:
         """Give every machine one address of ``network`` (kept if it has one); ``user`` needs it.
 
@@ -201,6 +211,7 @@ class AddressBook:
         only when no user is left. Machines that get none are in ``refused``.
         """
         spec = self.network(network)
+        range_name = range_name or spec.machine_range()
         names = sorted(set(machines))
         for name in names:
             check_node_name(name)
@@ -375,13 +386,13 @@ class AddressBook:
 
     # -- virtual addresses -----------------------------------------------------------------
 
-    def vip(self, network: str, name: str, *, range_name: str = "host") -> str:
+    def vip(self, network: str, name: str, *, range_name: str | None = None) -> str:
         """The virtual address called ``name`` on ``network``, allocated on first use."""
         if not name or not name.replace("-", "").replace("_", "").isalnum():
             raise ValidationError(f"virtual address name {name!r}: use letters, digits, '-' and '_'")
         spec = self.network(network)
         owner = f"{VIP_PREFIX}{name}"
-        candidates = _Candidates(self.chef, spec, range_name, owner)
+        candidates = _Candidates(self.chef, spec, range_name or spec.machine_range(), owner)
         # The probe order is a hash of the name: the same addresses are tried, in the same order, each
         # time, so an address this name already holds is met (and adopted) before any free one
         # unless one before it was freed since; the listing below finds it in that case.
@@ -392,6 +403,90 @@ class AddressBook:
         if address is None:
             raise CrowbarError(f"no virtual address {name!r}: {candidates.full_reason()}")
         return address
+
+    # -- renumbering -----------------------------------------------------------------------
+
+    def renumber_plan(self, network: str, spec: NetworkSpec | None = None) -> list[dict[str, Any]]:
+        """Every machine whose ``network`` address leaves its range under ``spec`` (default: as committed): old -> new.
+
+        A dry run: nothing is written. New addresses are the free ones of the
+        new range, in order (those :meth:`renumber` will try first).
+        """
+        spec = spec or self.network(network)
+        moving, inside = self._moving(spec)
+        free = iter(self._free_in(spec))
+        return [{"machine": m, "network": network, "old": old, "new": inside.get(m) or next(free, None)}
+                for m, old in moving]
+
+    def renumber(self, network: str, *, wave: int = 50,
+                 progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+        """Move every machine whose address left its (committed) range to a new one, ``wave`` machines at a time.
+
+        Per machine: the new address is claimed (atomic create), the role
+        switches to it in one write, then the old item is deleted: an address
+        is never held twice, and a machine always has one. Rerunning finishes
+        an interrupted renumbering. Returns what moved (old -> new).
+        """
+        spec = self.network(network)
+        moving, inside = self._moving(spec)
+        range_name = spec.machine_range()
+        done: list[dict[str, Any]] = []
+        for start in range(0, len(moving), wave):
+            part = dict(moving[start:start + wave])
+            candidates = _Candidates(self.chef, spec, range_name, min(part))
+            switched: dict[str, str] = {}
+            guard = threading.Lock()
+
+            def change(machine: str) -> Callable[[dict[str, Any]], bool]:
+                def mutate(role: dict[str, Any]) -> bool:
+                    table = crowbar_data(role).setdefault("network", {})
+                    entry = table.get(network)
+                    if not isinstance(entry, dict) or entry.get("address") != part[machine]:
+                        return False  # moved already (an earlier run) or freed: only the old item goes
+                    address = inside.get(machine) or self._claim(spec, machine, candidates)
+                    if address is None:
+                        raise CrowbarError(f"{machine} keeps {part[machine]}: {candidates.full_reason()}")
+                    table[network] = {**spec.entry(address), "users": list(entry.get("users") or [])}
+                    with guard:
+                        switched[machine] = address
+                    return True
+                return mutate
+
+            report = self.roles.update({m: change(m) for m in part}, purpose=f"renumber {network}",
+                                       progress=progress)
+            for machine, old in sorted(part.items()):
+                if machine not in report.failed:
+                    self._delete(network, machine, old)
+                if machine in switched:
+                    done.append({"machine": machine, "network": network, "old": old, "new": switched[machine]})
+            if report.failed:
+                name, error = next(iter(report.failed.items()))
+                raise CrowbarError(f"renumbering {network} stopped at {name}: {error}; run it again to finish")
+        return done
+
+    def _moving(self, spec: NetworkSpec) -> tuple[list[tuple[str, str]], dict[str, str]]:
+        """(machine, address) outside the range, and machine -> an address inside it it already holds.
+
+        A machine holding both was interrupted between claiming the new one and switching its role.
+        """
+        start, end = spec.ranges[spec.machine_range()]
+        moving, inside = [], {}
+        for row in self.items(spec.name):
+            machine, address = str(row["machine"] or ""), str(row["address"])
+            if not machine or machine.startswith(VIP_PREFIX):
+                continue
+            if int(start) <= int(ipaddress.ip_address(address)) <= int(end):
+                inside[machine] = address
+            else:
+                moving.append((machine, address))
+        return sorted(moving), inside
+
+    def _free_in(self, spec: NetworkSpec) -> list[str]:
+        try:
+            taken = set(self.chef.data_bags.items(ADDRESSES_BAG))
+        except NotFound:
+            taken = set()
+        return [a for a in spec.addresses(spec.machine_range()) if item_id(spec.name, a) not in taken]
 
     # -- consistency -----------------------------------------------------------------------
 
@@ -450,11 +545,16 @@ def allocate_for_commit(book: AddressBook, proposal: Any, considered: Iterable[s
     proposal as a user there. Returns why machines got no address.
     """
     wanted = needed_networks(proposal)
-    if not wanted:
+    defined = book.networks() if wanted else {}
+    if not defined:  # the network proposal is not committed: addresses are not managed
         return []
     user = proposal.ref.key
     problems = []
     for network, machines in sorted(wanted.items()):
+        if network not in defined:
+            problems.append(f"no network {network!r} in the committed {NETWORK_BARCLAMP} proposal "
+                            f"(networks: {', '.join(sorted(defined))})")
+            continue
         report = book.allocate(network, machines, user=user)
         problems += [f"{m}: no {network} address: {why}" for m, why in sorted(report.refused.items())]
         gone = sorted(set(considered) - machines)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from barclamp_sdk.errors import NotFoundError, ValidationError
-from barclamp_sdk.model.addresses import AddressBook, AllocationReport
+from barclamp_sdk.model.addresses import AddressBook, AllocationReport, NetworkSpec
 from barclamp_sdk.model.bmctrust import ConfirmedBMC
 from barclamp_sdk.model.cluster import ClusterView
 from barclamp_sdk.model.inventory import BlockDevice, Inventory, Machine
@@ -117,8 +117,19 @@ class Context:
             raise NotFoundError("no address book is wired into this context")
         return self._services.addresses
 
+    def network(self, name: str) -> NetworkSpec | None:
+        """Network ``name`` as committed in the network proposal (None: not committed, or no such network)."""
+        if self._services.addresses is None:
+            return None
+        return self._services.addresses.networks().get(name)
+
+    def address_of(self, machine: str, network: str) -> str | None:
+        """The address allocated to ``machine`` on ``network`` (from its role; None: none)."""
+        entry = self.addresses.of_machine(machine).get(network) or {}
+        return str(entry["address"]) if entry.get("address") else None
+
     def allocate_addresses(self, network: str, machines: Iterable[str], *, user: str,
-                           range_name: str = "host") -> AllocationReport:
+                           range_name: str | None = None) -> AllocationReport:
         """One address of ``network`` for each machine (kept when it has one), needed by ``user``."""
         return self.addresses.allocate(network, machines, user=user, range_name=range_name)
 

@@ -97,7 +97,8 @@ def default_networks() -> dict[str, NetworkDef]:
         "nova_floating": _net("192.168.126.128", "intf1", 300, True,
                               {"host": ("192.168.126.129", "192.168.126.254")}, netmask="255.255.255.128",
                               broadcast="192.168.126.255", shares=("public",)),
-        "nova_fixed": _net("192.168.123.0", "intf1", 500, True, {"dhcp": ("192.168.123.2", "192.168.123.254")},
+        "nova_fixed": _net("192.168.123.0", "intf1", 500, True, {"router": ("192.168.123.2", "192.168.123.49"),
+                                                               "dhcp": ("192.168.123.50", "192.168.123.254")},
                            router="192.168.123.1", router_pref=20),
         "os_sdn": _net("192.168.130.0", "intf1", 400, True, {"host": ("192.168.130.10", "192.168.130.254")}),
     }
@@ -162,6 +163,14 @@ class Network(Barclamp):
                 if other not in settings.networks:
                     yield f"network {name}: share_segment_with names {other!r}, which is no network"
         yield from check_networks(networks, conduits)
+
+    def apply_post(self, ctx, old, new):
+        """Renumbering: machines whose address left its range (a range or subnet edited) move, in waves."""
+        for name in sorted(new.settings.networks):
+            if ctx.network(name) is not None:
+                moved = ctx.addresses.renumber(name)
+                if moved:
+                    ctx.log.info("renumbered %d machine(s) on %s", len(moved), name)
 
     def on_transition(self, ctx, proposal, machine, state):
         if proposal.name != "default":
