@@ -27,7 +27,7 @@ def test_ceph_swift_and_nova_committed_with_the_network_proposal_carry_its_netwo
     ceph = crowbar.proposals.create("ceph", "default")
     keep = storage[:2]
     crowbar.proposals.set("ceph", "default", {
-        "elements.ceph-osd": ",".join(keep),
+        "elements.ceph-osd": ",".join(keep), "pool_size": "2",
         "osd_devices": json.dumps({n: d for n, d in ceph.attributes["osd_devices"].items() if n in keep})})
     assert crowbar.proposals.commit("ceph", "default").status == "applied"
     swift = crowbar.proposals.create("swift", "default")
