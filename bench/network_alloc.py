@@ -93,7 +93,8 @@ def main() -> int:
         "floor_seconds": round(floor, 2), "allocate_seconds": round(allocate, 2),
         "ratio": round(allocate / floor, 2), "reallocate_seconds": round(reallocate, 2),
         "allocated": len(report.allocated), "distinct": len(addresses), "kept_again": len(again.kept),
-        "requests": {k: requests.get(k, 0) - before.get(k, 0) for k in requests if requests.get(k, 0) != before.get(k, 0)},
+        "requests": {k: v - before.get(k, 0) for k, v in requests.items()
+                     if isinstance(v, int) and v != before.get(k, 0)},
         "largest_item_bytes": biggest_item, "largest_role_bytes": biggest_role,
         "crowbar_one_item_bytes_estimate": count * 80,
     }

@@ -323,3 +323,24 @@ def test_renumbering_a_50_machine_storage_range_lists_every_change_then_applies_
         {e["address"]: n for n, e in after.items()}
     assert crowbar.addresses.check() == {"orphans": [], "duplicates": [], "missing": []}
     assert crowbar_cli.json("network", "renumber", "--dry-run") == []
+
+
+def test_an_interrupted_allocation_leaves_an_idle_item_that_check_repairs(crowbar, fleet, chef, crowbar_cli):
+    commit_network(crowbar, **{"networks.storage.ranges.host.end": "192.168.125.11"})  # two addresses
+    [first, second] = fleet.add(2, "vm", clients=False)
+    crowbar.machines.discover([first, second])
+    # Killed after the create, before the role write: the item exists, no role names it.
+    chef.data_bags.create_item(ADDRESSES_BAG, {"id": item_id("storage", "192.168.125.10"), "network": "storage",
+                                               "address": "192.168.125.10", "machine": first, "at": "now"})
+    report = crowbar.addresses.allocate("storage", [second], user="test")
+    assert report.allocated == {second: "192.168.125.11"}  # never the claimed one
+    assert crowbar.addresses.allocate("storage", [first], user="test").refused  # full, nothing doubled
+    found = crowbar.addresses.check()
+    assert [(r["machine"], r["address"]) for r in found["orphans"]] == [(first, "192.168.125.10")]
+    assert crowbar_cli("network", "check")[0] == 1
+    assert crowbar_cli.json("network", "check", "--repair") == {"orphans": [], "duplicates": [], "missing": []}
+    assert crowbar.addresses.allocate("storage", [first], user="test").allocated == {first: "192.168.125.10"}
+    # Freeing: the role lets go first, then the item.
+    assert crowbar.addresses.release([first, second], networks=["storage"]) == {first: ["storage"],
+                                                                                second: ["storage"]}
+    assert crowbar.addresses.allocations(network="storage") == []

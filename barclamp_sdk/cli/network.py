@@ -48,11 +48,12 @@ def free(state: CLIState, machine: str, network: str) -> None:
 
 
 @click.command("check")
+@click.option("--repair", is_flag=True, help="Free orphaned items (claimed by a machine whose role does not name them).")
 @output_options
 @pass_state
-def check(state: CLIState) -> int:
+def check(state: CLIState, repair: bool) -> int:
     """Compare address items with machines' roles (orphans, duplicates, missing); exit 1 if any."""
-    found = state.crowbar().addresses.check()
+    found = state.crowbar().addresses.check(repair=repair)
     state.emit(found, lambda: "\n".join(f"{kind}: {len(rows)}" for kind, rows in found.items()))
     return 1 if any(found.values()) else 0
 

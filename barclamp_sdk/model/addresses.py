@@ -14,17 +14,20 @@ proposals that need it): the role is the index by machine, read from its
 object endpoint (no search lag). Every allocation and release of a machine
 runs inside :meth:`NodeRoleStore.update`, under the machine's shard lock.
 
-Steps and what a crash between them leaves:
+One invariant makes every step safe to interrupt: *a role names an address
+only while the machine's item for it exists*. So an item is created before
+the role names it, and the role stops naming it before the item is deleted:
 
 * allocate: create the item, then write the role. A crash in between leaves
-  an item owned by the machine that its role does not name; the next
-  allocation of that machine probes the same addresses in the same order
-  (the order is a hash of the machine's name) and adopts the item it finds
-  owned by itself; :meth:`AddressBook.check` finds any other such item.
-* free: delete the item, then the role entry. A crash in between leaves a
-  role naming an address no item holds; freeing again finishes, and an
-  allocation of the machine checks its item and takes a new address if
-  another machine has it meanwhile.
+  an idle item owned by the machine that no role names: never used twice (its
+  id is taken), found by :meth:`AddressBook.check` and freed with ``repair``
+  (``crowbar network check --repair``), which re-checks each under the
+  machine's shard lock, where allocations run. A create that meets an item
+  the same machine already holds (two runs for one machine) adopts it.
+* free: write the role without the entry, then delete the item; a crash in
+  between leaves the same kind of idle item.
+* a machine that keeps its address needs no item read: the role's word is
+  enough, so recommitting reads each role once and writes nothing.
 
 Network definitions come from the committed ``network`` proposal
 (:data:`NETWORK_BARCLAMP`), in Crowbar's shape; :class:`NetworkSpec` reads one.
@@ -152,8 +155,8 @@ class _Candidates:
         except NotFound:
             taken = set()
         free = [a for a in self.order if item_id(self.spec.name, a) not in taken]
-        if free:  # start at a place of the range that depends on the machine (see the module doc)
-            cut = self._start % len(free)
+        if free:  # start at a place of the range that depends on the machine
+            cut = self._start % len(free)  # concurrent allocators start apart: fewer collisions
             free = free[cut:] + free[:cut]
         return free
 
@@ -225,7 +228,7 @@ class AddressBook:
             def mutate(role: dict[str, Any]) -> bool:
                 table = crowbar_data(role).setdefault("network", {})
                 entry = table.get(network) if isinstance(table.get(network), dict) else None
-                if entry and entry.get("address") and self._holds(spec, machine, str(entry["address"]), range_name):
+                if entry and entry.get("address"):  # the role names it only while its item exists
                     users = sorted(set(entry.get("users") or []) | {user})
                     wanted = {**spec.entry(str(entry["address"])), "users": users}
                     with guard:
@@ -255,17 +258,6 @@ class AddressBook:
         for name, error in updated.failed.items():
             report.refused[name] = str(error)
         return report
-
-    def _holds(self, spec: NetworkSpec, owner: str, address: str, range_name: str) -> bool:
-        """Whether ``owner`` holds ``address`` (re-creating its item if a crashed free removed it)."""
-        ident = item_id(spec.name, address)
-        item = self.chef.data_bags.find_item(ADDRESSES_BAG, ident)
-        if item is None:
-            start, end = spec.ranges.get(range_name, (None, None))
-            if start is None or not int(start) <= int(ipaddress.ip_address(address)) <= int(end):
-                return False  # outside the range now (renumbered): a new address is taken
-            return self._create(spec, owner, address)
-        return item.get("machine") == owner
 
     def _claim(self, spec: NetworkSpec, owner: str, candidates: _Candidates) -> str | None:
         while True:
@@ -320,20 +312,24 @@ class AddressBook:
                             entry["users"] = users
                             changed = True
                         continue
-                    self._delete(network, machine, str(entry.get("address", "")))
                     del table[network]
                     changed = True
                     with guard:
                         freed.setdefault(machine, []).append(network)
+                        gone.append((network, machine, str(entry.get("address", ""))))
                 return changed
             return mutate
 
+        gone: list[tuple[str, str, str]] = []
         names = sorted(set(machines))
         report = self.roles.update({n: change(n) for n in names}, purpose="free addresses")
+        # The roles no longer name them: now the items go (see the module doc).
+        run_parallel(lambda g: self._delete(*g), [g for g in gone if g[1] in report.written],
+                     workers=self.concurrency, name="addresses")
         if report.failed:
             name, error = next(iter(report.failed.items()))
             raise CrowbarError(f"could not free the addresses of {name}: {error}")
-        return freed
+        return {m: n for m, n in freed.items() if m in report.written}
 
     def _delete(self, network: str, owner: str, address: str) -> None:
         ident = item_id(network, address)
@@ -490,9 +486,39 @@ class AddressBook:
 
     # -- consistency -----------------------------------------------------------------------
 
-    def check(self) -> dict[str, list[dict[str, Any]]]:
+    def check(self, *, repair: bool = False) -> dict[str, list[dict[str, Any]]]:
         """Items and roles that disagree: ``orphans`` (an item its machine's role does not name),
-        ``duplicates`` (one address in two roles), ``missing`` (a role naming an address no item holds)."""
+        ``duplicates`` (one address in two roles), ``missing`` (a role naming an address no item holds).
+
+        ``repair`` frees the orphans, each after checking again under its machine's shard lock
+        (where allocations run: an allocation half way is not an orphan).
+        """
+        found = self._check()
+        if repair and found["orphans"]:
+            self._free_orphans(found["orphans"])
+            found = self._check()
+        return found
+
+    def _free_orphans(self, orphans: list[dict[str, Any]]) -> None:
+        by_machine: dict[str, list[dict[str, Any]]] = {}
+        for row in orphans:
+            by_machine.setdefault(str(row["machine"]), []).append(row)
+
+        def change(machine: str) -> Callable[[dict[str, Any]], bool]:
+            def mutate(role: dict[str, Any]) -> bool:
+                table = crowbar_data(role).get("network") or {}
+                for row in by_machine[machine]:
+                    if (table.get(str(row["network"])) or {}).get("address") != row["address"]:
+                        self._delete(str(row["network"]), machine, str(row["address"]))
+                return False
+            return mutate
+
+        report = self.roles.update({m: change(m) for m in by_machine}, purpose="free orphaned addresses")
+        for machine in report.missing:  # the machine is gone: so is any claim on its addresses
+            for row in by_machine[machine]:
+                self._delete(str(row["network"]), machine, str(row["address"]))
+
+    def _check(self) -> dict[str, list[dict[str, Any]]]:
         items = [r for r in self.items() if not str(r["machine"] or "").startswith(VIP_PREFIX)]
         owners = sorted({str(r["machine"]) for r in items})
         tables = dict(zip(owners, run_parallel(self._table_or_empty, owners, workers=self.concurrency,
