@@ -344,3 +344,17 @@ def test_an_interrupted_allocation_leaves_an_idle_item_that_check_repairs(crowba
     assert crowbar.addresses.release([first, second], networks=["storage"]) == {first: ["storage"],
                                                                                 second: ["storage"]}
     assert crowbar.addresses.allocations(network="storage") == []
+
+
+def test_a_virtual_address_is_found_by_name_and_never_a_machines(crowbar, fleet, chef):
+    commit_network(crowbar)
+    names = fleet.add(2, "vm", clients=False)
+    crowbar.machines.discover(names)
+    crowbar.addresses.allocate("public", names, user="test")
+    vip = crowbar.addresses.vip("public", "keystone")
+    assert crowbar.addresses.vip("public", "keystone") == vip
+    assert crowbar.addresses.vip("public", "glance") != vip
+    machines = {network_entry(chef, n)["public"]["address"] for n in names}
+    assert vip not in machines
+    assert {r["address"]: r["machine"] for r in crowbar.addresses.items("public")}[vip] == "vip:keystone"
+    assert crowbar.addresses.check() == {"orphans": [], "duplicates": [], "missing": []}

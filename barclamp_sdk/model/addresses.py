@@ -53,6 +53,8 @@ from barclamp_sdk.model.parallel import run_parallel
 log = logging.getLogger(__name__)
 
 ADDRESSES_BAG = "crowbar_addresses"
+#: Virtual addresses by name: ``<network>--<name>`` -> address.
+VIPS_BAG = "crowbar_vips"
 #: The barclamp whose committed proposal defines the networks.
 NETWORK_BARCLAMP = "network"
 NETWORK_PROPOSAL = "default"
@@ -383,21 +385,31 @@ class AddressBook:
     # -- virtual addresses -----------------------------------------------------------------
 
     def vip(self, network: str, name: str, *, range_name: str | None = None) -> str:
-        """The virtual address called ``name`` on ``network``, allocated on first use."""
+        """The virtual address called ``name`` on ``network`` (a service's, not a machine's), allocated on first use.
+
+        Found by name through its index item ``<network>--<name>`` of
+        ``crowbar_vips`` (no search); the address item names ``vip:<name>``.
+        Two callers racing for one name end with one address: the loser frees its claim.
+        """
         if not name or not name.replace("-", "").replace("_", "").isalnum():
             raise ValidationError(f"virtual address name {name!r}: use letters, digits, '-' and '_'")
         spec = self.network(network)
+        index_id = f"{network}--{name}"
+        found = self.chef.data_bags.find_item(VIPS_BAG, index_id)  # None too while the bag does not exist
+        if found is not None:
+            return str(found["address"])
         owner = f"{VIP_PREFIX}{name}"
         candidates = _Candidates(self.chef, spec, range_name or spec.machine_range(), owner)
-        # The probe order is a hash of the name: the same addresses are tried, in the same order, each
-        # time, so an address this name already holds is met (and adopted) before any free one
-        # unless one before it was freed since; the listing below finds it in that case.
-        for row in self.items(network):
-            if row["machine"] == owner:
-                return str(row["address"])
         address = self._claim(spec, owner, candidates)
         if address is None:
             raise CrowbarError(f"no virtual address {name!r}: {candidates.full_reason()}")
+        self.chef.data_bags.ensure(VIPS_BAG)
+        try:
+            self.chef.data_bags.create_item(VIPS_BAG, {"id": index_id, "network": network, "name": name,
+                                                       "address": address})
+        except Conflict:  # another caller named it first: theirs stands, ours goes
+            self._delete(network, owner, address)
+            return str(self.chef.data_bags.get_item(VIPS_BAG, index_id)["address"])
         return address
 
     # -- renumbering -----------------------------------------------------------------------
