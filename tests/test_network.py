@@ -16,7 +16,7 @@ import pytest
 from barclamp_sdk import Attributes as NoSettings, Barclamp, Element, ValidationError
 from barclamp_sdk.model.addresses import ADDRESSES_BAG, item_id
 from barclamp_sdk.model.naming import node_role_name
-from barclamps.network import DISCOVERY_USER, Network, NetworkAttributes, conduits_of
+from barclamps.network import DISCOVERY_USER, Network, NetworkAttributes, conduits_of, nics_of
 from barclamps.network.checks import check_networks
 from barclamps.network.conduits import Nic
 from tests.support.widgets import TEST_BARCLAMPS
@@ -110,6 +110,16 @@ def test_conduits_map_logical_interfaces_onto_nics_by_speed_and_order():
     settings.mode = "team"
     missing = conduits_of(settings, [Nic("eth0", 10000)])
     assert missing["intf0"].missing == ["1g1", "1g2"]
+
+
+def test_conduits_use_the_nics_the_inventory_reports(crowbar, fleet):
+    [name] = fleet.add(1, "compute", clients=False)
+    crowbar.machines.discover([name])
+    machine = crowbar.machines.inventory([name]).get(name)
+    nics = nics_of(machine)
+    assert [n.name for n in nics] == ["eth0", "eth1"]
+    settings = NetworkAttributes(mode="team")
+    assert conduits_of(settings, nics)["intf0"].interfaces == ["eth0", "eth1"]
 
 
 # -- allocation on a real server -----------------------------------------------------------------

@@ -22,11 +22,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from barclamp_sdk import Attributes, Barclamp, CrowbarError, Element
+from barclamp_sdk import Attributes, Barclamp, CrowbarError, Element, Machine
 from barclamps.network.checks import BMC_CONDUIT, check_networks
 from barclamps.network.conduits import Conduit, Nic, check_token, resolve
 
-__all__ = ["Network", "NetworkAttributes", "DISCOVERY_USER", "conduits_of"]
+__all__ = ["Network", "NetworkAttributes", "DISCOVERY_USER", "conduits_of", "nics_of"]
 
 #: The user recorded for addresses allocated at discovery (freed on delete).
 DISCOVERY_USER = "network-discovery"
@@ -123,6 +123,11 @@ class NetworkAttributes(Attributes):
     teaming: Teaming = Teaming()
     conduit_map: list[ConduitMapEntry] = Field(default_factory=default_conduit_map)
     networks: dict[str, NetworkDef] = Field(default_factory=default_networks)
+
+
+def nics_of(machine: Machine) -> list[Nic]:
+    """The physical NICs the inventory reports (loopback left out; speed unknown to Ohai: 1 Gb)."""
+    return [Nic(i.name) for i in machine.interfaces if i.name != "lo" and i.mac]
 
 
 def conduits_of(settings: NetworkAttributes, nics: list[Nic], roles: list[str] | None = None) -> dict[str, Conduit]:
