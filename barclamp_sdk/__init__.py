@@ -21,6 +21,7 @@ from barclamp_sdk.errors import (
     RevisionConflict,
     ValidationError,
 )
+from barclamp_sdk.model.addresses import AllocationReport, NetworkSpec
 from barclamp_sdk.model.barclamp import Barclamp
 from barclamp_sdk.model.bmctrust import ConfirmedBMC
 from barclamp_sdk.model.bmctrust import endpoint_text as bmc_endpoint_text
@@ -53,6 +54,7 @@ __all__ = [
     "BMCError",
     "Action",
     "ActionResult",
+    "AllocationReport",
     "Attributes",
     "Barclamp",
     "BatchReport",
@@ -74,6 +76,7 @@ __all__ = [
     "Link",
     "Machine",
     "MachineRecord",
+    "NetworkSpec",
     "NotFoundError",
     "Proposal",
     "ProposalDiff",

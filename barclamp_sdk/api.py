@@ -24,6 +24,7 @@ from typing import Any
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.chef.config import ChefConfig
 from barclamp_sdk.errors import CrowbarError, NotFound
+from barclamp_sdk.model.addresses import NETWORK_BARCLAMP, NETWORK_PROPOSAL, AddressBook
 from barclamp_sdk.model.barclamp import Barclamp
 from barclamp_sdk.model.batch import Batch
 from barclamp_sdk.model.bmctrust import MachineBMCs
@@ -74,11 +75,19 @@ class Crowbar:
         run_lists = NodeRunLists(chef)
         self.elements = ElementRoles(chef)
         bmcs = MachineBMCs(chef, roles, reader)
+
+        def committed_networks() -> dict[str, Any]:
+            applied = store.applied(NETWORK_BARCLAMP, NETWORK_PROPOSAL)[0] if NETWORK_BARCLAMP in registry else None
+            return dict(applied.attributes.get("networks") or {}) if applied is not None else {}
+
+        #: Server-mastered addresses (the committed network proposal's networks).
+        self.addresses = AddressBook(chef, roles, committed_networks, concurrency=concurrency)
         services = HookServices(
             secrets=self.secrets, barclamp=registry.get, installed=registry.__contains__,
             find_proposal=store.find, proposals=store.documents, is_committed=store.is_committed,
             inventory=reader.inventory, machines=reader.view, record_hardware=partial(record_facts, roles),
-            applied=lambda barclamp, name: store.applied(barclamp, name)[0], confirmed_bmc=bmcs.get)
+            applied=lambda barclamp, name: store.applied(barclamp, name)[0], confirmed_bmc=bmcs.get,
+            addresses=self.addresses)
         validator = Validator(reader, store, services)
         gate = Gate(store, self.locks, services, reader)
         committer = Committer(chef, store, roles, reader, self.locks, validator, gate, self.elements,

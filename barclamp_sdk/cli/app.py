@@ -32,7 +32,12 @@ class RootGroup(click.Group):
         if name in registry:
             from barclamp_sdk.cli.proposals import make_group
 
-            return make_group(registry.get(name))
+            group = make_group(registry.get(name))
+            if name == "network":  # the address book's commands
+                from barclamp_sdk.cli.network import extend
+
+                extend(group)
+            return group
         return None
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:

@@ -63,6 +63,9 @@ class Barclamp:
     transition_states: ClassVar[tuple[str, ...]] = ()
     #: States a machine must be in for a commit to apply (else it is queued).
     ready_states: ClassVar[tuple[str, ...]] = ("ready",)
+    #: Networks the machines of each element need (element -> network names): a commit
+    #: allocates them an address on each (see :mod:`barclamp_sdk.model.addresses`).
+    networks: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     #: Commands under ``crowbar <barclamp> ...`` (see :class:`~barclamp_sdk.Action`).
     actions: ClassVar[tuple[Action, ...]] = ()
 

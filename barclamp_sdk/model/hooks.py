@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from barclamp_sdk.errors import NotFoundError, ValidationError
+from barclamp_sdk.model.addresses import AddressBook, AllocationReport, NetworkSpec
 from barclamp_sdk.model.bmctrust import ConfirmedBMC
 from barclamp_sdk.model.cluster import ClusterView
 from barclamp_sdk.model.inventory import BlockDevice, Inventory, Machine
@@ -39,6 +40,8 @@ class HookServices:
     record_hardware: Callable[[Mapping[str, Mapping[str, Any]], Mapping[str, str]], None]
     applied: Callable[[str, str], Proposal | None]
     confirmed_bmc: Callable[[str], ConfirmedBMC | None]
+    #: Server-mastered addresses (None: not wired, as in tests of other services).
+    addresses: AddressBook | None = None
 
     def context(self, barclamp: BarclampSpec, *, draft: bool = False) -> Context:
         """A new context for one hook call (or one command) of ``barclamp``."""
@@ -104,6 +107,36 @@ class Context:
             self._planned = claims_of_others(proposal, self._services.proposals(None))
         owner = proposal.ref.key
         return tuple(d for d in machine.free_disks(owner) if (machine.name, d.name) not in self._planned)
+
+    # -- addresses ------------------------------------------------------------------------
+
+    @property
+    def addresses(self) -> AddressBook:
+        """The address book: every allocated address, server-mastered (see :mod:`barclamp_sdk.model.addresses`)."""
+        if self._services.addresses is None:
+            raise NotFoundError("no address book is wired into this context")
+        return self._services.addresses
+
+    def network(self, name: str) -> NetworkSpec | None:
+        """Network ``name`` as committed in the network proposal (None: not committed, or no such network)."""
+        if self._services.addresses is None:
+            return None
+        return self._services.addresses.networks().get(name)
+
+    def address_of(self, machine: str, network: str) -> str | None:
+        """The address allocated to ``machine`` on ``network`` (from its role; None: none)."""
+        entry = self.addresses.of_machine(machine).get(network) or {}
+        return str(entry["address"]) if entry.get("address") else None
+
+    def allocate_addresses(self, network: str, machines: Iterable[str], *, user: str,
+                           range_name: str | None = None) -> AllocationReport:
+        """One address of ``network`` for each machine (kept when it has one), needed by ``user``."""
+        return self.addresses.allocate(network, machines, user=user, range_name=range_name)
+
+    def release_addresses(self, machines: Iterable[str], *, networks: Iterable[str] | None = None,
+                          user: str | None = None) -> dict[str, list[str]]:
+        """Free machines' addresses that no user needs any more (``user`` removed first)."""
+        return self.addresses.release(machines, networks=networks, user=user)
 
     # -- other proposals ----------------------------------------------------------------
 

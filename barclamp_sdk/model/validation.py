@@ -239,13 +239,22 @@ class Validator:
 def _field_for(model: type[BaseModel], path: list[str]) -> tuple[Any, bool]:
     """(annotation, found) of a dotted path in a model; dict fields accept any subkey."""
     current: Any = model
+    value_model: Any = None  # after a dict of models: the next part is a key, then its model
     for index, part in enumerate(path):
+        if value_model is not None:
+            current, value_model = value_model, None
+            continue
         if isinstance(current, type) and issubclass(current, BaseModel):
             field = _field_named(current, part)
             if field is None:
                 return None, False
             current = field.annotation
-            for inner in getattr(current, "__args__", ()) or ():
+            args = getattr(current, "__args__", ()) or ()
+            if (getattr(current, "__origin__", None) in (dict, Mapping) and args
+                    and isinstance(args[-1], type) and issubclass(args[-1], BaseModel)):
+                value_model = args[-1]
+                continue
+            for inner in args:
                 if isinstance(inner, type) and issubclass(inner, BaseModel):
                     current = inner
                     break

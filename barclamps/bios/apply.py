@@ -49,10 +49,13 @@ def _endpoint(bmc: ConfirmedBMC, username: str, password: str) -> BMCEndpoint:
 
 
 def _apply_one(machine: Any, confirmed: ConfirmedBMC | None, roles: list[str], settings: Any,
-               password: str) -> BiosResult:
+               password: str, refused: str | None = None) -> BiosResult:
     bios_set, raid_set, why = choose_sets(settings.bios_map, roles)
     family = family_of(machine)
     result = BiosResult(machine.name, "applied", bios_set, raid_set, family["family"])
+    if refused is not None:
+        result.status, result.reason = "skipped", refused
+        return result
     result.warnings = bmc_report_warnings(machine.name, confirmed, machine.bmc) if confirmed else []
     if confirmed is None:
         reported = machine.bmc
@@ -127,6 +130,9 @@ def apply(ctx: Context, proposal: Proposal, names: list[str], *,
     if missing:
         raise ValidationError(f"no machine {missing[0]!r}; see `crowbar machines list`")
 
+    # With the network barclamp committed, a BMC is only ever reached at the machine's bmc allocation.
+    bmc_managed = ctx.network("bmc") is not None
+
     def work(name: str) -> BiosResult:
         record = cluster.get(name)
         assert record is not None
@@ -134,7 +140,14 @@ def apply(ctx: Context, proposal: Proposal, names: list[str], *,
         roles = [r for r in (*record.elements, *(e for elements in record.pending.values() for e in elements))
                  if r not in own]
         confirmed = ctx.confirmed_bmc(name)  # from the role's object endpoint, under no node's control
-        result = _apply_one(inventory.get(name), confirmed, roles, settings, password)
+        refused = None
+        if bmc_managed and confirmed is not None:
+            allocated = ctx.address_of(name, "bmc")
+            if confirmed.address != allocated:
+                refused = (f"its confirmed BMC {confirmed.address} is not its bmc allocation "
+                           f"({allocated or 'none'}); credentials go only to the allocated address: "
+                           f"confirm that one with `crowbar machines bmc confirm {name} --address ADDRESS`")
+        result = _apply_one(inventory.get(name), confirmed, roles, settings, password, refused)
         if progress is not None:
             progress(1)
         return result

@@ -96,6 +96,8 @@ class Ceph(Barclamp):
         Element("ceph-radosgw", recipes=("ceph::radosgw",), platform=LINUX, priority=82, max=3),
     )
     element_order = (("ceph-mon",), ("ceph-osd",), ("ceph-radosgw",))
+    #: Monitors and OSDs talk on the storage network (public and cluster traffic), radosgw serves public.
+    networks = {"ceph-mon": ("storage",), "ceph-osd": ("storage",), "ceph-radosgw": ("storage", "public")}
 
     def create_proposal(self, proposal, inventory, ctx):
         machines = general_purpose(inventory.candidates())
@@ -128,8 +130,21 @@ class Ceph(Barclamp):
         proposal.note("ceph-radosgw (S3/Swift gateway) is not placed; add it with "
                       f"`crowbar ceph proposal edit {proposal.name} --set elements.ceph-radosgw=MACHINE`")
 
+    def refresh(self, proposal, ctx):
+        settings = proposal.settings
+        self._networks(settings, ctx)
+        proposal.settings = settings
+
+    @staticmethod
+    def _networks(settings, ctx) -> None:
+        """public-network and cluster-network: the committed storage network, when there is one."""
+        storage = ctx.network("storage")
+        if storage is not None:
+            settings.config.public_network = settings.config.cluster_network = str(storage.subnet)
+
     def prepare(self, proposal, ctx):
         settings = proposal.settings
+        self._networks(settings, ctx)
         if not settings.config.fsid:
             settings.config.fsid = str(uuid.uuid4())
         settings.monitor_secret = settings.monitor_secret or cephx_key()

@@ -50,6 +50,10 @@ class Nova(Barclamp):
     order = 95
     member = ("openstack",)
     Attributes = NovaAttributes
+    #: The controller serves the API on public and runs the fixed network's DHCP; computes carry nova_fixed.
+    networks = {"nova-multi-controller": ("public", "nova_fixed"),
+                **{e: ("nova_fixed",) for e in ("nova-multi-compute-kvm", "nova-multi-compute-qemu",
+                                                "nova-multi-compute-xen", "nova-multi-compute-vmware")}}
     elements = (
         Element("nova-multi-controller", recipes=("nova::controller",), platform=LINUX, priority=95, count=1, accepts=runs_services),
         Element("nova-multi-compute-kvm", recipes=("nova::compute_kvm",), platform=LINUX, priority=97,

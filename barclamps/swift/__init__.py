@@ -169,6 +169,8 @@ class Swift(Barclamp):
     order = 80
     member = ("openstack", "storage")
     Attributes = SwiftAttributes
+    #: Storage servers and proxies replicate and serve objects on the storage network; proxies also on public.
+    networks = {"swift-storage": ("storage",), "swift-proxy": ("storage", "public")}
     elements = (
         Element("swift-ring-compute", recipes=("swift::ring-compute",), platform=LINUX, priority=80, count=1),
         Element("swift-proxy", recipes=("swift::proxy",), platform=LINUX, priority=81, min=1),

@@ -40,6 +40,7 @@ from typing import Any
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.errors import CrowbarError, DriftError, Interrupted, NotFound, ValidationError
 from barclamp_sdk.model import stopping
+from barclamp_sdk.model.addresses import allocate_for_commit, release_for_deactivate
 from barclamp_sdk.model.cluster import ClusterView, MachineRecord, record_from_role
 from barclamp_sdk.model.commit.dryrun import dry_run
 from barclamp_sdk.model.commit.gate import Gate
@@ -205,6 +206,10 @@ class Committer:
                 return CommitResult(ref, proposal.revision, "blocked", reasons=blocked, document=proposal)
             try:
                 proposal.definition.apply_post(self.services.context(proposal.definition), None, proposal)
+                if self.services.addresses is not None:  # the networks its elements need
+                    refused = allocate_for_commit(self.services.addresses, proposal, targets)
+                    if refused:
+                        raise CrowbarError(f"{len(refused)} machine(s) got no address: " + "; ".join(refused[:5]))
             except CrowbarError as exc:
                 self.store.record_status(proposal, failed=str(exc))
                 raise
@@ -235,6 +240,8 @@ class Committer:
                     self.locks.ensure_valid(lock)
                     written = held.write(changed, progress=counted)
                 self.locks.ensure_valid(lock)
+                if self.services.addresses is not None:
+                    release_for_deactivate(self.services.addresses, proposal, holders)
                 try:
                     self.chef.roles.delete(proposal.config_role)
                 except NotFound:
