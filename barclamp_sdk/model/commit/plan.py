@@ -25,7 +25,8 @@ SMALL_CHANGE = 0.3
 
 def config_role(proposal: Proposal) -> dict[str, Any]:
     """The role a committed proposal becomes (attributes default, deployment override)."""
-    deployment = {k: copy.deepcopy(v) for k, v in proposal.deployment.items() if k not in STATUS_KEYS}
+    deployment = {k: copy.deepcopy(v) for k, v in proposal.deployment.items()
+                  if k not in STATUS_KEYS and k != ROLLOUT}  # the rollout plan is not for recipes
     role = {
         "name": proposal.config_role,
         "json_class": "Chef::Role",
