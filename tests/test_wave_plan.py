@@ -64,6 +64,19 @@ def test_the_rollout_plan_comes_from_the_document_and_options_override_it():
     assert rollout_plan(proposal(), wave=3) == RolloutPlan(3, 1, 3600.0)
 
 
+def test_a_rollout_that_did_not_finish_is_resumed_with_its_plan():
+    p = proposal()
+    p.revision = 3
+    record = {"revision": 3, "status": "stopped", "plan": {"wave": 5, "max_failures": 2, "timeout": 60.0}}
+    p.deployment["crowbar-rollout"] = record
+    assert rollout_plan(p) == RolloutPlan(5, 2, 60.0)
+    assert rollout_plan(p, wave=2) == RolloutPlan(2, 2, 60.0)
+    record["status"] = "done"
+    assert rollout_plan(p) is None
+    record.update(status="stopped", revision=2)  # an older revision: committed as it says
+    assert rollout_plan(p) is None
+
+
 @pytest.mark.parametrize("options", [{"wave": 0}, {"wave": 2, "max_failures": 0}, {"wave": 2, "timeout": 0},
                                      {"max_failures": 2}])
 def test_a_bad_rollout_plan_is_one_clear_error(options):

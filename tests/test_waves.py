@@ -112,3 +112,84 @@ def test_a_blocked_rollout_writes_nothing_and_is_not_queued(api, chef, fleet):
         api.proposals.commit("widget", "default", wave=1)
     assert "is not queued" in str(caught.value) and "\n" not in str(caught.value)
     assert not api.queue.items() and not holds_widget(chef, names[0])
+
+
+def in_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """``crowbar ARGS`` with its stderr on a pseudo-terminal (where progress shows): code, stdout, terminal."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    import threading
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "barclamp_sdk.cli", *args], stdout=subprocess.PIPE,
+                            stderr=slave, stdin=subprocess.DEVNULL, env={**env, "COLUMNS": "160"})
+    os.close(slave)
+    seen: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                return
+            if not chunk:
+                return
+            seen.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    out, _ = proc.communicate(timeout=600)
+    reader.join(timeout=30)
+    os.close(master)
+    return proc.returncode, out.decode(), b"".join(seen).decode(errors="replace")
+
+
+def test_the_command_shows_phases_on_a_terminal_exits_4_on_a_stopped_rollout_and_status_shows_waves(
+        crowbar, chef, fleet, crowbar_env, crowbar_cli):
+    names = fleet.ready(3, "compute")
+    server, agents = names[0], sorted(names[1:])
+    crowbar.proposals.create("widget", "default", from_inventory=False, fill=lambda p: (
+        p.assign("widget-server", server), p.assign("widget-agent", *agents)))
+    fleet.failing = {agents[0]: "E: simulated"}
+    with fleet.chef_client_daemon(names, interval=0.3):
+        code, out, terminal = in_terminal(
+            ["widget", "proposal", "commit", "default", "--wave", "2", "--max-failures", "1", "--timeout", "300"],
+            crowbar_env)
+    assert code == 4, (out, terminal)
+    assert out.strip().count("\n") == 0 and out.startswith("stopped: rollout of widget/default r1 stopped after "
+                                                           "wave 2 of 2: 1 machine(s) failed (budget 1)")
+    for phase in ("committing widget/default: locking", "validating", "writing", "waiting for wave 1 of 2",
+                  "waiting for wave 2 of 2"):
+        assert phase in terminal, (phase, terminal)
+    code, out, err = crowbar_cli("widget", "proposal", "status", "default")
+    assert code == 0
+    assert "rollout of r1: stopped, waves of 2, at most 1 failure(s)" in out
+    assert "wave 1: batch 0, 1 machine(s), converged" in out and "wave 2: batch 1, 2 machine(s), failed, 1 failed" in out
+    assert f"{agents[0]}: failed: E: simulated" in out
+
+    # JSON mode: the result on stdout, no progress; exit 4 all the same (the failure still fails).
+    with fleet.chef_client_daemon(names, interval=0.3):
+        code, out, terminal = in_terminal(["widget", "proposal", "commit", "default", "--json"], crowbar_env)
+    assert code == 4 and '"status": "stopped"' in out and "locking" not in terminal
+    fleet.failing.clear()
+    with fleet.chef_client_daemon(names, interval=0.3):
+        code, out, err = crowbar_cli("widget", "proposal", "commit", "default", "--wave", "2", "--json")
+    assert code == 0 and '"status": "applied"' in out
+
+    code, out, terminal = in_terminal(["widget", "proposal", "deactivate", "default"], crowbar_env)
+    assert code == 0 and "deactivated widget/default: 3 machine role(s) written" in out
+    assert "deactivating widget/default: locking" in terminal and "writing" in terminal
+
+
+def test_sim_converge_all_and_a_failing_machine(crowbar_cli, fleet, chef):
+    names = fleet.ready(2, "compute")
+    code, out, err = crowbar_cli("sim", "converge", "--all", "--fail", names[1], "--json")
+    assert code == 0, err
+    assert '"failed": [\n    "%s"' % names[1] in out
+    runs = {n: chef.nodes.get(n)["automatic"]["crowbar_wall"]["last_run"] for n in names}
+    assert runs[names[0]]["success"] is True and runs[names[1]]["success"] is False
+    assert runs[names[1]]["error"].startswith("simulated failure")
+    code, out, err = crowbar_cli("sim", "converge", names[0], "--all")
+    assert code == 2 and "not both" in err

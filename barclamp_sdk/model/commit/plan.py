@@ -207,8 +207,13 @@ class RolloutPlan:
 
 def rollout_plan(proposal: Proposal, *, wave: int | None = None, max_failures: int | None = None,
                  timeout: float | None = None) -> RolloutPlan | None:
-    """The rollout plan: the options given over the document's ``rollout`` block; None: all at once."""
+    """The rollout plan: the options given over the document's ``rollout`` block, else the plan of
+    a rollout of this revision that did not finish (committing again resumes it); None: all at once."""
     block = proposal.deployment.get(ROLLOUT) or {}
+    record = proposal.deployment.get("crowbar-rollout")
+    if (not block and isinstance(record, dict) and record.get("status") in ("running", "stopped")
+            and record.get("revision") == proposal.revision and isinstance(record.get("plan"), dict)):
+        block = record["plan"]
     size = wave if wave is not None else block.get("wave")
     if size is None:
         if max_failures is not None or timeout is not None:
