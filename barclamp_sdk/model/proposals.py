@@ -406,16 +406,19 @@ class Proposals:
         Once it is applied, the queue is processed: what waited for it may go.
         """
         counting = reporter(progress, phases)
-        plan = rollout_plan(self.store.get(barclamp, name), wave=wave, max_failures=max_failures, timeout=timeout)
-        if plan is not None and not dry_run and self.rollout is not None:
+        if not dry_run:
             self._refresh(barclamp, name)
+        document = self.store.get(barclamp, name)
+        plan = rollout_plan(document, wave=wave, max_failures=max_failures, timeout=timeout)
+        if plan is not None and not dry_run and self.rollout is not None:
             result = self.rollout.commit(barclamp, name, plan, force=force, progress=counting)
             if result.status == "blocked":
                 raise ValidationError(
                     f"{barclamp}/{name} cannot be rolled out now: {'; '.join(result.reasons)}; nothing of it "
                     "was written (a commit in waves is not queued: commit again once nothing blocks it)")
         else:
-            result = self._commit_or_queue(barclamp, name, dry_run=dry_run, force=force, progress=counting)
+            result = self._commit_or_queue(barclamp, name, dry_run=dry_run, force=force, progress=counting,
+                                           document=document)
         if result.status == "applied":
             if result.document is not None and referenced_items(result.document.attributes, self.secrets.bag):
                 self._collect_secrets(result.document)  # versions only the old config role used
@@ -423,12 +426,16 @@ class Proposals:
         return result
 
     def _commit_or_queue(self, barclamp: str, name: str, *, queued: bool = False, dry_run: bool = False,
-                         force: bool = False, progress: Callable[[int], None] | None = None) -> CommitResult:
-        """The one decision point: commit now, or enqueue with the reasons."""
-        if not dry_run:
+                         force: bool = False, progress: Callable[[int], None] | None = None,
+                         document: Proposal | None = None) -> CommitResult:
+        """The one decision point: commit now, or enqueue with the reasons.
+
+        ``document``: read by the caller after its refresh (none is done here then).
+        """
+        if not dry_run and document is None:
             self._refresh(barclamp, name)
         result = self.committer.commit(barclamp, name, dry_run=dry_run, force=force, queued=queued,
-                                       progress=progress)
+                                       progress=progress, document=document)
         if result.status == "blocked":
             assert result.document is not None
             seconds = result.seconds

@@ -82,7 +82,8 @@ class Committer:
 
     def commit(self, barclamp: str, name: str, *, dry_run: bool = False, force: bool = False,
                queued: bool = False, progress: Progress | Reporter = None,
-               only: Collection[str] | None = None, unfinished: str | None = None) -> CommitResult:
+               only: Collection[str] | None = None, unfinished: str | None = None,
+               document: Proposal | None = None) -> CommitResult:
         """Apply the proposal now, or say what blocks it (status ``blocked``).
 
         ``queued``: the proposal waits in the queue (look at everything that
@@ -90,12 +91,13 @@ class Committer:
         machines whose roles may be written (a rollout's waves so far);
         ``unfinished`` says why the commit is not finished after these
         writes: it is recorded instead of success, and ``apply_post`` waits
-        for the last wave.
+        for the last wave. ``document``: the current document, read by the
+        caller just before (saves reading it again).
         """
         started = time.monotonic()
         progress = reporter(progress)
         progress.phase("validating", f"validating {barclamp}/{name}")
-        proposal = self.store.get(barclamp, name)
+        proposal = document if document is not None else self.store.get(barclamp, name)
         existing = self._precheck(proposal)
         config_known = proposal.config_role in existing
         applied, config = self.store.applied(barclamp, name) if config_known else (None, None)
