@@ -14,7 +14,7 @@ import click
 import yaml
 from rich.console import Console, RenderableType
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from barclamp_sdk.model.progress import Phase
@@ -182,17 +182,18 @@ def phase_progress(state: CLIState, subject: str) -> Iterator[Callable[[Phase], 
     if state.machine_readable or not sys.stderr.isatty():
         yield None
         return
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=state.err_console, transient=True) as bar:
+    # One short line, redrawn twice a second and on each phase change (no spinner, no pulsing bar:
+    # a terminal that is read slowly must not fill up).
+    columns = (TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=state.err_console, transient=True, refresh_per_second=2) as bar:
         task = bar.add_task(subject, total=None)
         guard = threading.Lock()
 
         def show(phase: Phase) -> None:
             with guard:
-                bar.update(task, description=f"{subject}: {phase.label}",
-                           total=phase.total or None, completed=phase.done)
-                bar.refresh()
+                bar.update(task, description=f"{subject}: {phase.label}")
+                if not phase.done:  # a new phase at once; counts within one as the line is redrawn
+                    bar.refresh()
 
         yield show
 
