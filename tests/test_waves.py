@@ -202,3 +202,13 @@ def test_sim_converge_all_and_a_failing_machine(crowbar_cli, fleet, chef):
     assert runs[names[1]]["error"].startswith("simulated failure")
     code, out, err = crowbar_cli("sim", "converge", names[0], "--all")
     assert code == 2 and "not both" in err
+
+
+def test_rollout_options_without_a_wave_are_one_clear_error_writing_nothing(crowbar, crowbar_cli, chef):
+    crowbar.proposals.create("widget", "default", from_inventory=False)
+    code, out, err = crowbar_cli("widget", "proposal", "commit", "default", "--max-failures", "2")
+    assert code == 1 and err.strip() == "error: --max-failures and --timeout need --wave SIZE (or a rollout block with wave)"
+    code, out, err = crowbar_cli("widget", "proposal", "commit", "default", "--wave", "0")
+    assert code == 2 and "--wave" in err
+    assert chef.roles.find("widget-config-default") is None
+    assert crowbar.proposals.get("widget", "default").deployment.get("crowbar-status") is None
