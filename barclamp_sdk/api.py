@@ -30,6 +30,7 @@ from barclamp_sdk.model.batch import Batch
 from barclamp_sdk.model.bmctrust import MachineBMCs
 from barclamp_sdk.model.commit import Committer
 from barclamp_sdk.model.commit.gate import Gate
+from barclamp_sdk.model.commit.rollout import Rollout
 from barclamp_sdk.model.element_roles import ElementRoles
 from barclamp_sdk.model.hooks import Context, HookServices
 from barclamp_sdk.model.locks import LockManager
@@ -40,6 +41,7 @@ from barclamp_sdk.model.proposals import Proposals
 from barclamp_sdk.model.queue import Queue
 from barclamp_sdk.model.reader import ClusterReader
 from barclamp_sdk.model.registry import BarclampRegistry
+from barclamp_sdk.model.runs import RunWatcher
 from barclamp_sdk.model.secrets import SecretStore
 from barclamp_sdk.model.store import ProposalStore
 from barclamp_sdk.model.validation import Validator
@@ -58,6 +60,7 @@ class Crowbar:
         lock_timeout: float = 300.0,
         concurrency: int = 8,
         owner: str | None = None,
+        run_poll_interval: float = 2.0,
     ) -> None:
         self.chef = chef
         self.concurrency = concurrency
@@ -93,8 +96,9 @@ class Crowbar:
         committer = Committer(chef, store, roles, reader, self.locks, validator, gate, self.elements,
                               run_lists, services, concurrency=concurrency)
         self.queue = Queue(chef, self.locks, store, roles, reader, gate, services)
+        rollout = Rollout(committer, store, roles, self.locks, RunWatcher(chef, interval=run_poll_interval))
         self.proposals = Proposals(registry, store, committer, self.queue, gate, reader, self.locks,
-                                   self.secrets, validator, services)
+                                   self.secrets, validator, services, rollout)
         self.machines = Machines(chef, registry, roles, reader, run_lists, store, services, bmcs,
                                  on_ready=lambda name: self.proposals.process_queue(trigger=name))
         self.batch = Batch(registry, store, self.proposals, reader, services)
@@ -121,6 +125,7 @@ class Crowbar:
 
 def connect(*, barclamps: Iterable[type[Barclamp]] | None = None, **settings: Any) -> Crowbar:
     """Connect to the Chef server configured as :meth:`ChefConfig.load` finds it."""
-    options = {k: settings.pop(k) for k in ("lock_lease", "lock_timeout", "concurrency", "owner")
+    options = {k: settings.pop(k) for k in ("lock_lease", "lock_timeout", "concurrency", "owner",
+                                            "run_poll_interval")
                if k in settings}
     return Crowbar(ChefClient(ChefConfig.load(**settings)), barclamps=barclamps, **options)

@@ -199,3 +199,19 @@ def test_raid_lvm_swap_and_dm_crypt_disks_are_in_use_and_only_the_unused_disk_is
     assert [d.name for d in machine.free_disks()] == ["sdf"]
     swift = crowbar.proposals.create("swift", "default")
     assert [d.name for d in swift.settings.devices["raid.example.com"]] == ["sdf"]
+
+
+def test_plugin_reports_the_last_run_the_handler_recorded(tmp_path):
+    from barclamp_sdk.node import RUN_HANDLER
+
+    record = {"started_at": "2026-12-02T04:00:00Z", "ended_at": "2026-12-02T04:01:00Z", "success": False,
+              "role_revision": 7, "error": "Chef::Exceptions::Package: apt-get failed"}
+    path = tmp_path / "last_run.json"
+    path.write_text(json.dumps(record))
+    wall = run_ohai("crowbar_wall", env={"CROWBAR_WALL_LAST_RUN_FILE": str(path)})
+    assert wall["last_run"] == record
+    path.write_text("[1, 2]")
+    wall = run_ohai("crowbar_wall", env={"CROWBAR_WALL_LAST_RUN_FILE": str(path)})
+    assert "last_run" not in wall and any("ignored: not a JSON object" in n for n in wall["collector"]["notes"])
+    checked = subprocess.run(["ruby", "-c", str(RUN_HANDLER)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and "Syntax OK" in checked.stdout

@@ -82,6 +82,14 @@ def test_a_committed_document_passes():
     (("deployment", "widget", "config", "transition_list"), [1], "deployment.widget.config.transition_list: must be a list"),
     (("deployment", "widget", "config", "colour"), "red", "deployment.widget.config.colour: unknown key"),
     (("deployment", "widget", "extra"), 1, "deployment.widget.extra: unknown key"),
+    (("deployment", "widget", "rollout"), 5, "deployment.widget.rollout: must be an object"),
+    (("deployment", "widget", "rollout"), {"max_failures": 2}, "deployment.widget.rollout.wave: missing"),
+    (("deployment", "widget", "rollout"), {"wave": 0}, "deployment.widget.rollout.wave: must be an integer >= 1"),
+    (("deployment", "widget", "rollout"), {"wave": 2, "max_failures": "2"},
+     "deployment.widget.rollout.max_failures: must be an integer >= 1"),
+    (("deployment", "widget", "rollout"), {"wave": 2, "timeout": -1},
+     "deployment.widget.rollout.timeout: must be a number of seconds > 0"),
+    (("deployment", "widget", "rollout"), {"wave": 2, "size": 3}, "deployment.widget.rollout.size: unknown key"),
     (("extra",), 1, "extra: unknown key"),
 ])
 def test_each_wrong_key_type_or_value_is_named_by_its_path(path, value, problem):
@@ -140,3 +148,9 @@ def test_never_raises_and_always_names_a_path(paths, value):
             target[keys[-1]] = copy.deepcopy(value)
     errors = SCHEMA.check(document, name="default")
     assert all(isinstance(e, str) and ": " in e and "\n" not in e for e in errors)
+
+
+def test_a_rollout_plan_passes():
+    document = template()
+    document["deployment"]["widget"]["rollout"] = {"wave": 5, "max_failures": 2, "timeout": 900.5}
+    assert SCHEMA.check(document, name="default") == []

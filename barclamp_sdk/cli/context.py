@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from barclamp_sdk.model.progress import Phase
 from barclamp_sdk.model.registry import BarclampRegistry
 
 EXIT_OK = 0
@@ -24,6 +25,8 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 #: A commit was queued (not an error: it waits for something named in the output).
 EXIT_QUEUED = 3
+#: A commit in waves stopped: its failure budget was spent (where and why on one line; commit again to resume).
+EXIT_STOPPED = 4
 
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.chef.config import ChefConfig
@@ -170,6 +173,29 @@ def progress(state: CLIState, total: int, description: str) -> Iterator[Callable
                 bar.advance(task, count)
 
         yield advance
+
+
+@contextlib.contextmanager
+def phase_progress(state: CLIState, subject: str) -> Iterator[Callable[[Phase], None] | None]:
+    """A line on stderr naming the phase of a long operation (locking, writing n/N, waiting for
+    wave k ...), with a bar while it counts; nothing when not a terminal or in JSON/YAML mode."""
+    if state.machine_readable or not sys.stderr.isatty():
+        yield None
+        return
+    # One short line, redrawn twice a second and on each phase change (no spinner, no pulsing bar:
+    # a terminal that is read slowly must not fill up).
+    columns = (TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=state.err_console, transient=True, refresh_per_second=2) as bar:
+        task = bar.add_task(subject, total=None)
+        guard = threading.Lock()
+
+        def show(phase: Phase) -> None:
+            with guard:
+                bar.update(task, description=f"{subject}: {phase.label}")
+                if not phase.done:  # a new phase at once; counts within one as the line is redrawn
+                    bar.refresh()
+
+        yield show
 
 
 def output_options(command: Callable[..., Any]) -> Callable[..., Any]:

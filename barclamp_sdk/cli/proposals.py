@@ -17,7 +17,16 @@ from rich.table import Table
 
 from barclamp_sdk import Action, Barclamp, CommitResult, inputs
 from barclamp_sdk.cli.complete import machine_names, proposal_names, setting_names
-from barclamp_sdk.cli.context import EXIT_QUEUED, CLIState, output_options, pass_state, plain, progress
+from barclamp_sdk.cli.context import (
+    EXIT_QUEUED,
+    EXIT_STOPPED,
+    CLIState,
+    output_options,
+    pass_state,
+    phase_progress,
+    plain,
+    progress,
+)
 from barclamp_sdk.errors import CrowbarError, ValidationError
 from barclamp_sdk.model.proposal import Proposal
 from barclamp_sdk.model.secrets import MASK, is_reference
@@ -100,9 +109,27 @@ def commit_view(result: CommitResult) -> str:
         return "\n".join(lines)
     if result.status == "unchanged":
         return f"{ref} r{result.revision} is already applied: nothing to do"
+    if result.status == "stopped":
+        return f"[red]stopped:[/red] {plain(result.reasons[0] if result.reasons else 'the rollout stopped')}"
     extra = f"; repaired the run list of {len(result.repaired_nodes)} node(s)" if result.repaired_nodes else ""
     return f"[green]applied {ref} r{result.revision}[/green]: {result.machines_written} machine role(s) written " \
            f"in {result.seconds:.1f}s{extra}"
+
+
+def status_view(status: Any) -> str:
+    """A proposal's status for people, with the waves of its last rollout (plain text)."""
+    lines = [f"{status.proposal}: {status.status} ({status.detail})"]
+    rollout = status.rollout
+    if rollout:
+        plan = rollout.get("plan") or {}
+        lines.append(f"rollout of r{rollout.get('revision')}: {rollout.get('status')}, waves of {plan.get('wave')}, "
+                     f"at most {plan.get('max_failures')} failure(s), {plan.get('timeout')}s per wave")
+        for wave in rollout.get("waves") or []:
+            failed = wave.get("failed") or {}
+            lines.append(f"  wave {wave.get('wave')}: batch {wave.get('batch')}, {wave.get('machines')} machine(s), "
+                         f"{wave.get('status')}" + (f", {len(failed)} failed" if failed else ""))
+            lines += [f"    {node}: {why}" for node, why in sorted(failed.items())]
+    return "\n".join(lines)
 
 
 def _edit_in_editor(state: CLIState, barclamp: str, name: str) -> None:
@@ -270,16 +297,24 @@ def make_group(barclamp: Barclamp) -> click.Group:
     @click.argument("name", shell_complete=proposal_names(bc))
     @click.option("--dry-run", is_flag=True, help="Show the role changes; write nothing.")
     @click.option("--force", is_flag=True, help="Overwrite roles edited by hand.")
+    @click.option("--wave", type=click.IntRange(min=1), metavar="SIZE",
+                  help="Roll out SIZE machines at a time, waiting for their chef-client runs "
+                       "(default: the proposal's rollout block, else all at once).")
+    @click.option("--max-failures", type=click.IntRange(min=1), metavar="K",
+                  help="Stop once K machines failed or timed out (default 1).")
+    @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+                  help="How long each wave waits for chef-client runs (default 3600).")
     @output_options
     @pass_state
-    def commit(state: CLIState, name: str, dry_run: bool, force: bool) -> int:
-        """Apply a proposal (exit 3 when it has to wait in the queue)."""
+    def commit(state: CLIState, name: str, dry_run: bool, force: bool, wave: int | None,
+               max_failures: int | None, timeout: float | None) -> int:
+        """Apply a proposal (exit 3 when it has to wait in the queue, 4 when a rollout in waves stopped)."""
         crowbar = state.crowbar()
-        total = len(crowbar.proposals.get(bc, name).nodes())
-        with progress(state, total, f"committing {bc}/{name}") as advance:
-            result = crowbar.proposals.commit(bc, name, dry_run=dry_run, force=force, progress=advance)
+        with phase_progress(state, f"committing {bc}/{name}") as phases:
+            result = crowbar.proposals.commit(bc, name, dry_run=dry_run, force=force, phases=phases,
+                                              wave=wave, max_failures=max_failures, timeout=timeout)
         state.emit(result.as_dict(), lambda: state.markup(commit_view(result)))
-        return EXIT_QUEUED if result.status == "queued" else 0
+        return EXIT_QUEUED if result.status == "queued" else EXIT_STOPPED if result.status == "stopped" else 0
 
     @proposal.command()
     @click.argument("name", shell_complete=proposal_names(bc))
@@ -297,7 +332,7 @@ def make_group(barclamp: Barclamp) -> click.Group:
     def status(state: CLIState, name: str) -> None:
         """Where a proposal stands (ready, pending, failed, unready, hold, interrupted)."""
         result = state.crowbar().proposals.status(bc, name)
-        state.emit(result.as_dict(), lambda: f"{result.proposal}: {result.status} ({result.detail})")
+        state.emit(result.as_dict(), lambda: status_view(result))
 
     @proposal.command()
     @click.argument("name", shell_complete=proposal_names(bc))
@@ -336,7 +371,8 @@ def make_group(barclamp: Barclamp) -> click.Group:
     @pass_state
     def deactivate(state: CLIState, name: str) -> None:
         """Take a committed proposal off its machines."""
-        result = state.crowbar().proposals.deactivate(bc, name)
+        with phase_progress(state, f"deactivating {bc}/{name}") as phases:
+            result = state.crowbar().proposals.deactivate(bc, name, phases=phases)
         state.emit(result.as_dict(), lambda: f"deactivated {bc}/{name}: {result.machines_written} machine role(s) written")
 
     for action in barclamp.actions:

@@ -41,18 +41,28 @@ def nodes_add(state: CLIState, count: int, hardware: str, domain: str) -> None:
 
 @sim.command()
 @click.argument("names", nargs=-1, shell_complete=node_names)
+@click.option("--all", "everyone", is_flag=True, help="Run on every node (the default when no NAMES are given).")
+@click.option("--fail", "failing", multiple=True, metavar="NAME",
+              help="This machine's run fails (it reports the failure, as the run handler does); repeatable.")
 @output_options
 @pass_state
-def converge(state: CLIState, names: tuple[str, ...]) -> None:
-    """Run (simulated) chef-client on NAMES, or on every node."""
+def converge(state: CLIState, names: tuple[str, ...], everyone: bool, failing: tuple[str, ...]) -> None:
+    """Run (simulated) chef-client on NAMES, or on every node (--all)."""
+    if names and everyone:
+        raise click.UsageError("name machines, or give --all, not both")
     fleet = _fleet(state)
     targets = list(names) or state.client().nodes.list()
+    unknown = sorted(set(failing) - set(targets))
+    if unknown:
+        raise click.UsageError(f"--fail names a machine that is not converged here: {', '.join(unknown)}")
+    fleet.failing.update({name: "simulated failure (crowbar sim converge --fail)" for name in failing})
     with progress(state, len(targets), "chef-client") as advance:
         for name in targets:
             fleet.converge(name)
             if advance:
                 advance(1)
-    state.emit({"converged": targets}, lambda: f"converged {len(targets)} node(s)")
+    state.emit({"converged": [n for n in targets if n not in failing], "failed": sorted(failing)},
+               lambda: f"converged {len(targets)} node(s)" + (f", {len(failing)} failed" if failing else ""))
 
 
 @sim.command()

@@ -33,7 +33,7 @@ from barclamp_sdk.model.spec import BarclampSpec, ProposalRef
 
 
 #: Bookkeeping keys of ``deployment.<barclamp>`` written by commits and the queue, not by editors.
-STATUS_KEYS = ("crowbar-status", "crowbar-failed", "crowbar-queued")
+STATUS_KEYS = ("crowbar-status", "crowbar-failed", "crowbar-queued", "crowbar-rollout")
 
 
 def pydantic_messages(exc: PydanticValidationError, prefix: str) -> list[str]:

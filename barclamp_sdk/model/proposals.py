@@ -24,11 +24,14 @@ from typing import Any
 from barclamp_sdk.errors import CrowbarError, NotFoundError, RevisionConflict, ValidationError
 from barclamp_sdk.model.commit import CommitResult, Committer
 from barclamp_sdk.model.commit.gate import Gate
+from barclamp_sdk.model.commit.plan import rollout_plan
+from barclamp_sdk.model.commit.rollout import RECORD, Rollout
 from barclamp_sdk.model.hooks import Context, HookServices
 from barclamp_sdk.model.jsondoc import Change, diff, get_path, set_path, unified_diff, unset_path
 from barclamp_sdk.model.locks import Lock, LockManager, holder_gone
 from barclamp_sdk.model.naming import check_proposal_name, proposal_lock_name, secrets_item_id
 from barclamp_sdk.model.placement import drop_platform_refused, on_supported_platforms
+from barclamp_sdk.model.progress import PhaseCallback, reporter
 from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
 from barclamp_sdk.model.queue import Queue
 from barclamp_sdk.model.reader import ClusterReader
@@ -49,6 +52,8 @@ class ProposalStatus:
     ``ready`` applied; ``pending`` queued; ``failed`` the last commit failed;
     ``unready`` a commit is running; ``hold`` never committed;
     ``interrupted`` a commit stopped half way (commit again to finish).
+    ``rollout``: the waves of the last commit in waves (plan, each wave's
+    status and failed machines), when there was one.
     """
 
     proposal: ProposalRef
@@ -57,11 +62,12 @@ class ProposalStatus:
     applied_revision: int | None
     detail: str
     reasons: list[str] = field(default_factory=list)
+    rollout: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"proposal": str(self.proposal), "status": self.status, "revision": self.revision,
                 "applied_revision": self.applied_revision, "detail": self.detail,
-                "reasons": self.reasons}
+                "reasons": self.reasons, "rollout": self.rollout}
 
 
 @dataclass
@@ -83,8 +89,9 @@ class Proposals:
 
     def __init__(self, registry: BarclampRegistry, store: ProposalStore, committer: Committer, queue: Queue,
                  gate: Gate, reader: ClusterReader, locks: LockManager, secrets: SecretStore,
-                 validator: Validator, services: HookServices) -> None:
+                 validator: Validator, services: HookServices, rollout: Rollout | None = None) -> None:
         self.registry = registry
+        self.rollout = rollout
         self.store = store
         self.committer = committer
         self.queue = queue
@@ -148,7 +155,13 @@ class Proposals:
                             unified_diff(before_doc, after_doc, old_label, new_label))
 
     def status(self, barclamp: str, name: str) -> ProposalStatus:
-        """Where the proposal stands, with the reasons when it waits or failed."""
+        """Where the proposal stands, with the reasons when it waits or failed (and its waves)."""
+        status = self._status(barclamp, name)
+        record = self.store.get(barclamp, name).deployment.get(RECORD)
+        status.rollout = record if isinstance(record, dict) else None
+        return status
+
+    def _status(self, barclamp: str, name: str) -> ProposalStatus:
         proposal = self.store.get(barclamp, name)
         ref = proposal.ref
         applied = self.applied(barclamp, name)
@@ -157,8 +170,8 @@ class Proposals:
         deployment = proposal.deployment
         if lock is not None and str(lock.get("purpose", "")).startswith("commit"):
             progress = lock.get("details") or {}
-            where = (f" (batch {progress['batch']} of {progress['batches']} done)"
-                     if "batch" in progress else "")
+            where = (f" (wave {progress['wave']} of {progress['waves']})" if "wave" in progress else
+                     f" (batch {progress['batch']} of {progress['batches']} done)" if "batch" in progress else "")
             if self.locks.expired(lock) or holder_gone(lock):
                 why = "its lease expired" if self.locks.expired(lock) else "that process is gone"
                 return ProposalStatus(ref, "interrupted", proposal.revision, applied_revision,
@@ -372,9 +385,12 @@ class Proposals:
                 self.secrets.collect(secrets_item_id(barclamp, name), keep=())
             self.store.delete(proposal)
 
-    def deactivate(self, barclamp: str, name: str) -> CommitResult:
-        """Take a committed proposal off its machines and delete its config role."""
-        result = self.committer.deactivate(barclamp, name)
+    def deactivate(self, barclamp: str, name: str, *, phases: PhaseCallback | None = None) -> CommitResult:
+        """Take a committed proposal off its machines and delete its config role.
+
+        ``phases`` is called with each :class:`~barclamp_sdk.model.progress.Phase`.
+        """
+        result = self.committer.deactivate(barclamp, name, progress=reporter(None, phases))
         self.queue.remove(result.proposal)
         if result.document is not None:
             self._collect_secrets(result.document)
@@ -383,12 +399,37 @@ class Proposals:
     # -- commit or queue ----------------------------------------------------------------------
 
     def commit(self, barclamp: str, name: str, *, dry_run: bool = False, force: bool = False,
-               progress: Callable[[int], None] | None = None) -> CommitResult:
+               progress: Callable[[int], None] | None = None, phases: PhaseCallback | None = None,
+               wave: int | None = None, max_failures: int | None = None,
+               timeout: float | None = None) -> CommitResult:
         """Apply the proposal, or queue it saying why; see :mod:`barclamp_sdk.model.commit`.
+
+        ``wave`` (or the document's ``rollout`` block) commits in waves of
+        that many machines, waiting for their chef-client runs, stopping once
+        ``max_failures`` failed or timed out (``timeout`` seconds each
+        wave): status ``stopped``, recorded; committing again resumes (see
+        :mod:`barclamp_sdk.model.commit.rollout`). A commit in waves that
+        something blocks is refused, not queued. ``progress`` counts machines
+        written; ``phases`` is called with each
+        :class:`~barclamp_sdk.model.progress.Phase` (locking, validating,
+        writing n/N, waiting for wave k ...).
 
         Once it is applied, the queue is processed: what waited for it may go.
         """
-        result = self._commit_or_queue(barclamp, name, dry_run=dry_run, force=force, progress=progress)
+        counting = reporter(progress, phases)
+        if not dry_run:
+            self._refresh(barclamp, name)
+        document = self.store.get(barclamp, name)
+        plan = rollout_plan(document, wave=wave, max_failures=max_failures, timeout=timeout)
+        if plan is not None and not dry_run and self.rollout is not None:
+            result = self.rollout.commit(barclamp, name, plan, force=force, progress=counting)
+            if result.status == "blocked":
+                raise ValidationError(
+                    f"{barclamp}/{name} cannot be rolled out now: {'; '.join(result.reasons)}; nothing of it "
+                    "was written (a commit in waves is not queued: commit again once nothing blocks it)")
+        else:
+            result = self._commit_or_queue(barclamp, name, dry_run=dry_run, force=force, progress=counting,
+                                           document=document)
         if result.status == "applied":
             if result.document is not None and referenced_items(result.document.attributes, self.secrets.bag):
                 self._collect_secrets(result.document)  # versions only the old config role used
@@ -396,12 +437,16 @@ class Proposals:
         return result
 
     def _commit_or_queue(self, barclamp: str, name: str, *, queued: bool = False, dry_run: bool = False,
-                         force: bool = False, progress: Callable[[int], None] | None = None) -> CommitResult:
-        """The one decision point: commit now, or enqueue with the reasons."""
-        if not dry_run:
+                         force: bool = False, progress: Callable[[int], None] | None = None,
+                         document: Proposal | None = None) -> CommitResult:
+        """The one decision point: commit now, or enqueue with the reasons.
+
+        ``document``: read by the caller after its refresh (none is done here then).
+        """
+        if not dry_run and document is None:
             self._refresh(barclamp, name)
         result = self.committer.commit(barclamp, name, dry_run=dry_run, force=force, queued=queued,
-                                       progress=progress)
+                                       progress=progress, document=document)
         if result.status == "blocked":
             assert result.document is not None
             seconds = result.seconds

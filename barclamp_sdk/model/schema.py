@@ -19,6 +19,9 @@ The document::
         crowbar-status          "success" | "failed"   (written by commits)
         crowbar-failed          string                 (written by commits)
         crowbar-queued          boolean                (written by the queue)
+        crowbar-rollout         object                 (a rollout's waves, written by commits)
+        rollout                 {wave: integer >= 1, max_failures: integer >= 1,
+                                 timeout: seconds > 0}  (commit in waves: docs/operator.md)
         elements                {element: [machine names]}
         element_order           [[element, ...], ...]
         element_run_list_order  {element: integer}
@@ -42,8 +45,9 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 TOP_LEVEL_KEYS = ("id", "description", "notes", "attributes", "deployment", "chef_type", "data_bag")
-DEPLOYMENT_KEYS = ("crowbar-revision", "crowbar-status", "crowbar-failed", "crowbar-queued", "elements",
-                   "element_order", "element_run_list_order", "element_states", "config")
+DEPLOYMENT_KEYS = ("crowbar-revision", "crowbar-status", "crowbar-failed", "crowbar-queued", "crowbar-rollout",
+                   "elements", "element_order", "element_run_list_order", "element_states", "config", "rollout")
+ROLLOUT_KEYS = ("wave", "max_failures", "timeout")
 CONFIG_KEYS = ("environment", "mode", "transitions", "transition_list")
 STATUSES = ("success", "failed", "interrupted")
 #: Chef's own environment: a proposal never deploys into it.
@@ -183,6 +187,9 @@ def _check_deployment(document: dict[str, Any], schema: ProposalSchema) -> list[
         errors += _text(part["crowbar-failed"], f"{where}.crowbar-failed")
     if "crowbar-queued" in part and not isinstance(part["crowbar-queued"], bool):
         errors.append(f"{where}.crowbar-queued: must be true or false")
+    if "crowbar-rollout" in part and not isinstance(part["crowbar-rollout"], dict):
+        errors.append(f"{where}.crowbar-rollout: must be an object (written by commits in waves)")
+    errors += _check_rollout(part, where)
 
     elements = part.get("elements", {})
     if not isinstance(elements, dict):
@@ -239,4 +246,24 @@ def _check_deployment(document: dict[str, Any], schema: ProposalSchema) -> list[
             errors.append(f"{where}.config.transitions: must be true or false")
         if "transition_list" in config and not _is_str_list(config["transition_list"]):
             errors.append(f"{where}.config.transition_list: must be a list of states")
+    return errors
+
+
+def _check_rollout(part: dict[str, Any], where: str) -> list[str]:
+    """``rollout``: how the proposal is committed in waves."""
+    if "rollout" not in part:
+        return []
+    rollout = part["rollout"]
+    at = f"{where}.rollout"
+    if not isinstance(rollout, dict):
+        return [f"{at}: must be an object ({', '.join(ROLLOUT_KEYS)})"]
+    errors = _unknown(rollout, ROLLOUT_KEYS, f"{at}.")
+    if "wave" not in rollout:
+        errors.append(f"{at}.wave: missing (machines per wave)")
+    for key in ("wave", "max_failures"):
+        if key in rollout and (not _is_int(rollout[key]) or rollout[key] < 1):
+            errors.append(f"{at}.{key}: must be an integer >= 1")
+    timeout = rollout.get("timeout", 1)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        errors.append(f"{at}.timeout: must be a number of seconds > 0")
     return errors

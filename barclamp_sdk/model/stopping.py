@@ -86,3 +86,10 @@ def handling_signals() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def pause(seconds: float) -> None:
+    """Sleep up to ``seconds``, raising Interrupted at once when a stop is requested."""
+    if seconds > 0:
+        _stop.wait(seconds)
+    check()

@@ -223,6 +223,7 @@ class ProposalStore:
         else:
             deployment["crowbar-status"] = "success"
             deployment.pop("crowbar-failed", None)
+            deployment.pop("crowbar-rollout", None)  # a rollout records its waves after this
         proposal.queued = False
         if {k: deployment.get(k) for k in STATUS_KEYS} != before:
             try:

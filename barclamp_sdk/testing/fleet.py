@@ -6,6 +6,11 @@
 * :meth:`Fleet.converge` is one chef-client run: GET the node, expand its run
   list through nested roles, merge role attributes, refresh Ohai data, PUT the
   whole node back (which is why server-side writes to nodes get lost);
+  and reports how the run ended under ``crowbar_wall.last_run`` (as the
+  shipped run handler does); :attr:`Fleet.failing` machines fail their runs;
+* :meth:`Fleet.chef_client_daemon` runs chef-client on machines in the
+  background, as the daemon on each machine does (:attr:`Fleet.stalled`
+  machines never run);
 * :meth:`Fleet.boot` walks machines through Crowbar's boot states as their
   boot scripts would, converging at each step, pausing where an operator must
   allocate.
@@ -17,10 +22,12 @@ through the public API.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.errors import NotFoundError, ValidationError
-from barclamp_sdk.model.jsondoc import deep_merge
+from barclamp_sdk.model.jsondoc import deep_merge, now_iso
+from barclamp_sdk.model.naming import node_role_name
 from barclamp_sdk.model.parallel import run_parallel
 from barclamp_sdk.model.runlist import expand
 
@@ -172,6 +180,10 @@ class Fleet:
         self.client_public_key = key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
         self._next_index: int | None = None
+        #: Machines whose chef-client runs fail, with the error they report.
+        self.failing: dict[str, str] = {}
+        #: Machines whose chef-client never runs in :meth:`chef_client_daemon` (switched off, hung).
+        self.stalled: set[str] = set()
 
     # -- machines appear -------------------------------------------------------------
 
@@ -246,8 +258,14 @@ class Fleet:
         """One chef-client run on ``name``; returns the node as saved.
 
         ``pause`` holds the run between reading and saving the node, as a
-        real run's convergence does (widening the multi-master window).
+        real run's convergence does (widening the multi-master window). The
+        run's end is reported under ``crowbar_wall.last_run`` as the shipped
+        handler (``barclamp_sdk/node/handlers``) reports it: when it started
+        and ended, whether it succeeded (a machine in :attr:`failing` fails,
+        saving its node as the handler does) and the revision of its
+        ``crowbar-<node>`` role it ran with.
         """
+        started = now_iso()
         node = self.chef.nodes.get(name)
         expansion = expand(self.chef, node.get("run_list") or [], cache=cache)
         roles, recipes, applied = expansion.roles, expansion.recipes, expansion.applied
@@ -267,8 +285,58 @@ class Fleet:
         if wall:
             normal = node.setdefault("normal", {})
             normal["crowbar_wall"] = deep_merge(normal.get("crowbar_wall") or {}, wall)
+        error = self.failing.get(name)
+        report: dict[str, Any] = {
+            "started_at": started, "ended_at": now_iso(), "success": error is None,
+            "role_revision": int((default.get("crowbar") or {}).get("crowbar-revision") or 0)}
+        if error is not None:
+            report["error"] = error
+        automatic.setdefault("crowbar_wall", {})["last_run"] = report
         self.chef.nodes.update(name, node)  # the whole node, as chef-client does
         return node
+
+    @contextlib.contextmanager
+    def chef_client_daemon(self, names: Iterable[str], *, interval: float = 1.0) -> Iterator[None]:
+        """chef-client running on ``names`` in the background while the block runs.
+
+        Each round, a machine runs when its ``crowbar-<node>`` role changed
+        since its last run, or its last run failed (a daemon's next run);
+        machines in :attr:`stalled` never run. One role read per machine
+        and round keeps the load bounded.
+        """
+        machines = list(names)
+        done = threading.Event()
+        ran: dict[str, tuple[int, bool]] = {}
+
+        def revision(name: str) -> int:
+            role = self.chef.roles.find(node_role_name(name)) or {}
+            return int(((role.get("default_attributes") or {}).get("crowbar") or {}).get("crowbar-revision") or 0)
+
+        def one(name: str) -> None:
+            if name in self.stalled:
+                return
+            current = revision(name)
+            if ran.get(name) == (current, True):
+                return
+            node = self.converge(name)
+            report = node["automatic"]["crowbar_wall"]["last_run"]
+            ran[name] = (report["role_revision"], report["success"])
+
+        def loop() -> None:
+            while not done.is_set():
+                try:
+                    self._parallel(one, machines)
+                except Exception as exc:  # noqa: BLE001 - a daemon keeps running, as chef-client does
+                    log.warning("simulated chef-client: %s", exc)
+                done.wait(interval)
+
+        thread = threading.Thread(target=loop, name="chef-client-daemon", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def converge_all(self, names: Iterable[str]) -> None:
         """chef-client on many machines (in parallel, sharing a role cache)."""

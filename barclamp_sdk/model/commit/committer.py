@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
@@ -53,6 +53,7 @@ from barclamp_sdk.model.locks import LockManager
 from barclamp_sdk.model.naming import node_role_name, proposal_lock_name
 from barclamp_sdk.model.nodes import NodeRunLists
 from barclamp_sdk.model.noderoles import NodeRoleStore, comparable_role
+from barclamp_sdk.model.progress import Reporter, reporter
 from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
 from barclamp_sdk.model.reader import DIRECT_READ_LIMIT, ClusterReader
 from barclamp_sdk.model.store import ProposalStore
@@ -81,14 +82,23 @@ class Committer:
                              concurrency=roles.concurrency)
 
     def commit(self, barclamp: str, name: str, *, dry_run: bool = False, force: bool = False,
-               queued: bool = False, progress: Progress = None) -> CommitResult:
+               queued: bool = False, progress: Progress | Reporter = None,
+               only: Collection[str] | None = None, unfinished: str | None = None,
+               document: Proposal | None = None) -> CommitResult:
         """Apply the proposal now, or say what blocks it (status ``blocked``).
 
         ``queued``: the proposal waits in the queue (look at everything that
-        could block it, even when its document is not marked).
+        could block it, even when its document is not marked). ``only``: the
+        machines whose roles may be written (a rollout's waves so far);
+        ``unfinished`` says why the commit is not finished after these
+        writes: it is recorded instead of success, and ``apply_post`` waits
+        for the last wave. ``document``: the current document, read by the
+        caller just before (saves reading it again).
         """
         started = time.monotonic()
-        proposal = self.store.get(barclamp, name)
+        progress = reporter(progress)
+        progress.phase("validating", f"validating {barclamp}/{name}")
+        proposal = document if document is not None else self.store.get(barclamp, name)
         existing = self._precheck(proposal)
         config_known = proposal.config_role in existing
         applied, config = self.store.applied(barclamp, name) if config_known else (None, None)
@@ -99,6 +109,9 @@ class Committer:
         elif (proposal.queued or queued or self.gate.dependency_blockers(proposal)) and (
                 blocked := self.gate.blockers(proposal, self.reader.view(proposal.nodes()))):
             result = CommitResult(proposal.ref, proposal.revision, "blocked", reasons=blocked, document=proposal)
+        elif only is not None:
+            result = self._apply(proposal, sorted(involved & set(only)), config, existing, force=force,
+                                 progress=progress, only=only, unfinished=unfinished)
         else:
             changed = changed_nodes(proposal, applied) if applied is not None and status_ok else None
             if changed is not None and len(changed) <= SMALL_CHANGE * max(1, len(involved)):
@@ -152,24 +165,30 @@ class Committer:
         return self._apply(proposal, sorted(targets), config, existing, force=force, progress=progress)
 
     def _apply(self, proposal: Proposal, targets: list[str], config: dict[str, Any] | None, existing: set[str], *,
-               force: bool, progress: Progress) -> CommitResult:
+               force: bool, progress: Reporter, only: Collection[str] | None = None,
+               unfinished: str | None = None) -> CommitResult:
         """Under the proposal's lock and the targets' shard locks: read, check, write.
 
         ``existing``: the roles listed before the locks (element roles not
         among them are created without being read first).
         """
         ref = proposal.ref
+        progress.phase("locking", f"locking {ref} and {len(targets)} machine(s)")
         with self.locks.hold(proposal_lock_name(ref.barclamp, ref.name),
                              f"commit {ref} r{proposal.revision}") as lock:
             current = self.store.get(ref.barclamp, ref.name)
             if current.data != proposal.data:  # edited or committed meanwhile: commit what is there now
                 applied, config = self.store.applied(ref.barclamp, ref.name)
                 targets = sorted(set(current.nodes()) | set(applied.nodes() if applied else []))
+                if only is not None:
+                    targets = sorted(set(targets) & set(only))
             proposal = current
             was_queued = current.queued
+            reporting = progress
             progress = counted = _Counted(progress)
             with _recording_interruption(self.store, proposal, counted, len(targets), "commit"), \
                     self.roles.locked(targets, f"commit {ref} r{proposal.revision}") as held:
+                reporting.phase("validating", f"validating {ref} against {len(targets)} machine(s)")
                 direct = len(targets) <= DIRECT_READ_LIMIT  # few machines: read them all
                 # The snapshot is taken under the locks; read directly, it only covers the others.
                 others = set(proposal.nodes()) - set(targets)
@@ -177,6 +196,7 @@ class Committer:
                 if direct or snapshot is None:
                     outcome = Speculation()
                 else:
+                    reporting.phase("writing", total=len(targets))
                     outcome = self.writer.speculate(proposal, targets, snapshot, held, lock, config, existing,
                                                     force=force, progress=progress)
                 written = outcome.written
@@ -195,6 +215,8 @@ class Committer:
                         if blocked and outcome.stale:
                             self.writer.undo(proposal, outcome, held)
                         if not blocked:
+                            if not outcome.stale:
+                                reporting.phase("writing", total=len(targets))
                             written = self.writer.write(proposal, roles, fresh, held, lock, config, existing,
                                                         force=force, prepared=outcome.stale, progress=progress)
                             written.machines += len(outcome.originals)
@@ -204,6 +226,11 @@ class Committer:
                         raise
             if blocked or written is None:
                 return CommitResult(ref, proposal.revision, "blocked", reasons=blocked, document=proposal)
+            reporting.phase("finishing", f"finishing {ref}")
+            if unfinished is not None:  # a wave of a rollout: not applied everywhere yet
+                self.store.record_status(proposal, interrupted=unfinished)
+                return CommitResult(ref, proposal.revision, "applied", machines_written=written.machines,
+                                    drifted=written.overwritten, document=proposal, was_queued=was_queued)
             try:
                 proposal.definition.apply_post(self.services.context(proposal.definition), None, proposal)
                 if self.services.addresses is not None:  # the networks its elements need
@@ -219,9 +246,11 @@ class Committer:
                             repaired_nodes=repaired, drifted=written.overwritten, document=proposal,
                             was_queued=was_queued)
 
-    def deactivate(self, barclamp: str, name: str) -> CommitResult:
+    def deactivate(self, barclamp: str, name: str, *, progress: Progress | Reporter = None) -> CommitResult:
         """Remove everything a committed proposal put on machines, then its config role."""
         started = time.monotonic()
+        progress = reporter(progress)
+        progress.phase("validating", f"finding the machines of {barclamp}/{name}")
         proposal = self.store.get(barclamp, name)
         key = proposal.ref.key
         applied = self.store.applied(barclamp, name)[0]
@@ -230,16 +259,20 @@ class Committer:
         holders = {r.name for r in self.reader.view() if any(e.owner == key for e in r.entries.values())
                    or key in r.claims.values() or key in r.pending}
         holders |= set(proposal.nodes()) | set(applied.nodes() if applied else ())
+        progress.phase("locking", f"locking {proposal.ref} and {len(holders)} machine(s)")
         with self.locks.hold(proposal_lock_name(barclamp, name), f"deactivate {proposal.ref}") as lock:
             proposal = self.store.get(barclamp, name)  # under the lock: the one an interruption records in
-            counted = _Counted(None)
+            counted = _Counted(progress)
             with _recording_interruption(self.store, proposal, counted, len(holders), "deactivate"):
                 with self.roles.locked(holders, f"deactivate {proposal.ref}") as held:
+                    progress.phase("validating", f"reading the roles of {len(holders)} machine(s)")
                     roles = {n: r for n, r in held.fetch().items() if r is not None}
                     changed = {node: role for node, role in roles.items() if removal(key, node)(role)}
                     self.locks.ensure_valid(lock)
+                    progress.phase("writing", total=len(changed))
                     written = held.write(changed, progress=counted)
                 self.locks.ensure_valid(lock)
+                progress.phase("finishing", f"deleting role {proposal.config_role}")
                 if self.services.addresses is not None:
                     release_for_deactivate(self.services.addresses, proposal, holders)
                 try:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from barclamp_sdk.errors import CrowbarError
+from barclamp_sdk.errors import CrowbarError, ValidationError
 from barclamp_sdk.model.cluster import Entry, MachineRecord
 from barclamp_sdk.model.jsondoc import canonical_json, fingerprint
 from barclamp_sdk.model.noderoles import DRIFT, FINGERPRINT, crowbar_data
@@ -25,7 +25,8 @@ SMALL_CHANGE = 0.3
 
 def config_role(proposal: Proposal) -> dict[str, Any]:
     """The role a committed proposal becomes (attributes default, deployment override)."""
-    deployment = {k: copy.deepcopy(v) for k, v in proposal.deployment.items() if k not in STATUS_KEYS}
+    deployment = {k: copy.deepcopy(v) for k, v in proposal.deployment.items()
+                  if k not in STATUS_KEYS and k != ROLLOUT}  # the rollout plan is not for recipes
     role = {
         "name": proposal.config_role,
         "json_class": "Chef::Role",
@@ -183,3 +184,80 @@ def change_role(key: str, plan: MachinePlan, role: dict[str, Any], *, drifted: b
 def removal(key: str, node: str) -> Callable[[dict[str, Any]], bool]:
     """Take everything of proposal ``key`` off a machine's role (deactivation)."""
     return machine_mutation(key, MachinePlan(node, {}, {}, 0))
+
+
+# -- waves ---------------------------------------------------------------------------------
+
+#: The key of a proposal's rollout plan in its deployment (reviewed with the proposal).
+ROLLOUT = "rollout"
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """How to roll a commit out: ``wave`` machines at a time, stopping once ``max_failures``
+    machines failed their chef-client run or did not report one within ``timeout`` seconds."""
+
+    wave: int
+    max_failures: int = 1
+    timeout: float = 3600.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"wave": self.wave, "max_failures": self.max_failures, "timeout": self.timeout}
+
+
+def rollout_plan(proposal: Proposal, *, wave: int | None = None, max_failures: int | None = None,
+                 timeout: float | None = None) -> RolloutPlan | None:
+    """The rollout plan: the options given over the document's ``rollout`` block, else the plan of
+    a rollout of this revision that did not finish (committing again resumes it); None: all at once."""
+    block = proposal.deployment.get(ROLLOUT) or {}
+    record = proposal.deployment.get("crowbar-rollout")
+    if (not block and isinstance(record, dict) and record.get("status") in ("running", "stopped")
+            and record.get("revision") == proposal.revision and isinstance(record.get("plan"), dict)):
+        block = record["plan"]
+    size = wave if wave is not None else block.get("wave")
+    if size is None:
+        if max_failures is not None or timeout is not None:
+            raise ValidationError("--max-failures and --timeout need --wave SIZE (or a rollout block with wave)")
+        return None
+    plan = RolloutPlan(int(size), int(max_failures if max_failures is not None else block.get("max_failures", 1)),
+                       float(timeout if timeout is not None else block.get("timeout", 3600.0)))
+    if plan.wave < 1 or plan.max_failures < 1 or plan.timeout <= 0:
+        raise ValidationError(f"a rollout needs wave >= 1, max_failures >= 1 and timeout > 0, not {plan.as_dict()}")
+    return plan
+
+
+@dataclass(frozen=True)
+class Wave:
+    """Machines written (and waited for) together: all of one batch of ``element_order``."""
+
+    number: int  # 1-based
+    batch: int
+    machines: tuple[str, ...]
+
+
+def wave_batches(proposal: Proposal, applied: Proposal | None = None) -> dict[int, list[str]]:
+    """Every machine of a commit by its batch of ``element_order``.
+
+    A machine's batch is the first holding one of the elements it gets; a
+    machine leaving the proposal goes with the elements it had.
+    """
+    definition = proposal.definition
+    wanted = desired(proposal).entries
+    before = desired(applied).entries if applied is not None else {}
+    batches: dict[int, list[str]] = {}
+    for node in sorted(set(wanted) | set(before)):
+        roles = set(wanted.get(node) or before.get(node) or {})
+        batches.setdefault(batch_of(definition, roles), []).append(node)
+    return batches
+
+
+def split_waves(batches: Mapping[int, list[str]], size: int) -> list[Wave]:
+    """Waves of at most ``size`` machines, batch by batch in order; a wave never spans two batches."""
+    if size < 1:
+        raise ValidationError(f"a wave holds at least one machine, not {size}")
+    waves: list[Wave] = []
+    for batch in sorted(batches):
+        machines = sorted(batches[batch])
+        for start in range(0, len(machines), size):
+            waves.append(Wave(len(waves) + 1, batch, tuple(machines[start:start + size])))
+    return waves

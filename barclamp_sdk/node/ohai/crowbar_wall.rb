@@ -12,6 +12,10 @@
 #   crowbar_wall.rack, .hypervisor_host ...
 #                               site facts an operator writes to
 #                               /etc/crowbar/wall.json (a JSON object)
+#   crowbar_wall.last_run       how the previous chef-client run ended, as the
+#                               run handler (../handlers/crowbar_last_run.rb) wrote
+#                               it to /var/lib/crowbar/last_run.json
+#                               (CROWBAR_WALL_LAST_RUN_FILE)
 #   crowbar_wall.collector      name, version and notes (what could not be read)
 #
 # Every part degrades on its own: no ipmitool, no /dev/ipmi0, no /sys (a
@@ -220,13 +224,31 @@ Ohai.plugin(:CrowbarWall) do
       wall_notes << "#{path} ignored: not a JSON object"
       return {}
     end
-    data.reject { |key, _| %w{bmc boot_disk disks_in_use collector}.include?(key) }
+    data.reject { |key, _| %w{bmc boot_disk disks_in_use collector last_run}.include?(key) }
   rescue JSON::ParserError, SystemCallError => e
     wall_notes << "#{path} ignored: #{e.message.lines.first.to_s.strip}"
     {}
   end
 
+  # -- the last chef-client run -------------------------------------------------
+
+  def last_run
+    path = ENV["CROWBAR_WALL_LAST_RUN_FILE"] || "/var/lib/crowbar/last_run.json"
+    return nil unless File.exist?(path)
+
+    data = JSON.parse(File.read(path))
+    return data if data.is_a?(Hash)
+
+    wall_notes << "#{path} ignored: not a JSON object"
+    nil
+  rescue JSON::ParserError, SystemCallError => e
+    wall_notes << "#{path} ignored: #{e.message.lines.first.to_s.strip}"
+    nil
+  end
+
   def finish(wall)
+    run = last_run
+    wall[:last_run] = run if run
     wall[:collector] = Mash.new(name: "barclamp-sdk crowbar_wall", version: COLLECTOR_VERSION,
                                 notes: wall_notes)
     crowbar_wall wall
