@@ -7,8 +7,13 @@ then for each k from 1 to that number: builds the state again, runs the
 operation in a child process that is killed with SIGKILL right after the
 server answered its k-th write (before the child hears the answer), runs the
 same operation again, and compares the final state with the undisturbed one:
-roles, proposal documents and history, queue, decrypted secrets; and no lock
-item may remain. Barclamp authors can run it on their own barclamps::
+roles, proposal documents and history, queue, decrypted secrets, the number of
+secret items; and no lock item may remain (the killed child's items that the
+rerun did not need are swept, :meth:`LockManager.sweep`, once their leases
+ended; nothing else may be left). With ``other``, another operator's command
+runs between the kill and the rerun, in a process of its own; the end must
+then be one of the two undisturbed orders. Barclamp authors can run it on
+their own barclamps::
 
     report = crash_at_every_step(fresh, setup, ["widget", "default", "commit"], env)
     assert report.mismatches == []
@@ -53,7 +58,7 @@ class StepReport:
     writes: int
     steps: int = 0
     mismatches: list[str] = field(default_factory=list)
-    #: Expired lock items of a killed child left after a rerun that needed no lock (taken over when needed).
+    #: Lock items of a killed child the rerun did not need, swept once their leases ended.
     dead_locks: int = 0
     #: (method, path) of each write of the undisturbed run, in order.
     requests: list[tuple[str, str]] = field(default_factory=list)
