@@ -1,8 +1,9 @@
 """A crash at every step: each operation killed after each of its writes, then run again, ends as undisturbed.
 
 Each operation also runs with another operator's command between the kill and
-the rerun (from another process): the end is then one of the two undisturbed
-orders. CI tries every k of each operation rerun by the same command, but only
+the rerun (from another process): the end is then that of an undisturbed run
+of the other command then the operation, or of the operation, the other
+command, the operation (when the killed one had taken effect). CI tries every k of each operation rerun by the same command, but only
 every STRIDE-th k of the 20-machine commit and of the runs with another
 operator's command (every 4 x STRIDE-th of the 20-machine commit), see
 docs/reliability.md for the times; the full set::
