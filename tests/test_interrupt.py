@@ -74,3 +74,34 @@ def test_an_interrupted_commit_stops_at_a_write_boundary_and_resumes(chef, fleet
     assert crowbar.proposals.commit("widget", "default").status == "applied"
     assert holding(chef, names) == MACHINES
     assert crowbar.proposals.status("widget", "default").status == "ready"
+
+
+def test_an_interrupted_deactivate_in_a_terminal_says_so_and_resumes(chef, fleet, crowbar_env, fault_proxy,
+                                                                    barclamps_under_test):
+    """Ctrl-C of a deactivate: no request after the message, status interrupted (not "ready"), and
+    deactivating again takes the rest of the machines off."""
+    names = fleet.ready(MACHINES, "compute")
+    crowbar = Crowbar(chef, barclamps=barclamps_under_test, secret=TEST_SECRET)
+    crowbar.proposals.create("widget", "default")
+    assert crowbar.proposals.commit("widget", "default").status == "applied"
+    proxy = fault_proxy(latency=0.5).fail_rate(1.0, ["latency"])
+    child = pexpect.spawn(CROWBAR, ["widget", "proposal", "deactivate", "default"],
+                          env={**crowbar_env, "CHEF_SERVER_URL": proxy.url}, cwd=str(ROOT), timeout=120,
+                          encoding="utf-8", dimensions=(40, 160))
+    deadline = time.monotonic() + 120
+    while role_writes(proxy) < 3:  # the deactivate is taking roles off the machines
+        assert child.isalive() and time.monotonic() < deadline, child.read_nonblocking(10000, 0)
+        time.sleep(0.02)
+    child.sendintr()
+    child.expect(r"interrupted: (.*)\r?\n")
+    sent_before_message = len(proxy.seen)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130
+    assert len(proxy.seen) == sent_before_message, "requests were sent after the message"
+    assert 0 < holding(chef, names) < MACHINES
+    status = crowbar.proposals.status("widget", "default")
+    assert status.status == "interrupted" and "deactivate again to finish it" in status.detail
+    assert crowbar.locks.all() == []
+    assert crowbar.proposals.deactivate("widget", "default").status == "deactivated"
+    assert holding(chef, names) == 0

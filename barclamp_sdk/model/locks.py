@@ -534,6 +534,33 @@ class LockManager:
         """Whether a lock item's lease has run out (beyond clock skew)."""
         return self._expired(item)
 
+    def sweep(self) -> list[str]:
+        """Remove every expired lock item and takeover marker; the names removed.
+
+        Each goes through the takeover protocol, so a live holder (one that
+        renews its lease) never loses its lock, and a holder that stalled past
+        its lease stops at its next write as after any takeover.
+        """
+        try:
+            ids = sorted(self.chef.data_bags.items(self.bag), key=lambda i: (i.count(TAKEOVER), i))
+        except NotFound:
+            return []
+        removed = []
+        for item_id in ids:
+            item = self._read(item_id)
+            if item is None or not self._expired(item) or self._held_alive_here(item):
+                continue
+            try:
+                if self._take_over(item_id, "sweep expired locks", item, sweep=False) is None:
+                    continue
+                with contextlib.suppress(NotFound):
+                    self.chef.data_bags.delete_item(self.bag, item_id)
+            except CrowbarError as exc:
+                log.info("could not sweep lock %s: %s", item_id, exc)
+                continue
+            removed.append(item_id)
+        return removed
+
 
 def _some(names: list[str], shown: int = 3) -> str:
     """``a, b, c and 29 more``: lock names for a log line."""

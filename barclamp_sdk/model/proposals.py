@@ -599,6 +599,10 @@ class Proposals:
 
     def _note_takeover(self, lock: Lock, proposal: Proposal) -> None:
         previous = lock.details.get("took_over_from") or {}
+        for _ in range(10):  # a holder that took over from an interrupted commit and died before noting it
+            if not previous or str(previous.get("purpose", "")).startswith("commit"):
+                break
+            previous = (previous.get("details") or {}).get("took_over_from") or {}
         if str(previous.get("purpose", "")).startswith("commit"):
             proposal.deployment["crowbar-status"] = "interrupted"
             proposal.deployment["crowbar-failed"] = (

@@ -7,14 +7,20 @@ then for each k from 1 to that number: builds the state again, runs the
 operation in a child process that is killed with SIGKILL right after the
 server answered its k-th write (before the child hears the answer), runs the
 same operation again, and compares the final state with the undisturbed one:
-roles, proposal documents and history, queue, decrypted secrets; and no lock
-item may remain. Barclamp authors can run it on their own barclamps::
+roles, proposal documents and history, queue, decrypted secrets, the number of
+secret items; and no lock item may remain (the killed child's items that the
+rerun did not need are swept, :meth:`LockManager.sweep`, once their leases
+ended; nothing else may be left). With ``other``, another operator's command
+runs between the kill and the rerun, in a process of its own; the end must
+then be that of an undisturbed run of other then action, or of action, other,
+action. Barclamp authors can run it on
+their own barclamps::
 
     report = crash_at_every_step(fresh, setup, ["widget", "default", "commit"], env)
     assert report.mismatches == []
 
 The child is ``python -m barclamp_sdk.testing.crashsteps BARCLAMP NAME ACTION [KEY=VALUE...]``
-(actions: commit, edit, deactivate, dequeue, delete), connected by the
+(actions: commit, edit, deactivate, dequeue, delete, rotate, batch: see :func:`perform`), connected by the
 environment (``CHEF_SERVER_URL`` is pointed at the proxy).
 """
 
@@ -25,14 +31,17 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
 from barclamp_sdk.api import Crowbar, connect
 from barclamp_sdk.errors import CrowbarError, NotFound, NotFoundError
-from barclamp_sdk.model.naming import HISTORY_BAG, LOCKS_BAG, PROPOSALS_BAG
-from barclamp_sdk.model.secrets import is_reference
+from barclamp_sdk.model.naming import HISTORY_BAG, LOCKS_BAG, PROPOSALS_BAG, SECRETS_BAG
+from barclamp_sdk.model.batch import parse as parse_scenario
+from barclamp_sdk.model.secrets import is_reference, load_secret
 from barclamp_sdk.testing.faultproxy import FaultProxy
 
 #: Lease of the child that is killed: short, so the rerun soon takes its locks over.
@@ -50,7 +59,7 @@ class StepReport:
     writes: int
     steps: int = 0
     mismatches: list[str] = field(default_factory=list)
-    #: Expired lock items of a killed child left after a rerun that needed no lock (taken over when needed).
+    #: Lock items of a killed child the rerun did not need, swept once their leases ended.
     dead_locks: int = 0
     #: (method, path) of each write of the undisturbed run, in order.
     requests: list[tuple[str, str]] = field(default_factory=list)
@@ -84,8 +93,12 @@ class _KillingProxy(FaultProxy):
         return fire or self.killed.is_set()
 
 
-def state(crowbar: Crowbar) -> dict[str, Any]:
-    """What must come out the same: roles, documents, history, queue, decrypted secrets."""
+def state(crowbar: Crowbar, *, exact: bool = True) -> dict[str, Any]:
+    """What must come out the same: roles, documents, history, queue, decrypted secrets, the
+    number of secret items. ``exact=False``: without the commit status each revision was saved
+    with (whether an interrupted commit was noted depends on when the kill came) and the
+    machine roles' write counters (how often a role was written depends on how far the killed
+    command got)."""
     chef = crowbar.chef
     roles = {name: chef.roles.get(name) for name in sorted(chef.roles.list())}
     docs, history, secrets = {}, {}, {}
@@ -95,9 +108,23 @@ def state(crowbar: Crowbar) -> dict[str, Any]:
         except NotFound:
             continue
         for item_id in sorted(ids):
-            into[item_id] = _without_versions(chef.data_bags.get_item(bag, item_id), crowbar, secrets)
+            item = chef.data_bags.get_item(bag, item_id)
+            if bag == HISTORY_BAG and not exact:
+                for status in ("crowbar-status", "crowbar-failed"):
+                    for deployment in (item.get("document", {}).get("deployment") or {}).values():
+                        if isinstance(deployment, dict):
+                            deployment.pop(status, None)
+            into[item_id] = _without_versions(item, crowbar, secrets)
+    if not exact:
+        for role in roles.values():
+            ((role.get("default_attributes") or {}).get("crowbar") or {}).pop("crowbar-revision", None)
     roles = {name: _without_versions(role, crowbar, secrets) for name, role in roles.items()}
-    return {"roles": roles, "proposals": docs, "history": history, "secrets": secrets}
+    try:  # versions no document refers to any more are collected: no orphans
+        stored = len(chef.data_bags.items(SECRETS_BAG))
+    except NotFound:
+        stored = 0
+    return {"roles": roles, "proposals": docs, "history": history, "secrets": secrets,
+            "secret items": {"count": stored}}
 
 
 def _without_versions(value: Any, crowbar: Crowbar, secrets: dict[str, Any]) -> Any:
@@ -129,19 +156,38 @@ def _differences(expected: dict[str, Any], got: dict[str, Any]) -> list[str]:
         a, b = expected[part], got[part]
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
-                found.append(f"{part}/{key}")
+                found.append(f"{part}/{key} ({_first_difference(a.get(key), b.get(key))})")
     return found
 
 
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    """Where two values first differ: ``path: expected != got``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{path}.{key}")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return _first_difference(x, y, f"{path}[{i}]")
+    return f"{path or '.'}: {str(a)[:80]} != {str(b)[:80]}"
+
+
 def crash_at_every_step(fresh: Callable[[], Crowbar], setup: Callable[[Crowbar], None], action: list[str],
-                        env: dict[str, str], *, rerun: Callable[[Crowbar], None] | None = None,
+                        env: dict[str, str], *, other: list[str] | None = None,
+                        stride: int = 1, viewer: Callable[[Crowbar], Crowbar] | None = None,
                         timeout: float = 120.0) -> StepReport:
     """Kill ``action`` after each of its writes in turn, rerun it, compare with an undisturbed run.
 
     ``fresh`` empties the server and returns a client; ``setup`` builds the
     starting state; ``env`` is the child's environment (how it reaches the
-    server and finds the barclamps); ``rerun`` runs instead of the action
-    again after the kill (say, another operator's command first, then the action).
+    server and finds the barclamps). With ``other`` (an action), another
+    operator runs it after the kill, before the action runs again; the end
+    must then be that of an undisturbed other then action, or action, other, action. ``stride`` tries every
+    stride-th k only (and the last; default: every k); ``viewer`` gives the client the states are
+    read with (say, one holding a rotated secret). After the rerun, the killed
+    child's lock items are swept once their leases have ended
+    (:meth:`~barclamp_sdk.model.locks.LockManager.sweep`): none may remain.
     """
     def run_child(proxy: _KillingProxy) -> subprocess.CompletedProcess[bytes]:
         lease = CHILD_LEASE if proxy.kill_at else 30.0
@@ -153,15 +199,29 @@ def crash_at_every_step(fresh: Callable[[], Crowbar], setup: Callable[[Crowbar],
         out, err = child.communicate(timeout=timeout)
         return subprocess.CompletedProcess(child.args, child.returncode, out, err)
 
-    crowbar = fresh()
-    setup(crowbar)
-    with _KillingProxy(crowbar.chef.config.server_url) as proxy:
-        done = run_child(proxy)
-    if done.returncode not in (0, 3):
-        raise AssertionError(f"the undisturbed {' '.join(action)} failed: {done.stderr.decode()[-2000:]}")
-    expected = state(crowbar)
-    report = StepReport(" ".join(action), proxy.writes, requests=list(proxy.written))
-    for k in range(1, proxy.writes + 1):
+    look = viewer or (lambda c: c)
+
+    def undisturbed(other_first: bool) -> tuple[dict[str, Any], _KillingProxy]:
+        crowbar = fresh()
+        setup(crowbar)
+        ok = _another_operator(other, env, timeout) if other is not None and other_first else None
+        with _KillingProxy(crowbar.chef.config.server_url) as proxy:
+            done = run_child(proxy)
+        if done.returncode not in (0, 3):
+            raise AssertionError(f"the undisturbed {' '.join(action)} failed: {done.stderr.decode()[-2000:]}")
+        if other is not None and not other_first:
+            ok = _another_operator(other, env, timeout)
+            perform(crowbar, action)
+        return {**state(look(crowbar), exact=other is None), "other succeeded": {"": ok}}, proxy
+
+    # Killed, then another operator's command, then the action again: the end
+    # must be one of the two serial runs, other then action (the killed action
+    # had not taken effect), or action, other, action (it had).
+    expected, proxy = undisturbed(False)
+    allowed = [expected] + ([undisturbed(True)[0]] if other is not None else [])
+    name = " ".join(action) + (f" (after the kill, another operator's {' '.join(other)} first)" if other else "")
+    report = StepReport(name, proxy.writes, requests=list(proxy.written))
+    for k in sorted({*range(1, proxy.writes + 1, stride), proxy.writes} - {0}):
         crowbar = fresh()
         setup(crowbar)
         with _KillingProxy(crowbar.chef.config.server_url) as killer:
@@ -169,32 +229,71 @@ def crash_at_every_step(fresh: Callable[[], Crowbar], setup: Callable[[Crowbar],
             run_child(killer)
         again = crowbar
         again.locks.clock_skew = 0.5  # one host, one clock: the dead child's locks are taken over soon
+        ok = _another_operator(other, env, timeout) if other is not None else None
         try:
-            (rerun or (lambda c: perform(c, action)))(again)
+            perform(again, action)
         except CrowbarError as exc:
             report.mismatches.append(f"k={k}: the rerun failed: {exc}")
             continue
         report.steps += 1
-        leftover = again.chef.data_bags.items(LOCKS_BAG) if LOCKS_BAG in again.chef.data_bags.list() else []
-        dead = [i for i in leftover if _dead_child_lock(again, i, killer.pid)]
-        if dead:  # the rerun had nothing left to do under them: taken over when next needed
-            report.dead_locks += len(dead)
-        if len(dead) < len(leftover):
-            report.mismatches.append(f"k={k}: lock items left: {', '.join(sorted(set(leftover) - set(dead)))}")
-        differing = _differences(expected, state(again))
+        left = _lock_items(again)
+        dead = [i for i in left if _dead_child_lock(again, i, killer.pid)]
+        if len(dead) < len(left):
+            report.mismatches.append(f"k={k}: lock items of live holders left: {', '.join(sorted(set(left) - set(dead)))}")
+        if dead:  # the rerun had nothing left to do under them: swept once their leases ended
+            _wait_until_expired(again, dead)
+            report.dead_locks += len(again.locks.sweep())
+            if _lock_items(again):
+                report.mismatches.append(f"k={k}: lock items left after a sweep: {', '.join(_lock_items(again))}")
+        got = {**state(look(again), exact=other is None), "other succeeded": {"": ok}}
+        differing = min((_differences(one, got) for one in allowed), key=len)
         if differing:
             report.mismatches.append(f"k={k}: differs in {', '.join(differing[:5])}")
     return report
 
 
+def _another_operator(other: list[str], env: dict[str, str], timeout: float) -> bool:
+    """Run ``other`` as another operator would, in a process of its own; whether it succeeded.
+
+    It may fail for a reason of the state (an edit of a proposal deleted
+    meanwhile): so it does in one of the undisturbed orders too.
+    """
+    done = subprocess.run([sys.executable, "-m", "barclamp_sdk.testing.crashsteps", *other],
+                          env={**env, "CRASHSTEPS_LEASE": "30"}, capture_output=True, timeout=timeout)
+    return done.returncode == 0
+
+
+def _lock_items(crowbar: Crowbar) -> list[str]:
+    chef = crowbar.chef
+    return sorted(chef.data_bags.items(LOCKS_BAG)) if LOCKS_BAG in chef.data_bags.list() else []
+
+
+def _wait_until_expired(crowbar: Crowbar, names: list[str]) -> None:
+    """Sleep until the leases of ``names`` (a dead process's, never renewed again) have ended."""
+    for name in names:
+        item = crowbar.locks.inspect(name)
+        while item is not None and not crowbar.locks.expired(item):
+            time.sleep(max(0.05, float(item.get("expires_at", 0)) + crowbar.locks.clock_skew - time.time()))
+
+
 def perform(crowbar: Crowbar, action: list[str]) -> None:
-    """Run one action: ``[barclamp, name, commit|edit|deactivate|dequeue|delete, KEY=VALUE...]``."""
+    """Run one action: ``[barclamp, name, VERB, KEY=VALUE...]``.
+
+    Verbs: commit, edit (the pairs are the settings), deactivate, dequeue,
+    delete; rotate (``file=`` the new secret; barclamp and name unused) and
+    batch (``file=`` the scenario to apply; barclamp and name unused).
+    """
     barclamp, name, verb, *rest = action
     proposals = crowbar.proposals
-    if verb == "commit":
+    options = dict(pair.split("=", 1) for pair in rest)
+    if verb == "rotate":
+        crowbar.secrets.rotate(load_secret(options["file"]))
+    elif verb == "batch":
+        crowbar.batch.apply(parse_scenario(Path(options["file"]).read_text(), source=options["file"]))
+    elif verb == "commit":
         proposals.commit(barclamp, name)
     elif verb == "edit":
-        proposals.set(barclamp, name, dict(pair.split("=", 1) for pair in rest))
+        proposals.set(barclamp, name, options)
     elif verb == "deactivate":
         proposals.deactivate(barclamp, name)
     elif verb == "dequeue":
