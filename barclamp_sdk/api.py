@@ -72,7 +72,7 @@ class Crowbar:
             self.secrets = SecretStore.from_file(chef, self.locks, chef.config.encrypted_data_bag_secret)
 
         #: Who did what: every operator action is recorded here (one place per operation).
-        self.audit = AuditTrail(chef)
+        self.audit = AuditTrail(chef, readers=concurrency)
         store = ProposalStore(chef, registry, self.locks)
         reader = ClusterReader(chef)
         roles = NodeRoleStore(chef, self.locks, concurrency=concurrency)

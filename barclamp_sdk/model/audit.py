@@ -21,8 +21,10 @@ than :data:`KEEP_DAYS` days. A writer prunes on its first entry and on every
 :data:`PRUNE_EVERY`-th after (one listing of the item names, then a delete
 per entry past the bounds), so a CLI command prunes once.
 
-Commands that change nothing (a dry run, a commit of what is applied, an
-edit that changes nothing) and refused bad input leave no entry.
+Commands that change nothing (a dry run, a commit of what is applied or
+still queued, an edit that changes nothing) and refusals (bad input, drift,
+a lock held or a revision changed by someone else: :data:`REFUSALS`) leave
+no entry; an operation that fails part way is recorded ``failed: <error>``.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from barclamp_sdk.chef.client import ChefClient
-from barclamp_sdk.errors import CrowbarError, NotFound, NotFoundError, ValidationError
+from barclamp_sdk.errors import ConcurrencyError, CrowbarError, DriftError, NotFound, NotFoundError, ValidationError
 from barclamp_sdk.model.naming import AUDIT_BAG
+from barclamp_sdk.model.parallel import run_parallel
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,9 @@ KEEP_ENTRIES = 5000
 KEEP_DAYS = 400
 #: A writer prunes on its first entry and every PRUNE_EVERY-th after.
 PRUNE_EVERY = 100
+#: Errors that refuse an operation before it writes anything (bad input, hand-edited roles,
+#: a lock held or a revision changed by someone else): they leave no entry.
+REFUSALS = (ValidationError, NotFoundError, DriftError, ConcurrencyError)
 _ID_TIME = "%Y%m%dT%H%M%S%fZ"
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -107,12 +113,14 @@ class AuditTrail:
     """Records and reads audit entries (data bag ``crowbar_audit``)."""
 
     def __init__(self, chef: ChefClient, caller: Caller | None = None, *, keep: int = KEEP_ENTRIES,
-                 keep_days: float = KEEP_DAYS, prune_every: int = PRUNE_EVERY) -> None:
+                 keep_days: float = KEEP_DAYS, prune_every: int = PRUNE_EVERY, readers: int = 8) -> None:
         self.chef = chef
         self.caller = caller or Caller(str(chef.config.client_name or "unknown"))
         self.keep = keep
         self.keep_days = keep_days
         self.prune_every = prune_every
+        #: Entries read at a time by :meth:`entries`.
+        self.readers = readers
         self._guard = threading.Lock()
         self._last = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
         self._written = 0
@@ -191,13 +199,15 @@ class AuditTrail:
             start = _id_prefix(since)
             names = [n for n in names if n >= start]
         found: list[dict[str, Any]] = []
-        for name in reversed(names):  # newest first, until enough match
-            if limit is not None and len(found) >= limit:
-                break
-            item = self.chef.data_bags.find_item(AUDIT_BAG, name)
-            if item is None or not _matches(item, proposal, machine, action):
-                continue
-            found.append(item)
+        newest_first = names[::-1]
+        chunk = limit if limit is not None and not (proposal or machine or action) else 64
+        while newest_first and (limit is None or len(found) < limit):  # read newest first until enough match
+            batch, newest_first = newest_first[:chunk], newest_first[chunk:]
+            items = run_parallel(lambda n: self.chef.data_bags.find_item(AUDIT_BAG, n), batch,
+                                 workers=self.readers, name="audit-reader")
+            found += [i for i in items if i is not None and _matches(i, proposal, machine, action)]
+        if limit is not None:
+            found = found[:limit]
         return sorted(found, key=lambda e: str(e.get("id")))
 
 
@@ -226,7 +236,7 @@ def _plain(value: Any) -> Any:
 def recording(record: Recorder | None, action: str, target: str, **fields: Any) -> Iterator[dict[str, Any]]:
     """Record ``action`` through ``record`` once the block ends: with its outcome
     (``entry["outcome"]``, "ok" by default), or ``failed: <error>`` when it raises
-    anything but refused input (ValidationError, NotFoundError: no entry).
+    anything but a refusal (:data:`REFUSALS`: no entry).
 
     The block may fill ``entry["details"]``, ``"revision"``, ``"machines"``,
     ``"proposal"``, or set ``entry["skip"]`` when it changed nothing (no entry).
@@ -234,7 +244,7 @@ def recording(record: Recorder | None, action: str, target: str, **fields: Any) 
     entry: dict[str, Any] = {"outcome": "ok", "details": {}, **fields}
     try:
         yield entry
-    except (ValidationError, NotFoundError):
+    except REFUSALS:
         raise
     except Exception as exc:
         entry["outcome"] = f"failed: {type(exc).__name__}: {exc}"[:500]

@@ -519,12 +519,15 @@ class Proposals:
             if result.status == "blocked":
                 assert result.document is not None
                 seconds = result.seconds
+                entry["skip"] = any(i.get("barclamp") == barclamp and i.get("inst") == name  # still queued
+                                    and i.get("revision") == result.revision for i in self.queue.items())
                 result = self.queue.enqueue(result.document, result.reasons)
                 result.seconds = seconds
             elif result.status in ("applied", "unchanged") and (queued or result.was_queued):
                 self.queue.remove(result.proposal)
             document = result.document
-            entry.update(outcome=result.status, revision=result.revision, skip=result.status == "unchanged",
+            entry.update(outcome=result.status, revision=result.revision,
+                         skip=entry.get("skip") or result.status == "unchanged",
                          machines=document.nodes() if document is not None else ())
             entry["details"].update(machines_written=result.machines_written, reasons=result.reasons)
         return result
