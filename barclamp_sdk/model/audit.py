@@ -198,17 +198,24 @@ class AuditTrail:
         if since is not None:
             start = _id_prefix(since)
             names = [n for n in names if n >= start]
-        found: list[dict[str, Any]] = []
-        newest_first = names[::-1]
-        chunk = limit if limit is not None and not (proposal or machine or action) else 64
-        while newest_first and (limit is None or len(found) < limit):  # read newest first until enough match
-            batch, newest_first = newest_first[:chunk], newest_first[chunk:]
-            items = run_parallel(lambda n: self.chef.data_bags.find_item(AUDIT_BAG, n), batch,
-                                 workers=self.readers, name="audit-reader")
-            found += [i for i in items if i is not None and _matches(i, proposal, machine, action)]
-        if limit is not None:
-            found = found[:limit]
-        return sorted(found, key=lambda e: str(e.get("id")))
+        # One search of the bag (paged), plus direct reads of the listed entries it has not
+        # indexed yet (search lags writes on production servers).
+        listed = set(names)
+        found: dict[str, dict[str, Any]] = {}
+        for row in self.chef.search(AUDIT_BAG, "*:*"):
+            data = row.get("raw_data", row)
+            if str(data.get("id", "")) in listed:
+                found[str(data["id"])] = data
+        for item in self._read(sorted(listed - set(found))):
+            if item is not None:
+                found[str(item["id"])] = item
+        matching = [found[n] for n in sorted(found) if _matches(found[n], proposal, machine, action)]
+        return matching[-limit:] if limit is not None else matching
+
+    def _read(self, names: list[str]) -> list[dict[str, Any] | None]:
+        """Entries by id, ``readers`` at a time (None for one pruned meanwhile)."""
+        return run_parallel(lambda n: self.chef.data_bags.find_item(AUDIT_BAG, n), names,
+                            workers=self.readers, name="audit-reader")
 
 
 def _matches(entry: Mapping[str, Any], proposal: str | None, machine: str | None, action: str | None) -> bool:
