@@ -338,3 +338,22 @@ def test_parse_since():
     assert parse_since("2026-12-01T04:00:00Z", now=now).hour == 4
     with pytest.raises(ValidationError, match="neither a time"):
         parse_since("soon", now=now)
+
+
+def test_bios_apply_is_audited_and_the_bmc_password_is_not(crowbar, fleet, chef, crowbar_cli, tmp_path):
+    from barclamp_sdk.testing.bmcpeers import BmcLab
+
+    password = "Bmc-s3cret-77"
+    with BmcLab(tmp_path / "bmcs", ["good.example.com"], password=password) as lab:
+        [good] = lab.names
+        fleet.add(1, "compute", names=[good], wall=lambda n, i: lab.wall(n))
+        crowbar.machines.discover()
+        crowbar.machines.bmc.confirm(good, by="test operator")
+        crowbar.proposals.create("bios", "default", settings={"bmc_username": "admin", "bmc_password": password})
+        assert crowbar.proposals.commit("bios", "default").status == "applied"
+        rows = crowbar_cli.json("bios", "apply", good)
+        assert rows[0]["status"] == "applied"
+    [entry] = crowbar.audit.entries(action="bios apply")
+    assert (entry["target"], entry["machines"], entry["outcome"]) == ("bios/default", [good], "ok")
+    assert entry["details"] == {"rows": 1, "warnings": 0}
+    assert password not in audit_dump(chef)
