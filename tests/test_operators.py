@@ -357,3 +357,15 @@ def test_bios_apply_is_audited_and_the_bmc_password_is_not(crowbar, fleet, chef,
     assert (entry["target"], entry["machines"], entry["outcome"]) == ("bios/default", [good], "ok")
     assert entry["details"] == {"rows": 1, "warnings": 0}
     assert password not in audit_dump(chef)
+
+
+def test_an_operation_failing_part_way_is_recorded_and_a_refusal_is_not(crowbar, chef):
+    from barclamp_sdk.errors import DriftError, ServerError
+    from barclamp_sdk.model.audit import recording
+
+    for error in (ValidationError("bad input"), DriftError("hand-edited"), ServerError("PUT", "/roles/x", 500, ["boom"])):
+        with pytest.raises(type(error)):
+            with recording(crowbar.audit.record, "commit", "widget/default", proposal="widget/default"):
+                raise error
+    [entry] = crowbar.audit.entries()
+    assert entry["action"] == "commit" and entry["outcome"].startswith("failed: ServerError")

@@ -43,7 +43,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from barclamp_sdk.chef.client import ChefClient
-from barclamp_sdk.errors import ConcurrencyError, CrowbarError, DriftError, NotFound, NotFoundError, ValidationError
+from barclamp_sdk.errors import (
+    CrowbarError,
+    DriftError,
+    LockTimeout,
+    NotFound,
+    NotFoundError,
+    RevisionConflict,
+    ValidationError,
+)
 from barclamp_sdk.model.naming import AUDIT_BAG
 from barclamp_sdk.model.parallel import run_parallel
 
@@ -57,7 +65,7 @@ KEEP_DAYS = 400
 PRUNE_EVERY = 100
 #: Errors that refuse an operation before it writes anything (bad input, hand-edited roles,
 #: a lock held or a revision changed by someone else): they leave no entry.
-REFUSALS = (ValidationError, NotFoundError, DriftError, ConcurrencyError)
+REFUSALS = (ValidationError, NotFoundError, DriftError, LockTimeout, RevisionConflict)
 _ID_TIME = "%Y%m%dT%H%M%S%fZ"
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
