@@ -43,7 +43,8 @@ from barclamp_sdk.model.placement import (
     short,
 )
 from barclamp_sdk.model.proposal import Proposal
-from barclamp_sdk.model.proposals import ProposalDiff, ProposalStatus
+from barclamp_sdk.model.proposals import ProposalDiff, ProposalStatus, RevertResult
+from barclamp_sdk.model.audit import AuditTrail
 from barclamp_sdk.model.secrets import Secret, SecretRef
 from barclamp_sdk.model.spec import Action, ActionResult, Attributes, Element, Link, ProposalRef
 from barclamp_sdk.model.states import LIFECYCLE, STATES
@@ -58,6 +59,7 @@ __all__ = [
     "Attributes",
     "Barclamp",
     "BatchReport",
+    "AuditTrail",
     "BlockDevice",
     "ClusterView",
     "ConfirmedBMC",
@@ -82,6 +84,7 @@ __all__ = [
     "ProposalDiff",
     "ProposalRef",
     "ProposalStatus",
+    "RevertResult",
     "RevisionConflict",
     "RoleChange",
     "STATES",

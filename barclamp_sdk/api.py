@@ -7,7 +7,7 @@
 
 Services: :attr:`Crowbar.machines`, :attr:`Crowbar.proposals`,
 :attr:`Crowbar.queue`, :attr:`Crowbar.secrets`, :attr:`Crowbar.locks`,
-:attr:`Crowbar.batch`, :attr:`Crowbar.barclamps`; the transport is
+:attr:`Crowbar.batch`, :attr:`Crowbar.barclamps`, :attr:`Crowbar.audit`; the transport is
 :attr:`Crowbar.chef`.
 
 This is the only place that knows how the model's services fit together:
@@ -17,7 +17,7 @@ constructor; no model module knows this facade.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -25,14 +25,17 @@ from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.chef.config import ChefConfig
 from barclamp_sdk.errors import CrowbarError, NotFound
 from barclamp_sdk.model.addresses import NETWORK_BARCLAMP, NETWORK_PROPOSAL, AddressBook
+from barclamp_sdk.model.audit import AuditTrail, recording
 from barclamp_sdk.model.barclamp import Barclamp
 from barclamp_sdk.model.batch import Batch
 from barclamp_sdk.model.bmctrust import MachineBMCs
 from barclamp_sdk.model.commit import Committer
 from barclamp_sdk.model.commit.gate import Gate
 from barclamp_sdk.model.commit.rollout import Rollout
+from barclamp_sdk.model.dependents import Dependents
 from barclamp_sdk.model.element_roles import ElementRoles
 from barclamp_sdk.model.hooks import Context, HookServices
+from barclamp_sdk.model.spec import ActionResult
 from barclamp_sdk.model.locks import LockManager
 from barclamp_sdk.model.machines import Machines, record_facts
 from barclamp_sdk.model.noderoles import NodeRoleStore
@@ -72,6 +75,8 @@ class Crowbar:
         else:
             self.secrets = SecretStore.from_file(chef, self.locks, chef.config.encrypted_data_bag_secret)
 
+        #: Who did what: every operator action is recorded here (one place per operation).
+        self.audit = AuditTrail(chef, readers=concurrency)
         store = ProposalStore(chef, registry, self.locks)
         reader = ClusterReader(chef)
         roles = NodeRoleStore(chef, self.locks, concurrency=concurrency)
@@ -98,15 +103,32 @@ class Crowbar:
         self.queue = Queue(chef, self.locks, store, roles, reader, gate, services)
         rollout = Rollout(committer, store, roles, self.locks, RunWatcher(chef, interval=run_poll_interval))
         self.proposals = Proposals(registry, store, committer, self.queue, gate, reader, self.locks,
-                                   self.secrets, validator, services, rollout)
+                                   self.secrets, validator, services, rollout, record=self.audit.record,
+                                   dependents=Dependents(store, services))
         self.machines = Machines(chef, registry, roles, reader, run_lists, store, services, bmcs,
-                                 on_ready=lambda name: self.proposals.process_queue(trigger=name))
+                                 on_ready=lambda name: self.proposals.process_queue(trigger=name),
+                                 record=self.audit.record)
         self.batch = Batch(registry, store, self.proposals, reader, services)
         self._services = services
 
     def context(self, barclamp: str) -> Context:
         """A hook context of ``barclamp`` (what its hooks and actions work through)."""
         return self._services.context(self.barclamps.get(barclamp))
+
+    def run_action(self, barclamp: str, action: str, proposal: str, machines: list[str],
+                   progress: Callable[[int], None] | None = None) -> ActionResult:
+        """Run a barclamp's :class:`~barclamp_sdk.Action` (``crowbar bios apply ...``), recorded
+        in the audit trail (machines, rows, error; never a row's values)."""
+        definition = self.barclamps.get(barclamp)
+        found = [a for a in definition.actions if a.name == action]
+        if not found:
+            raise NotFoundError(f"barclamp {barclamp} has no action {action!r}")
+        ref = f"{barclamp}/{proposal}"
+        with recording(self.audit.record, f"{barclamp} {action}", ref, proposal=ref, machines=machines) as entry:
+            result = found[0].run(self, proposal, list(machines), progress)
+            entry["outcome"] = "failed: " + result.error if result.error else "ok"
+            entry["details"].update(rows=len(result.rows), warnings=len(result.warnings))
+        return result
 
     def __repr__(self) -> str:
         return f"Crowbar({self.chef.base_url!r})"

@@ -235,10 +235,10 @@ def demo(state: CLIState, directory: str, memory: bool, production: bool) -> int
 
 
 def _register() -> None:
-    from barclamp_sdk.cli import batch, locks, machines, secrets, sim
+    from barclamp_sdk.cli import audit, batch, locks, machines, secrets, sim
 
     for command in (machines.machines, machines.roles, machines.queue, machines.barclamps, sim.sim,
-                    batch.batch, batch.completion, secrets.secrets, locks.locks):
+                    batch.batch, batch.completion, secrets.secrets, locks.locks, audit.audit):
         root.add_command(command)
 
 

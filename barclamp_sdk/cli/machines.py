@@ -126,7 +126,7 @@ def machines_allocate(state: CLIState, names: tuple[str, ...], every: bool) -> N
 @pass_state
 def machines_transition(state: CLIState, name: str, new_state: str) -> None:
     """Record that a machine entered STATE (what boot scripts call)."""
-    record = state.crowbar().machines.transition(name, new_state)
+    record = state.crowbar().machines.transition(name, new_state, operator=True)
     state.emit(record.as_dict(), lambda: f"{name}: {record.state}")
 
 

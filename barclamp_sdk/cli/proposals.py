@@ -286,12 +286,51 @@ def make_group(barclamp: Barclamp) -> click.Group:
 
     @proposal.command()
     @click.argument("name", shell_complete=proposal_names(bc))
+    @click.option("--force", is_flag=True, help="Delete it though committed proposals link to it (audited).")
     @output_options
     @pass_state
-    def delete(state: CLIState, name: str) -> None:
-        """Delete a proposal that is not committed."""
-        state.crowbar().proposals.delete(bc, name)
-        state.emit({"deleted": f"{bc}/{name}"}, lambda: f"deleted {bc}/{name}")
+    def delete(state: CLIState, name: str, force: bool) -> None:
+        """Delete a proposal that is not committed (refused while committed proposals link to it)."""
+        state.crowbar().proposals.delete(bc, name, force=force)
+        state.emit({"deleted": f"{bc}/{name}", "forced": force}, lambda: f"deleted {bc}/{name}")
+
+    @proposal.command()
+    @click.argument("name", shell_complete=proposal_names(bc))
+    @click.argument("rev", metavar="REV")
+    @click.option("--commit", "then_commit", is_flag=True, help="Commit the new revision too.")
+    @click.option("--keep-current-secrets", is_flag=True,
+                  help="Secrets whose value at REV is gone keep their current value.")
+    @output_options
+    @pass_state
+    def revert(state: CLIState, name: str, rev: str, then_commit: bool, keep_current_secrets: bool) -> int:
+        """Save a new revision with the content of REV (3 or r3) and show the diff (commit it with --commit)."""
+        text = rev.strip().removeprefix("r")
+        if not text.isdigit():
+            raise ValidationError(f"REV must be a revision number (like 3 or r3), not {rev!r}; "
+                                  f"see `crowbar {bc} proposal history {name}`")
+        revision = int(text)
+        crowbar = state.crowbar()
+        total = len(crowbar.proposals.get(bc, name).nodes()) if then_commit else 0
+        with progress(state, total, f"reverting {bc}/{name} to r{revision} and committing") as advance:
+            result = crowbar.proposals.revert(bc, name, revision, commit=then_commit,
+                                              keep_current_secrets=keep_current_secrets, progress=advance)
+
+        def human() -> Any:
+            if not result.changed:
+                return f"{bc}/{name} r{result.previous_revision} already has the content of r{revision}: nothing saved"
+            if result.diff is not None and result.diff.text:
+                state.console.print(state.diff_text(result.diff.text))
+            kept = (f" (kept the current value of {', '.join(result.kept_secrets)})"
+                    if result.kept_secrets else "")
+            lines = [f"saved {bc}/{name} r{result.proposal.revision} with the content of r{revision}{kept}"]
+            if result.commit is not None:
+                lines.append(commit_view(result.commit))
+            else:
+                lines.append(f"review it, then commit it with `crowbar {bc} proposal commit {name}`")
+            return state.markup("\n".join(lines))
+
+        state.emit(result.as_dict(), human)
+        return EXIT_QUEUED if result.commit is not None and result.commit.status == "queued" else 0
 
     @proposal.command()
     @click.argument("name", shell_complete=proposal_names(bc))
@@ -367,20 +406,21 @@ def make_group(barclamp: Barclamp) -> click.Group:
 
     @proposal.command()
     @click.argument("name", shell_complete=proposal_names(bc))
+    @click.option("--force", is_flag=True, help="Deactivate it though committed proposals link to it (audited).")
     @output_options
     @pass_state
-    def deactivate(state: CLIState, name: str) -> None:
-        """Take a committed proposal off its machines."""
+    def deactivate(state: CLIState, name: str, force: bool) -> None:
+        """Take a committed proposal off its machines (refused while committed proposals link to it)."""
         with phase_progress(state, f"deactivating {bc}/{name}") as phases:
-            result = state.crowbar().proposals.deactivate(bc, name, phases=phases)
+            result = state.crowbar().proposals.deactivate(bc, name, force=force, phases=phases)
         state.emit(result.as_dict(), lambda: f"deactivated {bc}/{name}: {result.machines_written} machine role(s) written")
 
     for action in barclamp.actions:
-        group.add_command(action_command(action))
+        group.add_command(action_command(action, bc))
     return group
 
 
-def action_command(action: Action) -> click.Command:
+def action_command(action: Action, barclamp: str) -> click.Command:
     """The command of a barclamp's :class:`~barclamp_sdk.Action`: MACHINES..., --proposal, output options."""
     @click.command(action.name, help=action.help)
     @click.argument("machines", nargs=-1, required=True, shell_complete=machine_names)
@@ -389,7 +429,7 @@ def action_command(action: Action) -> click.Command:
     @pass_state
     def command(state: CLIState, machines: tuple[str, ...], proposal_name: str) -> int:
         with progress(state, len(machines), action.name) as advance:
-            result = action.run(state.crowbar(), proposal_name, list(machines), advance)
+            result = state.crowbar().run_action(barclamp, action.name, proposal_name, list(machines), advance)
 
         def table() -> Table:
             grid = Table(box=None, header_style="bold")

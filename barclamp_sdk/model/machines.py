@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
+from barclamp_sdk.model.audit import Recorder, recording
 from barclamp_sdk.model.bmctrust import MachineBMCs
 from barclamp_sdk.errors import CrowbarError, NotFoundError, ValidationError
 from barclamp_sdk.model.crowbar1x import adopt, is_crowbar1x_role
@@ -39,7 +40,7 @@ class Machines:
 
     def __init__(self, chef: ChefClient, registry: BarclampRegistry, roles: NodeRoleStore, reader: ClusterReader,
                  run_lists: NodeRunLists, store: ProposalStore, services: HookServices, bmc: MachineBMCs, *,
-                 on_ready: Callable[[str], Any] | None = None) -> None:
+                 on_ready: Callable[[str], Any] | None = None, record: Recorder | None = None) -> None:
         self.chef = chef
         self.registry = registry
         self.roles = roles
@@ -51,6 +52,8 @@ class Machines:
         self.on_ready = on_ready
         #: Confirmed BMC endpoints: the only ones credentials go to.
         self.bmc = bmc
+        #: Records operator actions in the audit trail (None: not recorded).
+        self.audit = record
 
     # -- reading ---------------------------------------------------------------------
 
@@ -169,13 +172,29 @@ class Machines:
 
     # -- transitions ---------------------------------------------------------------------
 
-    def transition(self, name: str, state: str) -> MachineRecord:
+    def transition(self, name: str, state: str, *, operator: bool = False) -> MachineRecord:
         """Record that machine ``name`` entered ``state`` (what boot scripts call).
 
         ``discovering`` makes a Chef node a machine. Barclamp hooks for the
         state run afterwards, in the barclamps' run order; reaching ``ready``
-        lets waiting proposals proceed.
+        lets waiting proposals proceed. ``operator=True`` (an operator's
+        command, not a boot script) records it in the audit trail.
         """
+        if not operator:
+            return self._transition(name, state)
+        check_node_name(name)
+        check_state(state)
+        try:
+            before: str | None = self.record(name).state
+        except NotFoundError:
+            before = None
+        with recording(self.audit, "transition", name, machines=[name],
+                       details={"from": before, "to": state}) as entry:
+            record = self._transition(name, state)
+            entry["outcome"] = record.state
+        return record
+
+    def _transition(self, name: str, state: str) -> MachineRecord:
         check_node_name(name)
         check_state(state)
         created = False
@@ -310,7 +329,11 @@ class Machines:
             data["allocated"] = True
             return True
 
-        report = self.roles.update({n: change for n in names}, purpose="allocate machines", progress=progress)
+        with recording(self.audit, "allocate", ", ".join(names[:3]) + (" ..." if len(names) > 3 else ""),
+                       machines=names) as entry:
+            report = self.roles.update({n: change for n in names}, purpose="allocate machines", progress=progress)
+            entry.update(machines=sorted(report.written), skip=not report.written)
+            entry["details"]["allocated"] = len(report.written)
         return sorted(report.written)
 
 

@@ -25,6 +25,7 @@ PROPOSALS_BAG = "crowbar"
 HISTORY_BAG = "crowbar_history"
 LOCKS_BAG = "crowbar_locks"
 SECRETS_BAG = "crowbar_secrets"
+AUDIT_BAG = "crowbar_audit"
 QUEUE_ITEM = "queue"
 
 #: Names Crowbar refused for proposals (they clash with its REST routes).

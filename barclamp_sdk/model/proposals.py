@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from barclamp_sdk.errors import CrowbarError, NotFoundError, RevisionConflict, ValidationError
+from barclamp_sdk.model.audit import Recorder, recording
 from barclamp_sdk.model.commit import CommitResult, Committer
 from barclamp_sdk.model.commit.gate import Gate
 from barclamp_sdk.model.commit.plan import rollout_plan
 from barclamp_sdk.model.commit.rollout import RECORD, Rollout
+from barclamp_sdk.model.dependents import Dependents, fill_optional_links
 from barclamp_sdk.model.hooks import Context, HookServices
 from barclamp_sdk.model.jsondoc import Change, diff, get_path, set_path, unified_diff, unset_path
 from barclamp_sdk.model.locks import Lock, LockManager, holder_gone
@@ -84,12 +86,38 @@ class ProposalDiff:
                 "changes": [c.as_dict() for c in self.changes]}
 
 
+@dataclass
+class RevertResult:
+    """What :meth:`Proposals.revert` did: the new revision holding ``reverted_to``'s content,
+    its diff against the one that was current, and the commit when asked for."""
+
+    proposal: Proposal
+    reverted_to: int
+    previous_revision: int
+    diff: ProposalDiff | None
+    #: Secret settings whose value at ``reverted_to`` is gone, kept at their current value.
+    kept_secrets: list[str] = field(default_factory=list)
+    commit: CommitResult | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.proposal.revision != self.previous_revision
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"proposal": str(self.proposal.ref), "revision": self.proposal.revision,
+                "reverted_to": self.reverted_to, "previous_revision": self.previous_revision,
+                "changed": self.changed, "kept_secrets": self.kept_secrets,
+                "diff": self.diff.as_dict() if self.diff else None,
+                "commit": self.commit.as_dict() if self.commit else None}
+
+
 class Proposals:
     """Every barclamp's proposals, and their lifecycle: create, edit, commit or queue, deactivate."""
 
     def __init__(self, registry: BarclampRegistry, store: ProposalStore, committer: Committer, queue: Queue,
                  gate: Gate, reader: ClusterReader, locks: LockManager, secrets: SecretStore,
-                 validator: Validator, services: HookServices, rollout: Rollout | None = None) -> None:
+                 validator: Validator, services: HookServices, rollout: Rollout | None = None, *,
+                 record: Recorder | None = None, dependents: Dependents | None = None) -> None:
         self.registry = registry
         self.rollout = rollout
         self.store = store
@@ -101,6 +129,9 @@ class Proposals:
         self.secrets = secrets
         self.validator = validator
         self.services = services
+        #: Records operations in the audit trail (None: not recorded).
+        self.audit = record
+        self.dependents = dependents or Dependents(store, services)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -228,13 +259,16 @@ class Proposals:
             usable = on_supported_platforms(proposal, inventory)
             definition.create_proposal(proposal, usable, self.services.context(definition))
             drop_platform_refused(proposal, inventory)
+        fill_optional_links(proposal, self.services.context(definition, draft=True), given=settings or ())
         if fill is not None:
             fill(proposal)
         with self.locks.hold(proposal_lock_name(barclamp, name), f"create {barclamp}/{name}"):
             self._check(proposal)
             machines = f" from an inventory of {len(inventory)} machine(s)" if inventory is not None else ""
-            with self._staged_secrets(proposal) as staged:
-                created = self.store.create(proposal, change=f"created{machines}")
+            with recording(self.audit, "create", str(proposal.ref), proposal=str(proposal.ref)) as entry:
+                with self._staged_secrets(proposal) as staged:
+                    created = self.store.create(proposal, change=f"created{machines}")
+                entry.update(revision=created.revision, machines=created.nodes())
             if staged:
                 self._collect_secrets(created)
             return created
@@ -247,6 +281,12 @@ class Proposals:
         lock, so bad input and no-op edits write nothing at all; then it is
         applied again, under the lock, to the document as it is by then.
         """
+        return self._update(barclamp, name, mutate, change=change, expected_revision=expected_revision)
+
+    def _update(self, barclamp: str, name: str, mutate: Callable[[Proposal], None], *, change: str,
+                expected_revision: int | None, action: str = "edit",
+                details: Mapping[str, Any] | None = None) -> Proposal:
+        """:meth:`update`, recorded in the audit trail as ``action`` (with ``details``) when it saves."""
         current = self.store.get(barclamp, name)
         preview = self._edited(current, mutate, expected_revision)
         if preview is None:
@@ -264,8 +304,13 @@ class Proposals:
             same_status = all(edited.deployment.get(k) == current.deployment.get(k) for k in STATUS_KEYS)
             if _comparable(edited) == _comparable(current) and same_status:
                 return current
-            with self._staged_secrets(edited) as staged:
-                saved = self.store.save(edited, expected_revision=current.revision, change=change)
+            ref = str(current.ref)
+            with recording(self.audit, action, ref, proposal=ref, details=dict(details or {})) as entry:
+                with self._staged_secrets(edited) as staged:
+                    saved = self.store.save(edited, expected_revision=current.revision, change=change)
+                entry["details"].update(change=change, from_revision=current.revision,
+                                        keys=sorted({c.path for c in diff(_comparable(current), _comparable(saved))}))
+                entry.update(revision=saved.revision, machines=sorted(set(current.nodes()) | set(saved.nodes())))
             if staged:
                 self._collect_secrets(saved)
             return saved
@@ -372,25 +417,101 @@ class Proposals:
 
         return self.update(barclamp, name, adopt, change=change, expected_revision=expected_revision)
 
-    def delete(self, barclamp: str, name: str) -> None:
-        """Delete a proposal that is not committed (deactivate it first)."""
+    def revert(self, barclamp: str, name: str, revision: int, *, commit: bool = False,
+               keep_current_secrets: bool = False, progress: Callable[[int], None] | None = None) -> RevertResult:
+        """Save a new revision whose content is ``revision``'s; committing is left to the caller
+        (``commit=True`` commits it too).
+
+        Secrets are taken by reference to ``revision``'s versions. A version
+        is deleted once neither the document nor the committed role uses it
+        (see :mod:`~barclamp_sdk.model.secrets`), so a value replaced and
+        committed since is gone: that is refused, naming the settings, unless
+        ``keep_current_secrets`` (they keep their current values). Bad input
+        (an unknown or the current revision) writes nothing.
+        """
+        if isinstance(revision, bool) or not isinstance(revision, int) or revision < 1:
+            raise ValidationError(f"revision must be a positive number, not {revision!r}")
+        current = self.store.get(barclamp, name)
+        ref = current.ref
+        if revision == current.revision:
+            raise ValidationError(f"r{revision} is the current revision of {ref}: nothing to revert "
+                                  f"(see `crowbar {barclamp} proposal history {name}`)")
+        if revision > current.revision:
+            raise NotFoundError(f"proposal {ref} has no revision {revision} (the current one is "
+                                f"r{current.revision}); see `crowbar {barclamp} proposal history {name}`")
+        target = self.store.revision(barclamp, name, revision)
+        gone = self._gone_secrets(target)
+        if gone and not keep_current_secrets:
+            raise ValidationError(
+                f"cannot revert {ref} to r{revision}: the value(s) of {', '.join(gone)} at r{revision} are "
+                "gone (an old secret version is deleted once a later value is committed); give "
+                "--keep-current-secrets to revert everything else and keep their current values")
+
+        def adopt(proposal: Proposal) -> None:
+            kept = {path: copy.deepcopy(get_path(proposal.attributes, path, None)) for path in gone}
+            proposal.data.clear()
+            proposal.data.update(copy.deepcopy(target.data))
+            for path, value in kept.items():
+                set_path(proposal.attributes, path, value)
+
+        saved = self._update(barclamp, name, adopt, change=f"reverted to r{revision}",
+                             expected_revision=current.revision, action="revert",
+                             details={"reverted_to": revision, "kept_current_secrets": gone})
+        result = RevertResult(saved, revision, current.revision, None, gone)
+        if result.changed:
+            result.diff = self.diff(barclamp, name, current.revision, saved.revision)
+        if commit:
+            result.commit = self.commit(barclamp, name, progress=progress)
+        return result
+
+    def _gone_secrets(self, proposal: Proposal) -> list[str]:
+        """Secret settings of ``proposal`` whose stored version no longer exists."""
+        if not self.secrets.configured:
+            return []
+        gone = []
+        for path in secret_paths(proposal.definition.Attributes):
+            value = get_path(proposal.attributes, path, None)
+            if is_reference(value) and self.secrets.chef.data_bags.find_item(value["data_bag"], value["item"]) is None:
+                gone.append(path)
+        return gone
+
+    def delete(self, barclamp: str, name: str, *, force: bool = False) -> None:
+        """Delete a proposal that is not committed (deactivate it first).
+
+        Refused while committed proposals depend on it (links, ``dependencies``),
+        naming them, unless ``force`` (recorded in the audit trail).
+        """
         with self.locks.hold(proposal_lock_name(barclamp, name), f"delete {barclamp}/{name}"):
             proposal = self.store.get(barclamp, name)
             if self.store.is_committed(proposal):
                 raise ValidationError(
                     f"proposal {barclamp}/{name} is committed; deactivate it first with "
                     f"`crowbar {barclamp} proposal deactivate {name}`")
-            self.queue.remove(proposal.ref)
-            if self.secrets.configured:  # before the document: a rerun after a crash finds it and finishes
-                self.secrets.collect(secrets_item_id(barclamp, name), keep=())
-            self.store.delete(proposal)
+            dependents = self.dependents.refuse(proposal.ref, "delete", force=force)
+            ref = str(proposal.ref)
+            with recording(self.audit, "delete", ref, proposal=ref, revision=proposal.revision,
+                           machines=proposal.nodes(), details=_forced(force, dependents)):
+                self.queue.remove(proposal.ref)
+                if self.secrets.configured:  # before the document: a rerun after a crash finds it and finishes
+                    self.secrets.collect(secrets_item_id(barclamp, name), keep=())
+                self.store.delete(proposal)
 
-    def deactivate(self, barclamp: str, name: str, *, phases: PhaseCallback | None = None) -> CommitResult:
+    def deactivate(self, barclamp: str, name: str, *, force: bool = False,
+                   phases: PhaseCallback | None = None) -> CommitResult:
         """Take a committed proposal off its machines and delete its config role.
 
+        Refused while other committed proposals depend on it (links,
+        ``dependencies``), naming them, unless ``force`` (recorded in the audit trail).
         ``phases`` is called with each :class:`~barclamp_sdk.model.progress.Phase`.
         """
-        result = self.committer.deactivate(barclamp, name, progress=reporter(None, phases))
+        self.registry.get(barclamp)
+        ref = ProposalRef(barclamp, name)
+        dependents = self.dependents.refuse(ref, "deactivate", force=force)
+        with recording(self.audit, "deactivate", str(ref), proposal=str(ref),
+                       details=_forced(force, dependents)) as entry:
+            result = self.committer.deactivate(barclamp, name, progress=reporter(None, phases))
+            entry.update(revision=result.revision, outcome=result.status)
+            entry["details"]["machines_written"] = result.machines_written
         self.queue.remove(result.proposal)
         if result.document is not None:
             self._collect_secrets(result.document)
@@ -422,7 +543,15 @@ class Proposals:
         document = self.store.get(barclamp, name)
         plan = rollout_plan(document, wave=wave, max_failures=max_failures, timeout=timeout)
         if plan is not None and not dry_run and self.rollout is not None:
-            result = self.rollout.commit(barclamp, name, plan, force=force, progress=counting)
+            ref = str(ProposalRef(barclamp, name))
+            with recording(self.audit, "commit", ref, proposal=ref,
+                           details={"force": force, "wave": plan.wave, "max_failures": plan.max_failures}) as entry:
+                result = self.rollout.commit(barclamp, name, plan, force=force, progress=counting)
+                entry.update(outcome=result.status, revision=result.revision, skip=result.status == "blocked",
+                             machines=result.document.nodes() if result.document is not None else ())
+                entry["details"].update(machines_written=result.machines_written, reasons=result.reasons,
+                                        waves=(result.document.deployment.get(RECORD)
+                                               if result.document is not None else None))
             if result.status == "blocked":
                 raise ValidationError(
                     f"{barclamp}/{name} cannot be rolled out now: {'; '.join(result.reasons)}; nothing of it "
@@ -445,15 +574,25 @@ class Proposals:
         """
         if not dry_run and document is None:
             self._refresh(barclamp, name)
-        result = self.committer.commit(barclamp, name, dry_run=dry_run, force=force, queued=queued,
-                                       progress=progress, document=document)
-        if result.status == "blocked":
-            assert result.document is not None
-            seconds = result.seconds
-            result = self.queue.enqueue(result.document, result.reasons)
-            result.seconds = seconds
-        elif result.status in ("applied", "unchanged") and (queued or result.was_queued):
-            self.queue.remove(result.proposal)
+        ref = str(ProposalRef(barclamp, name))
+        with recording(self.audit if not dry_run else None, "commit", ref, proposal=ref,
+                       details={"from_queue": queued, "force": force}) as entry:
+            result = self.committer.commit(barclamp, name, dry_run=dry_run, force=force, queued=queued,
+                                           progress=progress, document=document)
+            if result.status == "blocked":
+                assert result.document is not None
+                seconds = result.seconds
+                entry["skip"] = any(i.get("barclamp") == barclamp and i.get("inst") == name  # still queued
+                                    and i.get("revision") == result.revision for i in self.queue.items())
+                result = self.queue.enqueue(result.document, result.reasons)
+                result.seconds = seconds
+            elif result.status in ("applied", "unchanged") and (queued or result.was_queued):
+                self.queue.remove(result.proposal)
+            document = result.document
+            entry.update(outcome=result.status, revision=result.revision,
+                         skip=entry.get("skip") or result.status == "unchanged",
+                         machines=document.nodes() if document is not None else ())
+            entry["details"].update(machines_written=result.machines_written, reasons=result.reasons)
         return result
 
     def process_queue(self, *, trigger: str | None = None) -> list[CommitResult]:
@@ -489,7 +628,9 @@ class Proposals:
 
     def dequeue(self, barclamp: str, name: str) -> None:
         """Take a queued proposal out of the queue."""
-        self.queue.dequeue(barclamp, name)
+        ref = str(ProposalRef(barclamp, name))
+        with recording(self.audit, "dequeue", ref, proposal=ref):
+            self.queue.dequeue(barclamp, name)
 
     def validate(self, proposal: Proposal) -> None:
         """Raise ValidationError listing every problem (writes nothing)."""
@@ -509,7 +650,8 @@ class Proposals:
         def mutate(proposal: Proposal) -> None:
             proposal.definition.refresh(proposal, self.services.context(proposal.definition, draft=True))
 
-        self.update(barclamp, name, mutate, change="settings copied from other proposals refreshed")
+        self._update(barclamp, name, mutate, change="settings copied from other proposals refreshed",
+                     expected_revision=None, action="refresh")
 
     def _check(self, proposal: Proposal) -> None:
         """Resolve links, let the barclamp prepare, then validate (reads only)."""
@@ -607,6 +749,12 @@ class Proposals:
             proposal.deployment["crowbar-status"] = "interrupted"
             proposal.deployment["crowbar-failed"] = (
                 f"{previous.get('purpose')} by {previous.get('owner')} was interrupted")
+
+
+def _forced(force: bool, dependents: Iterable[Any]) -> dict[str, Any]:
+    """Audit details of a protected operation: forced past which dependents."""
+    shown = [str(d) for d in dependents]
+    return {"force": True, "forced_past": shown} if force and shown else ({"force": True} if force else {})
 
 
 def _comparable(proposal: Proposal) -> dict[str, Any]:

@@ -21,7 +21,10 @@ references; versions no longer referred to (by the document or the config
 role that applies it) are collected after (:meth:`SecretStore.collect`). A
 refused, failed or losing command discards its version, so every secret stays
 as it was; one killed before that leaves a version nothing refers to, which
-the next write of that proposal collects.
+the next write of that proposal collects. History revisions keep no version
+alive: reverting to a revision whose version was collected (its value was
+replaced and committed since) is refused by ``Proposals.revert``, naming the
+settings, unless told to keep their current values.
 
 In an attribute model, mark a field secret with the :data:`Secret` type; the
 library stores what is set there and keeps only the reference.

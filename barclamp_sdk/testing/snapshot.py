@@ -9,6 +9,13 @@ bag item. Compare two snapshots to prove a refused command wrote nothing::
 
 Empty data bags are left out: taking and releasing a lock may leave the empty
 ``crowbar_locks`` bag behind, which holds nothing.
+
+``role_snapshot(chef)`` is every role without the counters each write bumps
+(:data:`ROLE_BOOKKEEPING`): what two commits of the same content must agree on::
+
+    before = role_snapshot(chef)        # r2 applied
+    crowbar.proposals.revert("nova", "default", 2, commit=True)
+    assert role_snapshot(chef) == before
 """
 
 from __future__ import annotations
@@ -17,6 +24,23 @@ from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.errors import NotFound
+
+
+#: Role keys that change on every write, whatever the content: left out by :func:`role_snapshot`.
+ROLE_BOOKKEEPING = frozenset({"crowbar-revision", "crowbar-fingerprint", "state_change_time"})
+
+
+def role_snapshot(chef: ChefClient, ignore: frozenset[str] = ROLE_BOOKKEEPING) -> dict[str, Any]:
+    """Every role by name, without the ``ignore`` keys (at any depth)."""
+    return {name: _without(chef.roles.get(name), ignore) for name in sorted(chef.roles.list())}
+
+
+def _without(value: Any, ignore: frozenset[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _without(v, ignore) for k, v in value.items() if k not in ignore}
+    if isinstance(value, list):
+        return [_without(v, ignore) for v in value]
+    return value
 
 
 def server_snapshot(chef: ChefClient) -> dict[str, Any]:
