@@ -166,7 +166,7 @@ def test_batch_export_local_and_proposal_commands_print_json(cli, tmp_path):
     plan = cli.json("batch", "apply", "--dry-run", str(scenario))["plan"]
     assert plan[0]["proposal"] == "widget/default"
     cli("gizmo", "proposal", "create", "spare", "--empty")
-    assert cli.json("gizmo", "proposal", "delete", "spare") == {"deleted": "gizmo/spare"}
+    assert cli.json("gizmo", "proposal", "delete", "spare") == {"deleted": "gizmo/spare", "forced": False}
     assert cli.json("local", "stop", "--dir", str(tmp_path / "none")) == {"stopped": False,
                                                                          "dir": str(tmp_path / "none")}
     error = cli.error("local", "env", "--dir", str(tmp_path / "none"), expect=1)

@@ -184,7 +184,7 @@ def test_deactivate_and_delete_of_a_linked_dependency_are_refused_and_force_is_a
         crowbar.proposals.deactivate("hub", "default")
     code, out, err = crowbar_cli("hub", "proposal", "deactivate", "default", "--json")
     assert code == 1 and "spoke/default (hub_instance)" in err and out == ""
-    assert err.strip().splitlines()[-1].startswith("error: cannot deactivate hub/default")
+    assert json.loads(err.strip().splitlines()[-1])["error"].startswith("cannot deactivate hub/default")
     assert server_snapshot(chef) == before  # refused: nothing written, not even an audit entry
 
     data = crowbar_cli.json("hub", "proposal", "deactivate", "default", "--force")
@@ -196,7 +196,7 @@ def test_deactivate_and_delete_of_a_linked_dependency_are_refused_and_force_is_a
     assert code == 1 and "cannot delete hub/default" in err and "spoke/default" in err
     assert server_snapshot(chef) == before
     data = crowbar_cli.json("hub", "proposal", "delete", "default", "--force")
-    assert data == {"proposal": "hub/default", "status": "deleted", "forced": True}
+    assert data == {"deleted": "hub/default", "forced": True}
 
     forced = crowbar.audit.entries(proposal="hub/default")
     assert [(e["action"], e["outcome"]) for e in forced][-2:] == [("deactivate", "deactivated"), ("delete", "ok")]

@@ -4,6 +4,7 @@ records it, and resumes."""
 
 from __future__ import annotations
 
+import time
 import pytest
 
 from barclamp_sdk.api import Crowbar
@@ -79,6 +80,14 @@ def test_a_rollout_stops_after_the_wave_that_spent_the_budget_records_it_and_res
 
         # The operator fixes the machines; their daemons' next runs succeed; committing again resumes.
         fleet.failing.clear()
+        # A run already ending when the fix came may still report the failure: resume once each
+        # fixed machine has reported a successful run (a condition, not a timer).
+        fixed = [wave[2][1], wave[4][0], wave[4][3]]
+        deadline = time.monotonic() + 300
+        while not all((chef.nodes.get(n)["automatic"].get("crowbar_wall") or {}).get("last_run", {}).get("success")
+                      for n in fixed):
+            assert time.monotonic() < deadline, "the fixed machines never reported a successful run"
+            time.sleep(0.2)
         phases.clear()
         resumed = api.proposals.commit("widget", "default", wave=5, max_failures=2, timeout=300,
                                        phases=phases.append)
