@@ -3,7 +3,10 @@
 The current document of proposal ``nova/default`` is item ``bc-nova-default``
 of data bag ``crowbar`` (Crowbar's place for it). Every saved revision is also
 kept, whole, as item ``nova-default-<revision>`` of ``crowbar_history`` with
-who saved it, when, and a one-line summary of the change.
+who saved it, when, and a one-line summary of the change. Either is stored
+through :mod:`~barclamp_sdk.model.parts`: a container too large for one
+request (a per-machine map of thousands of machines) is kept in parts, and
+every read gives the whole document back.
 
 Every write of a proposal document happens under the proposal's lock, from
 a document read under that same lock: :meth:`ProposalStore.modify` is the one
@@ -48,6 +51,7 @@ from barclamp_sdk.model.naming import (
     proposal_query,
 )
 from barclamp_sdk.model.noderoles import FINGERPRINT
+from barclamp_sdk.model.parts import PartStore, references, split
 from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
 from barclamp_sdk.model.registry import BarclampRegistry
 
@@ -73,11 +77,38 @@ def who() -> str:
 class ProposalStore:
     """Reads and writes proposal documents and their history."""
 
-    def __init__(self, chef: ChefClient, registry: BarclampRegistry, locks: LockManager) -> None:
+    def __init__(self, chef: ChefClient, registry: BarclampRegistry, locks: LockManager,
+                 parts: PartStore | None = None) -> None:
         self.chef = chef
         self.registry = registry
         self.locks = locks
+        self.parts = parts or PartStore(chef)
         self._bags_ready = False
+        #: Per proposal item id: parts known to exist (named by the head last read or written).
+        self._seen: dict[str, set[str]] = {}
+
+    def _whole(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A stored proposal head (or history item) with its parts joined back."""
+        owner = str(data.get("proposal") or data.get("id") or "")
+        refs = references(data)
+        if not refs:
+            return data
+        self._seen[owner] = self._seen.get(owner, set()) | refs
+        return self.parts.join(data)  # type: ignore[no-any-return]
+
+    def _stored(self, owner: str, data: dict[str, Any]) -> dict[str, Any]:
+        """What to send for ``data``: its parts are written first, the head returned."""
+        head, parts = split(data, owner)
+        seen = self._seen.setdefault(owner, set())
+        self.parts.write(parts, seen)
+        seen.update(parts)
+        return head
+
+    def write_parts(self, owner: str, parts: dict[str, dict[str, Any]]) -> None:
+        """Write the parts of a document of proposal item ``owner`` not known to exist (a config role's)."""
+        seen = self._seen.setdefault(owner, set())
+        self.parts.write(parts, seen)
+        seen.update(parts)
 
     def _ensure_bags(self) -> None:
         if not self._bags_ready:
@@ -91,7 +122,8 @@ class ProposalStore:
             data = self.chef.data_bags.get_item(PROPOSALS_BAG, proposal_item_id(barclamp, name))
         except NotFound:
             return None
-        proposal = Proposal(definition, data)
+        self._seen[str(data.get("id"))] = references(data)
+        proposal = Proposal(definition, self._whole(data))
         proposal.read_under = self.locks.token_of(proposal_lock_name(barclamp, name))
         return proposal
 
@@ -120,11 +152,11 @@ class ProposalStore:
             data = row.get("raw_data", row)
             item_id = str(data.get("id", ""))
             if item_id in listed:
-                found[item_id] = data
+                found[item_id] = self._whole(data)
         for item_id in sorted(listed - set(found)):
             item = self.chef.data_bags.find_item(PROPOSALS_BAG, item_id)
             if item is not None:
-                found[item_id] = item
+                found[item_id] = self._whole(item)
         proposals = [Proposal(self.registry.get(barclamp_of_item(i) or ""), data) for i, data in found.items()]
         return sorted(proposals, key=lambda p: (p.barclamp, p.name))
 
@@ -140,9 +172,10 @@ class ProposalStore:
             raise ValidationError(
                 f"proposal {proposal.barclamp}/{proposal.name} already exists; edit it, or delete it first")
         proposal.revision = 1
+        self._seen[proposal.id] = set()
         self._record(proposal, change, current_revision=0)
         try:
-            self.chef.data_bags.create_item(PROPOSALS_BAG, proposal.data)
+            self.chef.data_bags.create_item(PROPOSALS_BAG, self._stored(proposal.id, proposal.data))
         except Conflict:
             raise ValidationError(
                 f"proposal {proposal.barclamp}/{proposal.name} already exists; edit it, or "
@@ -161,7 +194,7 @@ class ProposalStore:
             )
         proposal.revision = expected_revision + 1
         self._record(proposal, change, current_revision=current.revision)
-        self.chef.data_bags.update_item(PROPOSALS_BAG, proposal.data)
+        self.chef.data_bags.update_item(PROPOSALS_BAG, self._stored(proposal.id, proposal.data))
         proposal.read_under = current.read_under
         return proposal
 
@@ -242,6 +275,7 @@ class ProposalStore:
             "change": change,
             "document": proposal.data,
         }
+        item = self._stored(proposal.id, item)
         try:
             self.chef.data_bags.create_item(HISTORY_BAG, item)
         except Conflict:
@@ -263,6 +297,8 @@ class ProposalStore:
             except NotFound:
                 pass
         self.chef.data_bags.delete_item(PROPOSALS_BAG, proposal.id)
+        self.parts.delete_owner(proposal.id)
+        self._seen.pop(proposal.id, None)
 
     def history(self, barclamp: str, name: str, upto: int = 0) -> list[dict[str, Any]]:
         """One summary per saved revision, oldest first.
@@ -293,7 +329,7 @@ class ProposalStore:
                 f"proposal {barclamp}/{name} has no revision {revision}; see "
                 f"`crowbar {barclamp} proposal history {name}`"
             ) from None
-        return Proposal(definition, item["document"])
+        return Proposal(definition, self._whole(item)["document"])
 
     # -- what is committed ------------------------------------------------------------
 
@@ -313,6 +349,7 @@ class ProposalStore:
             role = self.config_role(barclamp, name)
         if not isinstance(role, dict):
             return None, None
+        role = self.parts.join(role)
         deployment = copy.deepcopy((role.get("override_attributes") or {}).get(barclamp, {}))
         try:
             revision = int(deployment.get("crowbar-revision") or 0)

@@ -96,6 +96,8 @@ class Ceph(Barclamp):
         Element("ceph-radosgw", recipes=("ceph::radosgw",), platform=LINUX, priority=82, max=3),
     )
     element_order = (("ceph-mon",), ("ceph-osd",), ("ceph-radosgw",))
+    #: Each OSD machine's disks go into its own crowbar-<node> role (node[:ceph][:osd_devices][node.name]).
+    node_attributes = ("osd_devices",)
 
     def create_proposal(self, proposal, inventory, ctx):
         machines = general_purpose(inventory.candidates())
