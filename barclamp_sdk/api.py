@@ -37,6 +37,7 @@ from barclamp_sdk.model.noderoles import NodeRoleStore
 from barclamp_sdk.model.nodes import NodeRunLists
 from barclamp_sdk.model.proposals import Proposals
 from barclamp_sdk.model.queue import Queue
+from barclamp_sdk.model.parts import PartStore
 from barclamp_sdk.model.reader import ClusterReader
 from barclamp_sdk.model.registry import BarclampRegistry
 from barclamp_sdk.model.secrets import SecretStore
@@ -68,7 +69,7 @@ class Crowbar:
         else:
             self.secrets = SecretStore.from_file(chef, self.locks, chef.config.encrypted_data_bag_secret)
 
-        store = ProposalStore(chef, registry, self.locks)
+        store = ProposalStore(chef, registry, self.locks, PartStore(chef, concurrency))
         reader = ClusterReader(chef)
         roles = NodeRoleStore(chef, self.locks, concurrency=concurrency)
         run_lists = NodeRunLists(chef)

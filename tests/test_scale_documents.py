@@ -137,7 +137,8 @@ def test_a_2000_machine_swift_proposal_keeps_every_request_body_under_500000_byt
     names = seed_storage(chef, MACHINES)
     proposal = crowbar.proposals.create("swift", "default")
     assert len(proposal.elements["swift-storage"]) == MACHINES
-    assert all(len(proposal.settings.devices[n]) == 24 for n in names)
+    devices = proposal.settings.devices
+    assert all(len(devices[n]) == 24 for n in names)
     whole = json.dumps(proposal.data)
     assert len(whole) > 2_000_000  # what used to be one item
 

@@ -234,6 +234,17 @@ class PartStore:
         """``document`` whole (see :func:`join`)."""
         return join(document, self.fetch)
 
+    def delete(self, ids: list[str]) -> None:
+        """Delete parts no document names any more (absent ones are fine)."""
+        def delete(part_id: str) -> None:
+            try:
+                self.chef.data_bags.delete_item(PARTS_BAG, part_id)
+            except NotFound:
+                pass
+
+        if ids:
+            self._parallel(delete, ids)
+
     def delete_owner(self, owner: str) -> None:
         """Delete every part of ``owner`` (a proposal being deleted)."""
         try:
@@ -241,11 +252,4 @@ class PartStore:
                    and len(i) == len(owner) + 25]
         except NotFound:
             return
-
-        def delete(part_id: str) -> None:
-            try:
-                self.chef.data_bags.delete_item(PARTS_BAG, part_id)
-            except NotFound:
-                pass
-
-        self._parallel(delete, ids)
+        self.delete(ids)

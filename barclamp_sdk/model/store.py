@@ -226,7 +226,7 @@ class ProposalStore:
             raise ConcurrencyError(
                 f"refusing to write proposal {proposal.barclamp}/{proposal.name}: it was read without "
                 "holding its lock (a bug: read-modify-write it with ProposalStore.modify)")
-        self.chef.data_bags.update_item(PROPOSALS_BAG, proposal.data)
+        self.chef.data_bags.update_item(PROPOSALS_BAG, self._stored(proposal.id, proposal.data))
 
     def _require_lock(self, proposal: Proposal) -> str:
         """This thread's token of the proposal lock (ConcurrencyError if it does not hold it)."""
