@@ -48,6 +48,7 @@ from barclamp_sdk.model.naming import (
     history_item_id,
     proposal_item_id,
     proposal_lock_name,
+    proposal_name_of,
     proposal_query,
 )
 from barclamp_sdk.model.noderoles import FINGERPRINT
@@ -371,12 +372,22 @@ class ProposalStore:
         return self.config_role(proposal.barclamp, proposal.name) is not None
 
     def committed(self, barclamp: str) -> list[Proposal]:
-        """Proposals of ``barclamp`` that have been committed (current documents)."""
+        """Proposals of ``barclamp`` that have been committed (current documents).
+
+        From the proposal bag's item list and each one's config role: a few
+        requests whatever the cluster's size (a role search would scan every
+        machine's role on some servers, and this runs on machine transitions).
+        """
+        try:
+            ids = [i for i in self.chef.data_bags.items(PROPOSALS_BAG) if barclamp_of_item(i) == barclamp]
+        except NotFound:
+            return []
         found = []
-        prefix = config_role_name(barclamp, "")
-        for row in self.chef.partial_search("role", f"name:{barclamp}-config-*", {"name": ["name"]}):
-            name = str(row.get("name", ""))[len(prefix):]
-            proposal = self.find(barclamp, name) if name else None
+        for item_id in ids:
+            name = proposal_name_of(barclamp, item_id)
+            if self.config_role(barclamp, name) is None:
+                continue
+            proposal = self.find(barclamp, name)
             if proposal is not None:
                 found.append(proposal)
         return found
