@@ -81,6 +81,8 @@ def run(count: int, args: argparse.Namespace) -> dict[str, Any]:
         "searches": sum(v for k, v in after["by_endpoint"].items() if "/search" in k)
         - sum(v for k, v in before["by_endpoint"].items() if "/search" in k),
         "takeovers": crowbar.locks.takeovers - takeovers,
+        "by_endpoint": {k: v - before["by_endpoint"].get(k, 0) for k, v in sorted(after["by_endpoint"].items())
+                        if v != before["by_endpoint"].get(k, 0)},
         "load": {"before": [round(x, 1) for x in load_before], "after": [round(x, 1) for x in load_after]},
         "cpus": os.cpu_count(),
     }

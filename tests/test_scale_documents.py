@@ -13,9 +13,11 @@ import dataclasses
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from barclamp_sdk import Attributes, Barclamp, Element
 from barclamp_sdk.model.naming import node_role_name
 from barclamp_sdk.model.noderoles import crowbar_data, new_node_role, seal
 from barclamp_sdk.model.parts import PARTS_BAG, PARTS_KEY, join, references, split
@@ -129,6 +131,42 @@ def test_per_machine_settings_go_into_each_machines_role_and_leave_with_it(crowb
         role = chef.roles.get(node_role_name(name))
         assert "swift" not in role["default_attributes"]
         assert "node_attributes" not in crowbar_data(role)
+
+
+class WideAttributes(Attributes):
+    allowed: list[str] = []
+
+
+class Wide(Barclamp):
+    """A barclamp whose settings alone pass the split size: its config role is stored in parts."""
+
+    name = "wide"
+    Attributes = WideAttributes
+    elements = (Element("wide-server", recipes=("wide::server",)),)
+
+    def create_proposal(self, proposal, inventory, ctx):
+        proposal.assign("wide-server", *inventory.names())
+
+
+@pytest.fixture
+def barclamps_under_test():
+    return [Wide]
+
+
+def test_a_config_role_in_parts_commits_again_without_drift_or_writes(crowbar, chef):
+    seed_storage(chef, 2)
+    allowed = [f"client-{i:05d}.{DOMAIN}" for i in range(3000)]
+    crowbar.proposals.create("wide", "default", settings={"allowed": json.dumps(allowed)})
+    assert crowbar.proposals.commit("wide", "default").status == "applied"
+    role = chef.roles.get("wide-config-default")
+    assert set(role["default_attributes"]["wide"]["allowed"]) == {PARTS_KEY}
+    assert crowbar.proposals.applied("wide", "default").attributes["allowed"] == allowed
+    writes = chef.stats.snapshot()["writes"]
+    assert crowbar.proposals.commit("wide", "default").status in ("applied", "unchanged")
+    assert chef.stats.snapshot()["writes"] - writes <= 1  # the config role is not rewritten, nor drifted
+    crowbar.proposals.set("wide", "default", {"allowed": json.dumps(allowed[:-1])})
+    assert crowbar.proposals.commit("wide", "default").status == "applied"  # no drift reported
+    assert crowbar.proposals.diff("wide", "default").changes == []
 
 
 # -- the gate, against the real server ----------------------------------------------------------

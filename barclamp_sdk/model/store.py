@@ -350,7 +350,6 @@ class ProposalStore:
             role = self.config_role(barclamp, name)
         if not isinstance(role, dict):
             return None, None
-        role = self.parts.join(role)
         deployment = copy.deepcopy((role.get("override_attributes") or {}).get(barclamp, {}))
         try:
             revision = int(deployment.get("crowbar-revision") or 0)
@@ -361,9 +360,11 @@ class ProposalStore:
                 return self.revision(barclamp, name, revision), role
             except CrowbarError:
                 pass  # history lost: rebuild what the role holds
+        whole = self.parts.join(role)  # the role itself is returned as stored (its fingerprint is of that)
+        deployment = copy.deepcopy((whole.get("override_attributes") or {}).get(barclamp, {}))
         deployment.pop(FINGERPRINT, None)
         data = {"id": proposal_item_id(barclamp, name),
-                "attributes": {barclamp: copy.deepcopy((role.get("default_attributes") or {}).get(barclamp, {}))},
+                "attributes": {barclamp: copy.deepcopy((whole.get("default_attributes") or {}).get(barclamp, {}))},
                 "deployment": {barclamp: deployment}}
         return Proposal(self.registry.get(barclamp), data), role
 
