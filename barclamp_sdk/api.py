@@ -42,6 +42,7 @@ from barclamp_sdk.model.noderoles import NodeRoleStore
 from barclamp_sdk.model.nodes import NodeRunLists
 from barclamp_sdk.model.proposals import Proposals
 from barclamp_sdk.model.queue import Queue
+from barclamp_sdk.model.parts import PartStore
 from barclamp_sdk.model.reader import ClusterReader
 from barclamp_sdk.model.registry import BarclampRegistry
 from barclamp_sdk.model.runs import RunWatcher
@@ -77,7 +78,7 @@ class Crowbar:
 
         #: Who did what: every operator action is recorded here (one place per operation).
         self.audit = AuditTrail(chef, readers=concurrency)
-        store = ProposalStore(chef, registry, self.locks)
+        store = ProposalStore(chef, registry, self.locks, PartStore(chef, concurrency))
         reader = ClusterReader(chef)
         roles = NodeRoleStore(chef, self.locks, concurrency=concurrency)
         run_lists = NodeRunLists(chef)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from barclamp_sdk.errors import ValidationError
+from barclamp_sdk.model.naming import node_role_name
 from barclamp_sdk.model.placement import odd_quorum
 from barclamps.ceph import CephAttributes
 from barclamps.nova.settings import NovaAttributes
@@ -211,7 +212,11 @@ def test_committed_roles_hold_documented_attributes_and_no_secret(crowbar, fleet
         assert crowbar.proposals.commit(barclamp, "default").status in ("applied", "unchanged")
     ceph_role = chef.roles.get("ceph-config-default")
     keys = {f.alias or n for n, f in CephAttributes.model_fields.items()}
-    assert set(ceph_role["default_attributes"]["ceph"]) == keys
+    assert set(ceph_role["default_attributes"]["ceph"]) == keys - {"osd_devices"}  # per machine: in its role
+    osd = crowbar.proposals.get("ceph", "default")
+    node = osd.elements["ceph-osd"][0]
+    node_role = chef.roles.get(node_role_name(node))
+    assert node_role["default_attributes"]["ceph"]["osd_devices"] == {node: osd.attributes["osd_devices"][node]}
     assert set(chef.roles.get("nova-config-default")["default_attributes"]["nova"]) == set(NovaAttributes.model_fields)
     ref = ceph_role["default_attributes"]["ceph"]["monitor-secret"]
     assert {k: ref[k] for k in ("data_bag", "key")} == {"data_bag": "crowbar_secrets", "key": "monitor-secret"}

@@ -205,3 +205,23 @@ def test_bios_apply_from_the_cli(crowbar, fleet, lab, crowbar_cli):
                            "fix their BMCs and run `crowbar bios apply` again")
     _, err = run("bios", "apply", "nope.example.com", expect=1)
     assert "nope.example.com not in the bios-settings of bios/default as committed (r1)" in err
+
+
+def test_a_bios_transition_reads_its_machine_not_the_cluster(crowbar, fleet, lab, chef):
+    ok = lab.names[0]
+    fleet.add(1, "compute", names=[ok], wall=lambda n, i: lab.wall(n))
+    others = fleet.add(40, "compute", clients=False)  # past what is read directly: the cluster would be searched
+    fleet.boot([ok, *others])  # discovered, paused
+    crowbar.machines.bmc.confirm(ok)
+    crowbar.proposals.create("bios", "default", settings={"bmc_username": "admin", "bmc_password": "password"})
+    assert crowbar.proposals.commit("bios", "default").status == "applied"
+    crowbar.machines.allocate([ok])
+
+    def searches():
+        shapes = chef.stats.snapshot()["by_endpoint"]
+        return shapes.get("GET /search/*", 0) + shapes.get("POST /search/*", 0)
+
+    before = searches()
+    assert fleet.boot([ok])[ok] == "ready"
+    assert crowbar.machines.record(ok).hardware["bios"]["status"] == "applied"
+    assert searches() == before

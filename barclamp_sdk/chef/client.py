@@ -95,7 +95,9 @@ class RequestStats:
 
     ``reads`` counts GETs and searches, ``writes`` counts PUT, POST (other
     than search) and DELETE; ``attempts`` includes retries; ``by_endpoint``
-    counts by method and path shape (``GET /nodes/*`` reads one node).
+    counts by method and path shape (``GET /nodes/*`` reads one node);
+    ``largest_body`` is the longest request body sent, in bytes, and
+    ``largest_request`` its method and path.
     """
 
     def __init__(self) -> None:
@@ -105,11 +107,15 @@ class RequestStats:
         self.reads = 0
         self.writes = 0
         self.attempts = 0
+        self.largest_body = 0
+        self.largest_request = ""
 
-    def record(self, method: str, path: str) -> None:
+    def record(self, method: str, path: str, size: int = 0) -> None:
         parts = path.strip("/").split("/")
         shape = f"{method} /{parts[0]}" + ("/*" if len(parts) > 1 else "")
         with self._lock:
+            if size > self.largest_body:
+                self.largest_body, self.largest_request = size, f"{method} {path}"
             self.by_method[method] += 1
             self.by_endpoint[shape] += 1
             if method in WRITE_METHODS and not path.startswith("/search"):
@@ -121,10 +127,11 @@ class RequestStats:
         with self._lock:
             self.attempts += 1
 
-    def snapshot(self) -> dict[str, int]:
+    def snapshot(self) -> dict[str, Any]:
         """Current counts as a plain dict."""
         with self._lock:
             return {"reads": self.reads, "writes": self.writes, "attempts": self.attempts,
+                    "largest_body": self.largest_body, "largest_request": self.largest_request,
                     **{m.lower(): n for m, n in self.by_method.items()},
                     "by_endpoint": dict(self.by_endpoint)}
 
@@ -239,7 +246,7 @@ class ChefClient:
         url = self.base_url + path
         attempts = 0
         started = time.monotonic()
-        self.stats.record(method, path)
+        self.stats.record(method, path, len(data) if data is not None else 0)
 
         def attempt() -> requests.Response:
             nonlocal attempts

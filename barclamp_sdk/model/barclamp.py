@@ -61,6 +61,10 @@ class Barclamp:
     links: ClassVar[tuple[Link, ...]] = ()
     #: Machine states whose transitions call :meth:`on_transition`.
     transition_states: ClassVar[tuple[str, ...]] = ()
+    #: Settings that map machine names to per-machine data (swift's ``devices``):
+    #: committed into each machine's ``crowbar-<node>`` role
+    #: (``default_attributes.<barclamp>.<setting>.<node>``), not into the config role.
+    node_attributes: ClassVar[tuple[str, ...]] = ()
     #: States a machine must be in for a commit to apply (else it is queued).
     ready_states: ClassVar[tuple[str, ...]] = ("ready",)
     #: Networks the machines of each element need (element -> network names): a commit

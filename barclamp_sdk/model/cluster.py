@@ -13,10 +13,10 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from barclamp_sdk.model.noderoles import DRIFT, FINGERPRINT, REVISION, role_fingerprint
+from barclamp_sdk.model.noderoles import DRIFT, FINGERPRINT, NODE_ATTRIBUTES, REVISION, role_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ class MachineRecord:
     drifted: bool
     revision: int
     hardware: dict[str, Any]
+    #: Per proposal key: the per-machine settings it committed into this role (``{setting: value}``).
+    node_attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def holds(self, role: str) -> bool:
         return role in self.entries
@@ -138,7 +140,26 @@ def record_from_role(row: dict[str, Any]) -> MachineRecord | None:
         drifted=drifted,
         revision=int(data.get(REVISION, 0) or 0),
         hardware=dict(_mapping(data, "hardware")),
+        node_attributes=node_attributes_of(attributes, data["node"]),
     )
+
+
+def node_attributes_of(attributes: dict[str, Any], node: str) -> dict[str, dict[str, Any]]:
+    """Per proposal key, the per-machine settings a ``crowbar-<node>`` role holds for it.
+
+    Listed in ``crowbar.node_attributes`` (proposal key -> setting names),
+    stored at ``<barclamp>.<setting>.<node>`` of the role's default attributes.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    owned = (attributes.get("crowbar") or {}).get(NODE_ATTRIBUTES) or {}
+    if not isinstance(owned, dict):
+        raise ValueError(f"crowbar.{NODE_ATTRIBUTES} is not a mapping")
+    for key, settings in owned.items():
+        barclamp = str(key).split("-")[0]  # <barclamp>-<name>; barclamp names have no "-"
+        values = attributes.get(barclamp) if isinstance(attributes.get(barclamp), dict) else {}
+        found[str(key)] = {str(s): (values.get(s) or {}).get(node) for s in settings or ()
+                           if isinstance(values.get(s), dict) and node in values[s]}
+    return found
 
 
 class ClusterView:

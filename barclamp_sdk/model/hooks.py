@@ -36,7 +36,7 @@ class HookServices:
     proposals: Callable[[str | None], list[Proposal]]
     is_committed: Callable[[Proposal], bool]
     inventory: Callable[[Iterable[str] | None], Inventory]
-    machines: Callable[[], ClusterView]
+    machines: Callable[[Iterable[str] | None], ClusterView]
     record_hardware: Callable[[Mapping[str, Mapping[str, Any]], Mapping[str, str]], None]
     applied: Callable[[str, str], Proposal | None]
     confirmed_bmc: Callable[[str], ConfirmedBMC | None]
@@ -80,9 +80,13 @@ class Context:
             self._inventory = self._services.inventory(None)
         return self._inventory
 
-    def machines(self) -> ClusterView:
-        """Every machine's Crowbar record (state, roles, pending proposals, hardware)."""
-        return self._services.machines()
+    def machines(self, names: Iterable[str] | None = None) -> ClusterView:
+        """Every machine's Crowbar record (state, roles, pending proposals, hardware), or those of ``names``.
+
+        Pass ``names`` when a hook needs a few machines: they are read from
+        their roles, not by searching the whole cluster.
+        """
+        return self._services.machines(None if names is None else list(names))
 
     def record_hardware(self, hardware: Mapping[str, Mapping[str, Any]],
                         problems: Mapping[str, str] | None = None) -> None:

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 REVISION = "crowbar-revision"
 FINGERPRINT = "crowbar-fingerprint"
 DRIFT = "crowbar-drift"
+#: ``crowbar.node_attributes``: proposal key -> the per-machine settings it wrote into the role.
+NODE_ATTRIBUTES = "node_attributes"
 
 #: A change to one role: edit ``role`` in place; return True if it changed.
 Mutation = Callable[[dict[str, Any]], bool]

@@ -12,12 +12,15 @@ A queued proposal marks its machines allocated, with the proposal pending on
 them (so paused machines proceed to install). The queue is processed again
 whenever a machine reaches ``ready`` and whenever a proposal is applied; an
 item stays only while something still blocks it, and its reasons are kept
-current, so nothing waits "for no obvious reason".
+current, so nothing waits "for no obvious reason". A queue past 100,000
+bytes (the per-machine ``elements`` of a proposal for thousands of machines)
+is stored through :mod:`~barclamp_sdk.model.parts`; parts the queue no longer
+names are deleted under the queue lock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
@@ -29,6 +32,7 @@ from barclamp_sdk.model.jsondoc import now_iso
 from barclamp_sdk.model.locks import LockManager
 from barclamp_sdk.model.naming import PROPOSALS_BAG, QUEUE_ITEM, proposal_lock_name
 from barclamp_sdk.model.noderoles import NodeRoleStore, crowbar_data
+from barclamp_sdk.model.parts import references, split
 from barclamp_sdk.model.proposal import Proposal
 from barclamp_sdk.model.reader import ClusterReader
 from barclamp_sdk.model.spec import ProposalRef
@@ -48,10 +52,22 @@ class Queue:
         self.gate = gate
         self.services = services
 
+    def _read(self) -> tuple[dict[str, Any], set[str]]:
+        """The queue item, whole, and the parts its stored head names (NotFound if there is none)."""
+        for attempt in range(3):
+            item = self.chef.data_bags.get_item(PROPOSALS_BAG, QUEUE_ITEM)
+            refs = references(item)
+            try:
+                return self.store.parts.join(item), refs
+            except CrowbarError:  # a part replaced meanwhile (read without the lock): read again
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def items(self) -> list[dict[str, Any]]:
         """The queued proposals, oldest first."""
         try:
-            item = self.chef.data_bags.get_item(PROPOSALS_BAG, QUEUE_ITEM)
+            item = self._read()[0]
         except NotFound:
             return []
         return [_normalized(e) for e in item.get("proposal_queue") or [] if isinstance(e, dict)]
@@ -60,19 +76,22 @@ class Queue:
         """Whether ``ref`` has an item in the queue (of ``items`` when already read)."""
         return any(_is(entry, ref) for entry in (self.items() if items is None else items))
 
-    def _write(self, entries: list[dict[str, Any]], existed: bool) -> None:
-        body = {"id": QUEUE_ITEM, "proposal_queue": entries}
+    def _write(self, entries: list[dict[str, Any]], existed: bool, stored: Collection[str] = ()) -> None:
+        body, parts = split({"id": QUEUE_ITEM, "proposal_queue": entries}, QUEUE_ITEM)
+        self.store.parts.write(parts, stored)
         if existed:
             self.chef.data_bags.update_item(PROPOSALS_BAG, body)
         else:
             self.chef.data_bags.ensure(PROPOSALS_BAG)
             self.chef.data_bags.create_item(PROPOSALS_BAG, body)
+        self.store.parts.delete(sorted(set(stored) - set(parts)))
 
     def _modify(self, change: Any, purpose: str) -> bool:
         """Read-modify-write the queue item under the queue lock."""
         with self.locks.hold("queue", purpose):
+            stored: set[str] = set()
             try:
-                item = self.chef.data_bags.get_item(PROPOSALS_BAG, QUEUE_ITEM)
+                item, stored = self._read()
                 existed = True
             except NotFound:
                 item, existed = {"id": QUEUE_ITEM, "proposal_queue": []}, False
@@ -80,7 +99,7 @@ class Queue:
             updated = change(entries)
             if updated is None or updated == entries:
                 return False
-            self._write(updated, existed)
+            self._write(updated, existed, stored)
             return True
 
     def enqueue(self, proposal: Proposal, reasons: list[str]) -> CommitResult:

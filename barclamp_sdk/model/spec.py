@@ -176,6 +176,7 @@ class BarclampSpec(Protocol):
     links: ClassVar[tuple[Link, ...]]
     ready_states: ClassVar[tuple[str, ...]]
     transition_states: ClassVar[tuple[str, ...]]
+    node_attributes: ClassVar[tuple[str, ...]]
     allow_multiple_proposals: ClassVar[bool]
 
     @property

@@ -3,7 +3,10 @@
 The current document of proposal ``nova/default`` is item ``bc-nova-default``
 of data bag ``crowbar`` (Crowbar's place for it). Every saved revision is also
 kept, whole, as item ``nova-default-<revision>`` of ``crowbar_history`` with
-who saved it, when, and a one-line summary of the change.
+who saved it, when, and a one-line summary of the change. Either is stored
+through :mod:`~barclamp_sdk.model.parts`: a container too large for one
+request (a per-machine map of thousands of machines) is kept in parts, and
+every read gives the whole document back.
 
 Every write of a proposal document happens under the proposal's lock, from
 a document read under that same lock: :meth:`ProposalStore.modify` is the one
@@ -45,9 +48,11 @@ from barclamp_sdk.model.naming import (
     history_item_id,
     proposal_item_id,
     proposal_lock_name,
+    proposal_name_of,
     proposal_query,
 )
 from barclamp_sdk.model.noderoles import FINGERPRINT
+from barclamp_sdk.model.parts import PartStore, references, split
 from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
 from barclamp_sdk.model.registry import BarclampRegistry
 
@@ -73,11 +78,38 @@ def who() -> str:
 class ProposalStore:
     """Reads and writes proposal documents and their history."""
 
-    def __init__(self, chef: ChefClient, registry: BarclampRegistry, locks: LockManager) -> None:
+    def __init__(self, chef: ChefClient, registry: BarclampRegistry, locks: LockManager,
+                 parts: PartStore | None = None) -> None:
         self.chef = chef
         self.registry = registry
         self.locks = locks
+        self.parts = parts or PartStore(chef)
         self._bags_ready = False
+        #: Per proposal item id: parts known to exist (named by the head last read or written).
+        self._seen: dict[str, set[str]] = {}
+
+    def _whole(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A stored proposal head (or history item) with its parts joined back."""
+        owner = str(data.get("proposal") or data.get("id") or "")
+        refs = references(data)
+        if not refs:
+            return data
+        self._seen[owner] = self._seen.get(owner, set()) | refs
+        return self.parts.join(data)  # type: ignore[no-any-return]
+
+    def _stored(self, owner: str, data: dict[str, Any]) -> dict[str, Any]:
+        """What to send for ``data``: its parts are written first, the head returned."""
+        head, parts = split(data, owner)
+        seen = self._seen.setdefault(owner, set())
+        self.parts.write(parts, seen)
+        seen.update(parts)
+        return head
+
+    def write_parts(self, owner: str, parts: dict[str, dict[str, Any]]) -> None:
+        """Write the parts of a document of proposal item ``owner`` not known to exist (a config role's)."""
+        seen = self._seen.setdefault(owner, set())
+        self.parts.write(parts, seen)
+        seen.update(parts)
 
     def _ensure_bags(self) -> None:
         if not self._bags_ready:
@@ -91,7 +123,8 @@ class ProposalStore:
             data = self.chef.data_bags.get_item(PROPOSALS_BAG, proposal_item_id(barclamp, name))
         except NotFound:
             return None
-        proposal = Proposal(definition, data)
+        self._seen[str(data.get("id"))] = references(data)
+        proposal = Proposal(definition, self._whole(data))
         proposal.read_under = self.locks.token_of(proposal_lock_name(barclamp, name))
         return proposal
 
@@ -120,11 +153,11 @@ class ProposalStore:
             data = row.get("raw_data", row)
             item_id = str(data.get("id", ""))
             if item_id in listed:
-                found[item_id] = data
+                found[item_id] = self._whole(data)
         for item_id in sorted(listed - set(found)):
             item = self.chef.data_bags.find_item(PROPOSALS_BAG, item_id)
             if item is not None:
-                found[item_id] = item
+                found[item_id] = self._whole(item)
         proposals = [Proposal(self.registry.get(barclamp_of_item(i) or ""), data) for i, data in found.items()]
         return sorted(proposals, key=lambda p: (p.barclamp, p.name))
 
@@ -140,9 +173,10 @@ class ProposalStore:
             raise ValidationError(
                 f"proposal {proposal.barclamp}/{proposal.name} already exists; edit it, or delete it first")
         proposal.revision = 1
+        self._seen[proposal.id] = set()
         self._record(proposal, change, current_revision=0)
         try:
-            self.chef.data_bags.create_item(PROPOSALS_BAG, proposal.data)
+            self.chef.data_bags.create_item(PROPOSALS_BAG, self._stored(proposal.id, proposal.data))
         except Conflict:
             raise ValidationError(
                 f"proposal {proposal.barclamp}/{proposal.name} already exists; edit it, or "
@@ -161,7 +195,7 @@ class ProposalStore:
             )
         proposal.revision = expected_revision + 1
         self._record(proposal, change, current_revision=current.revision)
-        self.chef.data_bags.update_item(PROPOSALS_BAG, proposal.data)
+        self.chef.data_bags.update_item(PROPOSALS_BAG, self._stored(proposal.id, proposal.data))
         proposal.read_under = current.read_under
         return proposal
 
@@ -193,7 +227,7 @@ class ProposalStore:
             raise ConcurrencyError(
                 f"refusing to write proposal {proposal.barclamp}/{proposal.name}: it was read without "
                 "holding its lock (a bug: read-modify-write it with ProposalStore.modify)")
-        self.chef.data_bags.update_item(PROPOSALS_BAG, proposal.data)
+        self.chef.data_bags.update_item(PROPOSALS_BAG, self._stored(proposal.id, proposal.data))
 
     def _require_lock(self, proposal: Proposal) -> str:
         """This thread's token of the proposal lock (ConcurrencyError if it does not hold it)."""
@@ -243,6 +277,7 @@ class ProposalStore:
             "change": change,
             "document": proposal.data,
         }
+        item = self._stored(proposal.id, item)
         try:
             self.chef.data_bags.create_item(HISTORY_BAG, item)
         except Conflict:
@@ -264,6 +299,8 @@ class ProposalStore:
             except NotFound:
                 pass
         self.chef.data_bags.delete_item(PROPOSALS_BAG, proposal.id)
+        self.parts.delete_owner(proposal.id)
+        self._seen.pop(proposal.id, None)
 
     def history(self, barclamp: str, name: str, upto: int = 0) -> list[dict[str, Any]]:
         """One summary per saved revision, oldest first.
@@ -294,7 +331,7 @@ class ProposalStore:
                 f"proposal {barclamp}/{name} has no revision {revision}; see "
                 f"`crowbar {barclamp} proposal history {name}`"
             ) from None
-        return Proposal(definition, item["document"])
+        return Proposal(definition, self._whole(item)["document"])
 
     # -- what is committed ------------------------------------------------------------
 
@@ -324,9 +361,11 @@ class ProposalStore:
                 return self.revision(barclamp, name, revision), role
             except CrowbarError:
                 pass  # history lost: rebuild what the role holds
+        whole = self.parts.join(role)  # the role itself is returned as stored (its fingerprint is of that)
+        deployment = copy.deepcopy((whole.get("override_attributes") or {}).get(barclamp, {}))
         deployment.pop(FINGERPRINT, None)
         data = {"id": proposal_item_id(barclamp, name),
-                "attributes": {barclamp: copy.deepcopy((role.get("default_attributes") or {}).get(barclamp, {}))},
+                "attributes": {barclamp: copy.deepcopy((whole.get("default_attributes") or {}).get(barclamp, {}))},
                 "deployment": {barclamp: deployment}}
         return Proposal(self.registry.get(barclamp), data), role
 
@@ -335,12 +374,22 @@ class ProposalStore:
         return self.config_role(proposal.barclamp, proposal.name) is not None
 
     def committed(self, barclamp: str) -> list[Proposal]:
-        """Proposals of ``barclamp`` that have been committed (current documents)."""
+        """Proposals of ``barclamp`` that have been committed (current documents).
+
+        From the proposal bag's item list and each one's config role: a few
+        requests whatever the cluster's size (a role search would scan every
+        machine's role on some servers, and this runs on machine transitions).
+        """
+        try:
+            ids = [i for i in self.chef.data_bags.items(PROPOSALS_BAG) if barclamp_of_item(i) == barclamp]
+        except NotFound:
+            return []
         found = []
-        prefix = config_role_name(barclamp, "")
-        for row in self.chef.partial_search("role", f"name:{barclamp}-config-*", {"name": ["name"]}):
-            name = str(row.get("name", ""))[len(prefix):]
-            proposal = self.find(barclamp, name) if name else None
+        for item_id in ids:
+            name = proposal_name_of(barclamp, item_id)
+            if self.config_role(barclamp, name) is None:
+                continue
+            proposal = self.find(barclamp, name)
             if proposal is not None:
                 found.append(proposal)
         return found

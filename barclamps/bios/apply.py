@@ -125,7 +125,7 @@ def apply(ctx: Context, proposal: Proposal, names: list[str], *,
         raise ValidationError(f"{', '.join(outside)} not in the bios-settings of bios/{proposal.name} as committed "
                               f"(r{proposal.revision}); add them and commit first")
     inventory = ctx.inventory(names)
-    cluster = ctx.machines()
+    cluster = ctx.machines(names)  # only these machines: a transition must not read the whole cluster
     missing = [n for n in names if inventory.get(n) is None or cluster.get(n) is None]
     if missing:
         raise ValidationError(f"no machine {missing[0]!r}; see `crowbar machines list`")

@@ -98,6 +98,8 @@ class Ceph(Barclamp):
     element_order = (("ceph-mon",), ("ceph-osd",), ("ceph-radosgw",))
     #: Monitors and OSDs talk on the storage network (public and cluster traffic), radosgw serves public.
     networks = {"ceph-mon": ("storage",), "ceph-osd": ("storage",), "ceph-radosgw": ("storage", "public")}
+    #: Each OSD machine's disks go into its own crowbar-<node> role (node[:ceph][:osd_devices][node.name]).
+    node_attributes = ("osd_devices",)
 
     def create_proposal(self, proposal, inventory, ctx):
         machines = general_purpose(inventory.candidates())

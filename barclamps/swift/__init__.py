@@ -180,6 +180,8 @@ class Swift(Barclamp):
     element_order = (("swift-storage",), ("swift-ring-compute",), ("swift-proxy",), ("swift-dispersion",),
                      ("swift-storage",))
     links = (Link("keystone", "keystone_instance", optional=True),)
+    #: Each storage machine's disks go into its own crowbar-<node> role (node[:swift][:devices][node.name]).
+    node_attributes = ("devices",)
 
     def create_proposal(self, proposal, inventory, ctx):
         machines = general_purpose(inventory.candidates())

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from barclamp_sdk.errors import CrowbarError, ValidationError
 from barclamp_sdk.model.cluster import Entry, MachineRecord
 from barclamp_sdk.model.jsondoc import canonical_json, fingerprint
-from barclamp_sdk.model.noderoles import DRIFT, FINGERPRINT, crowbar_data
+from barclamp_sdk.model.noderoles import DRIFT, FINGERPRINT, NODE_ATTRIBUTES, crowbar_data
+from barclamp_sdk.model.parts import split
 from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
 from barclamp_sdk.model.spec import BarclampSpec
 
@@ -24,7 +25,12 @@ SMALL_CHANGE = 0.3
 
 
 def config_role(proposal: Proposal) -> dict[str, Any]:
-    """The role a committed proposal becomes (attributes default, deployment override)."""
+    """The role a committed proposal becomes (attributes default, deployment override), as stored."""
+    return config_role_parts(proposal)[0]
+
+
+def config_role_parts(proposal: Proposal) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The config role as stored (large containers replaced by references) and its parts."""
     deployment = {k: copy.deepcopy(v) for k, v in proposal.deployment.items()
                   if k not in STATUS_KEYS and k != ROLLOUT}  # the rollout plan is not for recipes
     role = {
@@ -32,13 +38,15 @@ def config_role(proposal: Proposal) -> dict[str, Any]:
         "json_class": "Chef::Role",
         "chef_type": "role",
         "description": f"Committed proposal {proposal.barclamp}/{proposal.name} (barclamp-sdk)",
-        "default_attributes": {proposal.barclamp: copy.deepcopy(proposal.attributes)},
+        "default_attributes": {proposal.barclamp: {k: copy.deepcopy(v) for k, v in proposal.attributes.items()
+                                                   if k not in proposal.definition.node_attributes}},
         "override_attributes": {proposal.barclamp: deployment},
         "run_list": [],
         "env_run_lists": {},
     }
-    deployment[FINGERPRINT] = _config_fingerprint(role, proposal.barclamp)
-    return role
+    role, parts = split(role, proposal.id)
+    role["override_attributes"][proposal.barclamp][FINGERPRINT] = _config_fingerprint(role, proposal.barclamp)
+    return role, parts
 
 
 def _config_fingerprint(role: Mapping[str, Any], barclamp: str) -> str:
@@ -64,6 +72,8 @@ class MachinePlan:
     entries: dict[str, dict[str, Any]]
     claims: dict[str, str]
     batch: int
+    #: Per-machine settings (:attr:`Barclamp.node_attributes`) for this machine's role.
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,12 +84,17 @@ class Desired:
     entries: dict[str, dict[str, dict[str, Any]]]
     claims: dict[str, dict[str, str]]
     config: dict[str, Any]
+    #: Parts the stored config role names (see :mod:`~barclamp_sdk.model.parts`), written before it.
+    config_parts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Per machine: its per-machine settings (:attr:`Barclamp.node_attributes`).
+    node_attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def plan_for(self, node: str, current: MachineRecord | None) -> MachinePlan:
         want = self.entries.get(node, {})
         have = {r: e for r, e in (current.entries if current else {}).items() if e.owner == self.proposal.ref.key}
         changed = set(want) ^ set(have) | {r for r in want if r in have and _entry(want[r]) != have[r]}
-        return MachinePlan(node, want, self.claims.get(node, {}), batch_of(self.proposal.definition, changed))
+        return MachinePlan(node, want, self.claims.get(node, {}), batch_of(self.proposal.definition, changed),
+                           self.node_attributes.get(node, {}))
 
     def satisfied(self, record: MachineRecord) -> bool:
         """Whether a machine's role already holds exactly what is wanted."""
@@ -88,7 +103,8 @@ class Desired:
         have = {r: e for r, e in record.entries.items() if e.owner == key}
         return ({r: _entry(s) for r, s in want.items()} == have
                 and self.claims.get(record.name, {}) == {d: o for d, o in record.claims.items() if o == key}
-                and key not in record.pending and (record.allocated or not want) and not record.drifted)
+                and key not in record.pending and (record.allocated or not want) and not record.drifted
+                and self.node_attributes.get(record.name, {}) == record.node_attributes.get(key, {}))
 
     def batches(self, plans: Mapping[str, MachinePlan]) -> dict[int, list[str]]:
         """Machines by the batch of ``element_order`` their changes belong to."""
@@ -115,14 +131,22 @@ def desired(proposal: Proposal) -> Desired:
     members = set(proposal.nodes())
     claims = {node: {device: key for device in devices}
               for node, devices in definition.claims(proposal).items() if node in members}
-    return Desired(proposal, entries, claims, config_role(proposal))
+    per_node: dict[str, dict[str, Any]] = {}
+    for setting in definition.node_attributes:
+        values = proposal.attributes.get(setting)
+        for node, value in (values.items() if isinstance(values, dict) else ()):
+            if node in entries:
+                per_node.setdefault(node, {})[setting] = copy.deepcopy(value)
+    config, parts = config_role_parts(proposal)
+    return Desired(proposal, entries, claims, config, parts, per_node)
 
 
 def changed_nodes(proposal: Proposal, applied: Proposal) -> set[str]:
     """Machines whose entries or claims differ between two revisions."""
     now, then = desired(proposal), desired(applied)
     nodes = set(now.entries) | set(then.entries) | set(now.claims) | set(then.claims)
-    return {n for n in nodes if now.entries.get(n) != then.entries.get(n) or now.claims.get(n) != then.claims.get(n)}
+    return {n for n in nodes if now.entries.get(n) != then.entries.get(n) or now.claims.get(n) != then.claims.get(n)
+            or now.node_attributes.get(n) != then.node_attributes.get(n)}
 
 
 def _entry(spec: Mapping[str, Any]) -> Entry:
@@ -142,7 +166,9 @@ def machine_mutation(key: str, plan: MachinePlan) -> Callable[[dict[str, Any]], 
     def mutate(role: dict[str, Any]) -> bool:
         data = crowbar_data(role)
         run_list_map = data.setdefault("run_list_map", {})
-        before = canonical_json([run_list_map, data.get("claimed_disks"), data.get("pending"), data.get("allocated")])
+        before = canonical_json([run_list_map, data.get("claimed_disks"), data.get("pending"), data.get("allocated"),
+                                 role.get("default_attributes")])
+        node_settings(key, plan, role)
         for name, spec in list(run_list_map.items()):
             if spec.get("proposal") == key and name not in plan.entries:
                 del run_list_map[name]
@@ -162,10 +188,40 @@ def machine_mutation(key: str, plan: MachinePlan) -> Callable[[dict[str, Any]], 
         (data.get("pending") or {}).pop(key, None)
         if plan.entries and not data.get("allocated"):
             data["allocated"] = True
-        after = canonical_json([run_list_map, data.get("claimed_disks"), data.get("pending"), data.get("allocated")])
+        after = canonical_json([run_list_map, data.get("claimed_disks"), data.get("pending"), data.get("allocated"),
+                                role.get("default_attributes")])
         return before != after
 
     return mutate
+
+
+def node_settings(key: str, plan: MachinePlan, role: dict[str, Any]) -> None:
+    """Put ``plan``'s per-machine settings of proposal ``key`` in a machine's role (and take off old ones).
+
+    Each is ``default_attributes.<barclamp>.<setting>.<node>`` (where Chef's
+    merge gives the node's recipes ``node[barclamp][setting][node.name]``);
+    ``crowbar.node_attributes.<key>`` lists the settings ``key`` wrote.
+    """
+    data = crowbar_data(role)
+    attributes = role["default_attributes"]
+    barclamp = key.split("-")[0]  # a key is <barclamp>-<name>; barclamp names have no "-"
+    owned = data.get(NODE_ATTRIBUTES) or {}
+    for setting in set(owned.get(key) or ()) - set(plan.attributes):
+        values = (attributes.get(barclamp) or {}).get(setting)
+        if isinstance(values, dict):
+            values.pop(plan.node, None)
+            if not values:
+                del attributes[barclamp][setting]
+        if barclamp in attributes and not attributes[barclamp]:
+            del attributes[barclamp]
+    for setting, value in plan.attributes.items():
+        attributes.setdefault(barclamp, {}).setdefault(setting, {})[plan.node] = copy.deepcopy(value)
+    if plan.attributes:
+        data.setdefault(NODE_ATTRIBUTES, {})[key] = sorted(plan.attributes)
+    elif key in owned:
+        del data[NODE_ATTRIBUTES][key]
+        if not data[NODE_ATTRIBUTES]:
+            del data[NODE_ATTRIBUTES]
 
 
 def change_role(key: str, plan: MachinePlan, role: dict[str, Any], *, drifted: bool) -> bool:

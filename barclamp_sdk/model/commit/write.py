@@ -192,6 +192,7 @@ class Writer:
                 self.elements.upload(role, exists=exists)
             if config is None or comparable_role(config) != comparable_role(wanted.config) or drifted:
                 self.locks.ensure_valid(lock)
+                self.store.write_parts(proposal.id, wanted.config_parts)
                 self.elements.upload(wanted.config, exists=config is not None)
         except CrowbarError as exc:
             if not isinstance(exc, Interrupted):  # the committer records how far it got
