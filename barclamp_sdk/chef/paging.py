@@ -14,10 +14,18 @@ reports the page size as ``total``. So :func:`search_all`:
   accept), and each half is searched again, recursively;
 * falls back to name prefixes where ranges are not honoured (goiardi
   ``--pg-search`` ignores or refuses them: a row outside its range, or an
-  error for a page size that worked, shows it): a full prefix ``P`` becomes
-  the longest prefix ``L`` its rows share plus ``P* AND NOT L*``, or, when
-  they share none, ``P`` plus each next character seen and ``P*`` without
-  those;
+  error for a page size that worked, shows it) or too few names came back to
+  halve. A prefix ``P`` minus longer prefixes ``E`` that fills the window
+  becomes the longest prefix ``L`` its rows share and ``P`` minus ``E`` and
+  ``L``; or ``P`` + each next character seen and ``P`` minus those; or (past
+  :data:`MAX_EXCLUDED` clauses, or when the rows tell nothing new) the name
+  ``P`` itself and ``P`` + every character Chef allows in a name. Each part
+  is smaller (a longer prefix, or fewer of the names seen), and together
+  they hold exactly the names of ``P``, whatever the rows were;
+* never sends ``(*:*) AND ...`` (goiardi's PostgreSQL search joins every
+  indexed attribute for it: seconds per query) and never excludes a prefix
+  without a letter or digit (``NOT name:_*`` matches nothing there, and
+  ``name:_*`` everything: such an answer is taken as the superset it is);
 * learns a smaller window: a page the server refuses (400/500) is retried
   narrower, and the largest page that worked becomes the window.
 """
