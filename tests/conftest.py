@@ -1,13 +1,32 @@
 """The suite uses the project's own pytest plugin (barclamp_sdk.testing)."""
 
+import os
 from pathlib import Path
 
 import pytest
+
+from barclamp_sdk.testing.pytest_plugin import PERSONALITY_MARK
 
 from tests.support import figures
 from tests.support.widgets import TEST_BARCLAMPS
 
 pytest_plugins = ["pytester"]
+
+#: Suites that run through the production personality (organization URL, 1 s search
+#: lag, erchef's limits) in a search window of 10, smaller than their clusters.
+PRODUCTION_SUITES = frozenset({
+    "test_machines.py", "test_proposals.py", "test_commit.py", "test_queue.py", "test_concurrency.py",
+    "test_faults.py", "test_soak.py", "test_session.py", "test_demo.py",
+})
+os.environ.setdefault("CROWBAR_TEST_SEARCH_WINDOW", "10")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.getparent(pytest.Module)
+        if module is not None and module.path.name in PRODUCTION_SUITES \
+                and not any(m.name == PERSONALITY_MARK for m in module.own_markers):
+            module.add_marker(getattr(pytest.mark, PERSONALITY_MARK))
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import pytest
 
@@ -14,7 +13,7 @@ from barclamp_sdk.api import Crowbar
 from barclamp_sdk.chef import ChefClient
 from barclamp_sdk.errors import DriftError, ValidationError
 from barclamp_sdk.model.naming import node_role_name
-from barclamp_sdk.testing.pytest_plugin import PERSONALITY_ENV, TEST_SECRET
+from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
 from tests.support.widgets import TEST_BARCLAMPS
 
 
@@ -222,9 +221,9 @@ def node_roles(chef):
     return {name: chef.roles.get(name) for name in chef.roles.list() if name.startswith("crowbar-")}
 
 
-@pytest.mark.skipif(os.environ.get(PERSONALITY_ENV, "").lower() == "production",
-                    reason="replays a lagging snapshot by hand; under the production personality real lag makes "
-                           "the commit refuse before the speculative pass writes (the plain pass runs it)")
+# Replays a lagging snapshot by hand: under the production personality real lag makes
+# the commit refuse before the speculative pass writes, so this one runs on the plain server.
+@pytest.mark.production_personality(False)
 def test_a_lagging_search_snapshot_is_caught_and_a_refused_commit_undone(crowbar, ready, chef, monkeypatch):
     # Search lags behind writes on a production Chef server: replay that with a
     # snapshot taken before another commit put a conflicting role on a machine.

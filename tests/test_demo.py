@@ -19,15 +19,15 @@ import pytest
 from barclamp_sdk import Crowbar
 from barclamp_sdk.local import LocalChefServer
 from barclamp_sdk.model.naming import SECRETS_BAG, node_role_name
-from barclamp_sdk.testing.pytest_plugin import PERSONALITY_ENV
+from barclamp_sdk.testing.pytest_plugin import personality_wanted
 
 CROWBAR = str(Path(sys.executable).with_name("crowbar"))
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, request):
     directory = tmp_path_factory.mktemp("demo")
-    production = ["--production"] if os.environ.get(PERSONALITY_ENV, "").lower() == "production" else []
+    production = ["--production"] if personality_wanted(request.node) else []
     done = subprocess.run([CROWBAR, "demo", "--dir", str(directory), *production], capture_output=True, text=True,
                           timeout=900, env={**os.environ, "COLUMNS": "200"})
     server = LocalChefServer(directory)

@@ -30,7 +30,7 @@ from requests.adapters import HTTPAdapter
 
 from barclamp_sdk.chef.auth import ChefSigner, load_private_key
 from barclamp_sdk.chef.config import ChefConfig
-from barclamp_sdk.chef.paging import SearchWindow, search_all
+from barclamp_sdk.chef.paging import SearchWindow, search_all, solr_escape  # noqa: F401 - public here
 from barclamp_sdk.chef.pgquirks import check_storable, race_as_client_error
 from barclamp_sdk.errors import (
     ConnectionFailed,
@@ -418,7 +418,6 @@ class ChefClient:
         yield from search_all(fetch, index, query, rows, self.search_window)
 
 
-_SOLR_SPECIAL = set('+-&|!(){}[]^"~*?:\\/ ')
 
 
 def path_segment(value: str) -> str:
@@ -433,20 +432,6 @@ def path_segment(value: str) -> str:
     # ":" and "@" are legal in a path segment (RFC 3986 pchar) and in Chef names: left as they
     # are, since Chef servers check the signature against the decoded path.
     return quote(value, safe=":@")
-
-
-def solr_escape(value: str) -> str:
-    """An exact term for a Chef (Solr/Lucene) search query: ``value`` quoted as a phrase.
-
-    A quoted phrase matches on every server; goiardi's PostgreSQL search
-    (``--pg-search``) keeps backslashes in a term, so ``crowbar\\-web`` would
-    match nothing there. goiardi cannot parse a colon inside quotes in either
-    mode: such values are backslash-escaped instead (matched by its in-memory
-    search and by Chef Infra Server).
-    """
-    if ":" in value:
-        return "".join("\\" + c if c in _SOLR_SPECIAL else c for c in value)
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _subject(path: str, body: Any) -> str:

@@ -14,10 +14,18 @@ reports the page size as ``total``. So :func:`search_all`:
   accept), and each half is searched again, recursively;
 * falls back to name prefixes where ranges are not honoured (goiardi
   ``--pg-search`` ignores or refuses them: a row outside its range, or an
-  error for a page size that worked, shows it): a full prefix ``P`` becomes
-  the longest prefix ``L`` its rows share plus ``P* AND NOT L*``, or, when
-  they share none, ``P`` plus each next character seen and ``P*`` without
-  those;
+  error for a page size that worked, shows it) or too few names came back to
+  halve. A prefix ``P`` minus longer prefixes ``E`` that fills the window
+  becomes the longest prefix ``L`` its rows share and ``P`` minus ``E`` and
+  ``L``; or ``P`` + each next character seen and ``P`` minus those; or (past
+  :data:`MAX_EXCLUDED` clauses, or when the rows tell nothing new) the name
+  ``P`` itself and ``P`` + every character Chef allows in a name. Each part
+  is smaller (a longer prefix, or fewer of the names seen), and together
+  they hold exactly the names of ``P``, whatever the rows were;
+* never sends ``(*:*) AND ...`` (goiardi's PostgreSQL search joins every
+  indexed attribute for it: seconds per query) and never excludes a prefix
+  without a letter or digit (``NOT name:_*`` matches nothing there, and
+  ``name:_*`` everything: such an answer is taken as the superset it is);
 * learns a smaller window: a page the server refuses (400/500) is retried
   narrower, and the largest page that worked becomes the window.
 """
@@ -87,7 +95,7 @@ def search_all(fetch: Fetch, index: str, query: str, page_size: int,
     todo: list[_Bucket] = [_Bucket("all")]
     while todo:
         bucket = todo.pop()
-        if bucket.depth > MAX_DEPTH:
+        if bucket.depth > MAX_DEPTH if bucket.kind == "range" else len(bucket.low or "") > MAX_PREFIX:
             raise InvalidResponse(
                 f"search {index} {query!r}: more results than the server's search window "
                 f"({window.limit}) and the {field} partitions stop shrinking; raise the server's "
@@ -104,6 +112,11 @@ def search_all(fetch: Fetch, index: str, query: str, page_size: int,
             try:
                 found = fetch(bounded, start, rows)
             except HTTPError as exc:
+                if bucket.kind == "exact" and not _alphanumeric(bucket.low) and not _maybe_window(exc):
+                    # goiardi --pg-search cannot parse name:"-" (nor search it otherwise).
+                    log.info("search %s: the server cannot search the %s %r exactly", index, field, bucket.low)
+                    complete = True
+                    break
                 if bucket.kind == "range" and start + rows <= max(window.good, 1):
                     restart = True  # a page size that works, refused for a range: no ranges here
                     break
@@ -120,6 +133,20 @@ def search_all(fetch: Fetch, index: str, query: str, page_size: int,
             if bucket.kind == "range" and any(not bucket.holds(v) for v in values[-len(found):]):
                 restart = True  # the server ignored the range
                 break
+            if bucket.kind in ("prefix", "exact") and any(not bucket.holds(v) for v in values[-len(found):]):
+                if not _alphanumeric(bucket.low):
+                    # goiardi --pg-search answers everything for "name:_*", "name:-*", "name:.*":
+                    # a superset, split further by next character like any full bucket.
+                    bucket.superset = True
+                    start += len(found)
+                    if len(found) < rows:
+                        complete = True
+                        break
+                    continue
+                raise InvalidResponse(
+                    f"search {index} {query!r}: the server answered {bounded!r} with a {field} outside it, "
+                    f"so results past its search window ({window.limit}) cannot be partitioned; "
+                    "raise the server's max_result_window")
             start += len(found)
             if len(found) < rows:
                 complete = True
@@ -131,6 +158,13 @@ def search_all(fetch: Fetch, index: str, query: str, page_size: int,
             continue
         if not complete:
             children = bucket.split(values, window.ranges is not False)
+            if children is None and bucket.kind in ("all", "range"):
+                # Too few names to halve (a tiny window): prefixes need none.
+                log.info("search %s: too few %ss in a window of %d to split a range; partitioning by prefix",
+                         index, field, window.limit)
+                window.ranges = False
+                todo = [_Bucket("all")]
+                continue
             if children is None:
                 raise InvalidResponse(
                     f"search {index} {query!r}: more results than the server's search window "
@@ -139,15 +173,24 @@ def search_all(fetch: Fetch, index: str, query: str, page_size: int,
             todo.extend(children)
 
 
-#: Characters of Chef object names (nodes, roles, data bag items).
+#: Characters of Chef object names: nodes, roles, clients and data bag items
+#: (goiardi's and erchef's name checks), so a prefix ``P`` is covered exactly by
+#: the name ``P`` itself and the prefixes ``P`` + each of these.
 NAME_CHARACTERS = string.ascii_letters + string.digits + "_.:-"
-#: At most this many "AND NOT" clauses in one query (goiardi's PostgreSQL search stalls on them).
-MAX_EXCLUDED = 1
+#: At most this many "AND NOT" clauses in one query; past it a prefix is split
+#: over every next character instead.
+MAX_EXCLUDED = 8
+#: A prefix longer than this means the server does not narrow by prefix.
+MAX_PREFIX = 1024
+#: The query that matches everything: left out of partition queries, because
+#: goiardi's PostgreSQL search joins every indexed attribute of every object
+#: for ``(*:*) AND name:P*`` (6 s for 50 nodes) but reads only names for ``name:P*``.
+MATCH_ALL = "*:*"
 
 
 class _Bucket:
-    """A part of a search's results: all of it, a name range, or a name prefix
-    minus some longer prefixes (``P* AND NOT e1* AND NOT e2* ...``)."""
+    """A part of a search's results: all of it, a name range, a name prefix
+    minus some longer prefixes (``name:P* AND NOT name:E1* ...``), or one name."""
 
     def __init__(self, kind: str, low: str | None = None, high: str | None = None,
                  depth: int = 0, minus: tuple[str, ...] = ()) -> None:
@@ -156,59 +199,103 @@ class _Bucket:
         self.high = high
         self.depth = depth
         self.minus = minus
+        #: The server answered more than the bucket (see search_all).
+        self.superset = False
 
     def query(self, query: str, field: str) -> str:
         if self.kind == "all":
             return query
         if self.kind == "range":
-            return f"({query}) AND {field}:[{self.low or '*'} TO {self.high or '*'}]"
-        if self.kind == "exact":
-            return f"({query}) AND {field}:{_term(self.low)}"
-        clauses = [f"{field}:{_term(self.low)}*"] if self.low else []
-        # Parenthesised: goiardi cannot parse "A AND NOT b AND NOT c".
-        clauses += [f"(NOT {field}:{_term(e)}*)" for e in self.minus]
-        return " AND ".join([f"({query})", *clauses])
+            clauses = [f"{field}:[{self.low or '*'} TO {self.high or '*'}]"]
+        elif self.kind == "exact":
+            clauses = [f"{field}:{solr_escape(self.low or '')}"]
+        else:
+            clauses = [f"{field}:{_term(self.low)}*" if self.low else f"{field}:*"]
+            # Parenthesised: goiardi cannot parse "A AND NOT b AND NOT c".
+            clauses += [f"(NOT {field}:{_term(e)}*)" for e in self.minus]
+        base = [] if query.strip() == MATCH_ALL else [f"({query})"]
+        return " AND ".join([*base, *clauses])
 
     def holds(self, value: str) -> bool:
-        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+        """Whether ``value`` may belong here (a server may fold the case of a prefix)."""
+        if self.kind in ("all", "range"):
+            return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+        prefix = (self.low or "").lower()
+        if self.kind == "exact":
+            return value.lower() == prefix
+        return value.lower().startswith(prefix) and not any(value.startswith(e) for e in self.minus)
 
     def split(self, values: list[str], ranges: bool) -> list[_Bucket] | None:
+        """Buckets that together hold exactly what this one holds, each smaller.
+
+        Name ranges split at the median of ``values``; prefixes never depend on
+        ``values`` for completeness (only for how to split well): a prefix ``P``
+        minus ``E`` is the longest prefix ``L`` the names seen share and ``P``
+        minus ``E`` and ``L``; or ``P`` + each next character seen and ``P``
+        minus ``E`` and those; or, past :data:`MAX_EXCLUDED` clauses or when the
+        names seen tell nothing new, the name ``P`` and ``P`` + every character
+        of :data:`NAME_CHARACTERS` (what ``E`` does not cover)."""
         depth = self.depth + 1
         if self.kind in ("all", "range") and ranges:
             middle = _split_point(values)
             if middle is None:
                 return None
             return [_Bucket("range", middle, self.high, depth), _Bucket("range", self.low, middle, depth)]
-        prefix = "" if self.kind == "all" else (self.low or "")
-        mine = [v for v in values if v.startswith(prefix) and not any(v.startswith(e) for e in self.minus)]
-        if not mine:
-            return None
-        common = _common_prefix(mine)
+        if self.kind == "exact":
+            # Names are unique: one row is all of it, and a window of one cannot tell.
+            # Several (a server folding case) cannot be narrowed.
+            return [] if len(set(values)) <= 1 or self.superset else None
+        prefix = "" if self.kind != "prefix" else (self.low or "")
+        minus = self.minus if self.kind == "prefix" else ()
+        mine = sorted({v for v in values if v.startswith(prefix) and not any(v.startswith(e) for e in minus)})
+        common = _common_prefix(mine) if mine else prefix
         if len(common) > len(prefix):
-            # They share a longer prefix: that, and the rest without it.
-            inner = tuple(e for e in self.minus if e.startswith(common))
-            return [_Bucket("prefix", common, depth=depth, minus=inner),
-                    _Bucket("prefix", prefix or None, depth=depth, minus=(*self.minus, common))]
-        seen = sorted({v[len(prefix)] for v in mine if len(v) > len(prefix)})
-        if not seen:
-            return None
-        children = [_Bucket("prefix", prefix + c, depth=depth,
-                            minus=tuple(e for e in self.minus if e.startswith(prefix + c))) for c in seen]
-        if len(self.minus) + len(seen) <= MAX_EXCLUDED:
-            # What starts with characters not seen yet (and the name ``prefix`` itself).
-            children.append(_Bucket("prefix", prefix or None, depth=depth,
-                                    minus=(*self.minus, *(prefix + c for c in seen))))
-            return children
-        # A long "AND NOT ..." list stalls goiardi's PostgreSQL search (60 s and more
-        # with 15 clauses): every other next character instead, each a plain prefix,
-        # and the name ``prefix`` itself.
-        children += [_Bucket("prefix", prefix + c, depth=depth,
-                             minus=tuple(e for e in self.minus if e.startswith(prefix + c)))
-                     for c in NAME_CHARACTERS if c not in seen and not any(
-                         (prefix + c).startswith(e) for e in self.minus)]
-        if prefix:
+            chosen = [common]
+        else:
+            chosen = sorted({prefix + v[len(prefix)] for v in mine if len(v) > len(prefix)})
+        rest = tuple(e for e in minus if not any(e.startswith(c) for c in chosen)) + tuple(chosen)
+        # "NOT name:_*" excludes everything on goiardi --pg-search: only prefixes with a
+        # letter or digit are excluded.
+        if chosen and not self.superset and len(rest) <= MAX_EXCLUDED and all(_alphanumeric(c) for c in chosen):
+            return [*(self._child(c, depth) for c in chosen), _Bucket("prefix", prefix, depth=depth, minus=rest)]
+        following = NAME_CHARACTERS
+        if self.superset:
+            # More prefixes without a letter or digit would be answered with everything again.
+            following = [c for c in NAME_CHARACTERS if c.isalnum()]
+            log.info("search: this server cannot narrow names starting with %r followed by one of "
+                        "'_.:-' past its search window; they are listed only if the window shows them",
+                        prefix)
+        children = [self._child(prefix + c, depth) for c in following
+                    if not any((prefix + c).startswith(e) for e in minus)]
+        if prefix and not self.superset:
             children.append(_Bucket("exact", prefix, depth=depth))
         return children
+
+    def _child(self, prefix: str, depth: int) -> _Bucket:
+        """The prefix ``prefix`` (longer than this bucket's), minus what this one excludes inside it."""
+        return _Bucket("prefix", prefix, depth=depth, minus=tuple(e for e in self.minus if e.startswith(prefix)))
+
+
+_SOLR_SPECIAL = set('+-&|!(){}[]^"~*?:\\/ ')
+
+
+def solr_escape(value: str) -> str:
+    """An exact term for a Chef (Solr/Lucene) search query: ``value`` quoted as a phrase.
+
+    A quoted phrase matches on every server; goiardi's PostgreSQL search
+    (``--pg-search``) keeps backslashes in a term, so ``crowbar\\-web`` would
+    match nothing there. goiardi cannot parse a colon inside quotes in either
+    mode: such values are backslash-escaped instead (matched by its in-memory
+    search and by Chef Infra Server).
+    """
+    if ":" in value:
+        return "".join("\\" + c if c in _SOLR_SPECIAL else c for c in value)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _alphanumeric(prefix: str | None) -> bool:
+    """Whether a prefix has a letter or digit (goiardi --pg-search ignores one without)."""
+    return any(c.isalnum() for c in prefix or "")
 
 
 def _term(value: str | None) -> str:

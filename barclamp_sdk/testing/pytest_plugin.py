@@ -31,12 +31,15 @@
     stderr)``; ``crowbar_cli.json(...)`` adds ``--json`` and decodes stdout,
     asserting exit code 0.
 
-With ``CROWBAR_TEST_PERSONALITY=production`` in the environment, ``chef``,
+In tests marked ``@pytest.mark.production_personality`` (or a module with
+``pytestmark = pytest.mark.production_personality``), and in every test with
+``CROWBAR_TEST_PERSONALITY=production`` in the environment, ``chef``,
 ``crowbar``, ``fleet``, ``crowbar_env`` and ``crowbar_cli`` all talk to the
 session server through one production proxy (organization URL, 1 s search
 lag, search window 500; ``CROWBAR_TEST_SEARCH_LAG`` and
 ``CROWBAR_TEST_SEARCH_WINDOW`` change those), so a whole suite runs against
-a production-shaped server.
+a production-shaped server; ``production_personality(False)`` keeps a test on
+the plain server.
 
 The fixtures need goiardi (``sudo apt-get install goiardi``); without it they
 fail with that instruction rather than skipping, so a missing server is never
@@ -76,6 +79,8 @@ def memory_requested() -> bool:
     return value == "memory"
 
 PERSONALITY_ENV = "CROWBAR_TEST_PERSONALITY"
+#: The mark that sends a test (or a module, with ``pytestmark``) through the personality.
+PERSONALITY_MARK = "production_personality"
 
 # Clients goiardi creates for itself; never deleted by reset().
 _BUILTIN_CLIENTS = {"admin", "chef-validator", "chef-webui"}
@@ -167,15 +172,29 @@ def chef_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningChe
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def personality_server(chef_server: RunningChefServer) -> Iterator[ProductionServer | None]:
-    """The session's production proxy when CROWBAR_TEST_PERSONALITY=production, else None."""
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{PERSONALITY_MARK}(enabled=True): run through the session's production personality "
+                   "proxy (False: never); unmarked tests follow $CROWBAR_TEST_PERSONALITY")
+
+
+def personality_wanted(node: pytest.Item | pytest.Collector) -> bool:
+    """Whether tests at ``node`` talk through the production personality: its closest
+    ``production_personality`` mark decides, else ``$CROWBAR_TEST_PERSONALITY``."""
+    mark = node.get_closest_marker(PERSONALITY_MARK)
+    if mark is not None:
+        return bool(mark.args[0] if mark.args else mark.kwargs.get("enabled", True))
     wanted = os.environ.get(PERSONALITY_ENV, "").strip().lower()
     if wanted in ("", "goiardi", "none"):
-        yield None
-        return
+        return False
     if wanted != "production":
         raise pytest.UsageError(f"{PERSONALITY_ENV}={wanted!r}: use 'production' or leave it unset")
+    return True
+
+
+@pytest.fixture(scope="session")
+def production_proxy(chef_server: RunningChefServer) -> Iterator[ProductionServer]:
+    """The session's production proxy (started on first use; see ``personality_server``)."""
     server = start_production(
         chef_server,
         lag=float(os.environ.get("CROWBAR_TEST_SEARCH_LAG", "1.0")),
@@ -187,6 +206,16 @@ def personality_server(chef_server: RunningChefServer) -> Iterator[ProductionSer
     finally:
         server.shared_client.close()
         server.stop()
+
+
+@pytest.fixture
+def personality_server(request: pytest.FixtureRequest) -> ProductionServer | None:
+    """The session's production proxy for a test that goes through it (see
+    :func:`personality_wanted`), else None."""
+    if not personality_wanted(request.node):
+        return None
+    server: ProductionServer = request.getfixturevalue("production_proxy")
+    return server
 
 
 @pytest.fixture
