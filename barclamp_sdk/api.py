@@ -23,7 +23,7 @@ from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.chef.config import ChefConfig
-from barclamp_sdk.errors import CrowbarError, NotFound
+from barclamp_sdk.errors import CrowbarError, NotFound, NotFoundError
 from barclamp_sdk.model.addresses import NETWORK_BARCLAMP, NETWORK_PROPOSAL, AddressBook
 from barclamp_sdk.model.audit import AuditTrail, recording
 from barclamp_sdk.model.barclamp import Barclamp
@@ -40,6 +40,7 @@ from barclamp_sdk.model.locks import LockManager
 from barclamp_sdk.model.machines import Machines, record_facts
 from barclamp_sdk.model.noderoles import NodeRoleStore
 from barclamp_sdk.model.nodes import NodeRunLists
+from barclamp_sdk.model.progress import PhaseCallback, reporter
 from barclamp_sdk.model.proposals import Proposals
 from barclamp_sdk.model.queue import Queue
 from barclamp_sdk.model.parts import PartStore
@@ -117,16 +118,24 @@ class Crowbar:
         return self._services.context(self.barclamps.get(barclamp))
 
     def run_action(self, barclamp: str, action: str, proposal: str, machines: list[str],
-                   progress: Callable[[int], None] | None = None) -> ActionResult:
+                   progress: Callable[[int], None] | None = None,
+                   phases: PhaseCallback | None = None) -> ActionResult:
         """Run a barclamp's :class:`~barclamp_sdk.Action` (``crowbar bios apply ...``), recorded
-        in the audit trail (machines, rows, error; never a row's values)."""
+        in the audit trail (machines, rows, error; never a row's values).
+
+        ``progress`` counts machines done; ``phases`` is called with a
+        :class:`~barclamp_sdk.model.progress.Phase` named after the action,
+        counting ``n/N`` machines.
+        """
         definition = self.barclamps.get(barclamp)
         found = [a for a in definition.actions if a.name == action]
         if not found:
             raise NotFoundError(f"barclamp {barclamp} has no action {action!r}")
         ref = f"{barclamp}/{proposal}"
         with recording(self.audit.record, f"{barclamp} {action}", ref, proposal=ref, machines=machines) as entry:
-            result = found[0].run(self, proposal, list(machines), progress)
+            counting = reporter(progress, phases)
+            counting.phase(action, total=len(machines))
+            result = found[0].run(self, proposal, list(machines), counting)
             entry["outcome"] = "failed: " + result.error if result.error else "ok"
             entry["details"].update(rows=len(result.rows), warnings=len(result.warnings))
         return result

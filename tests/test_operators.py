@@ -11,6 +11,7 @@ from barclamp_sdk import Action, ActionResult, Attributes, Barclamp, Element, Li
 from barclamp_sdk.errors import NotFoundError, ValidationError
 from barclamp_sdk.model.audit import AuditTrail, parse_since
 from barclamp_sdk.testing.snapshot import role_snapshot, server_snapshot
+from tests.support.terminal import in_terminal
 from tests.support.widgets import TEST_BARCLAMPS
 
 
@@ -144,6 +145,25 @@ def test_revert_cli_shows_the_diff_and_json(crowbar, ready, chef, crowbar_cli):
     assert data["commit"]["status"] == "applied"
     assert [c["path"] for c in data["diff"]["changes"]] == ["attributes.widget.port"]
     assert crowbar.proposals.get("widget", "default").attributes["port"] == 9000
+
+
+def test_revert_and_an_action_name_their_phases_on_a_terminal(crowbar, ready, crowbar_env):
+    crowbar.proposals.create("widget", "default")
+    crowbar.proposals.set("widget", "default", {"port": "9000"})
+    code, out, terminal = in_terminal(["widget", "proposal", "revert", "default", "1", "--commit"], crowbar_env)
+    assert code == 0, (out, terminal)
+    assert "saved widget/default r3 with the content of r1" in out
+    for phase in ("reverting widget/default to r1: reading r1", "saving the content of r1",
+                  "reverting widget/default to r1: locking", "writing"):
+        assert phase in terminal, (phase, terminal)
+    assert crowbar.proposals.status("widget", "default").status == "ready"
+    crowbar.proposals.create("hub", "default")
+    code, out, terminal = in_terminal(["hub", "ping", *ready[:2]], crowbar_env)
+    assert code == 0 and out.count("pong") == 2, (out, terminal)
+    assert "hub ping: ping 0/2" in terminal, terminal
+    # JSON mode: the result only, no progress.
+    code, out, terminal = in_terminal(["hub", "ping", ready[0], "--json"], crowbar_env)
+    assert code == 0 and '"answer": "pong"' in out and "ping 0/1" not in terminal
 
 
 def test_revert_to_a_secret_replaced_and_committed_since_says_it_is_gone(crowbar, ready, chef, crowbar_cli):

@@ -5,6 +5,7 @@ records it, and resumes."""
 from __future__ import annotations
 
 import time
+
 import pytest
 
 from barclamp_sdk.api import Crowbar
@@ -14,6 +15,7 @@ from barclamp_sdk.model.naming import node_role_name
 from barclamp_sdk.model.progress import Phase
 from barclamp_sdk.testing.fleet import Fleet
 from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
+from tests.support.terminal import in_terminal
 from tests.support.widgets import TEST_BARCLAMPS
 
 
@@ -130,38 +132,6 @@ def test_a_blocked_rollout_writes_nothing_and_is_not_queued(api, chef, fleet):
         api.proposals.commit("widget", "default", wave=1)
     assert "is not queued" in str(caught.value) and "\n" not in str(caught.value)
     assert not api.queue.items() and not holds_widget(chef, names[0])
-
-
-def in_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
-    """``crowbar ARGS`` with its stderr on a pseudo-terminal (where progress shows): code, stdout, terminal."""
-    import os
-    import pty
-    import subprocess
-    import sys
-    import threading
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "barclamp_sdk.cli", *args], stdout=subprocess.PIPE,
-                            stderr=slave, stdin=subprocess.DEVNULL, env={**env, "COLUMNS": "160"})
-    os.close(slave)
-    seen: list[bytes] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the child closed the terminal
-                return
-            if not chunk:
-                return
-            seen.append(chunk)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    out, _ = proc.communicate(timeout=600)
-    reader.join(timeout=30)
-    os.close(master)
-    return proc.returncode, out.decode(), b"".join(seen).decode(errors="replace")
 
 
 def test_the_command_shows_phases_on_a_terminal_exits_4_on_a_stopped_rollout_and_status_shows_waves(

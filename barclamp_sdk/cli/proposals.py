@@ -25,7 +25,6 @@ from barclamp_sdk.cli.context import (
     pass_state,
     phase_progress,
     plain,
-    progress,
 )
 from barclamp_sdk.errors import CrowbarError, ValidationError
 from barclamp_sdk.model.proposal import Proposal
@@ -310,10 +309,9 @@ def make_group(barclamp: Barclamp) -> click.Group:
                                   f"see `crowbar {bc} proposal history {name}`")
         revision = int(text)
         crowbar = state.crowbar()
-        total = len(crowbar.proposals.get(bc, name).nodes()) if then_commit else 0
-        with progress(state, total, f"reverting {bc}/{name} to r{revision} and committing") as advance:
+        with phase_progress(state, f"reverting {bc}/{name} to r{revision}") as phases:
             result = crowbar.proposals.revert(bc, name, revision, commit=then_commit,
-                                              keep_current_secrets=keep_current_secrets, progress=advance)
+                                              keep_current_secrets=keep_current_secrets, phases=phases)
 
         def human() -> Any:
             if not result.changed:
@@ -428,8 +426,9 @@ def action_command(action: Action, barclamp: str) -> click.Command:
     @output_options
     @pass_state
     def command(state: CLIState, machines: tuple[str, ...], proposal_name: str) -> int:
-        with progress(state, len(machines), action.name) as advance:
-            result = state.crowbar().run_action(barclamp, action.name, proposal_name, list(machines), advance)
+        with phase_progress(state, f"{barclamp} {action.name}") as phases:
+            result = state.crowbar().run_action(barclamp, action.name, proposal_name, list(machines),
+                                                phases=phases)
 
         def table() -> Table:
             grid = Table(box=None, header_style="bold")

@@ -418,7 +418,8 @@ class Proposals:
         return self.update(barclamp, name, adopt, change=change, expected_revision=expected_revision)
 
     def revert(self, barclamp: str, name: str, revision: int, *, commit: bool = False,
-               keep_current_secrets: bool = False, progress: Callable[[int], None] | None = None) -> RevertResult:
+               keep_current_secrets: bool = False, progress: Callable[[int], None] | None = None,
+               phases: PhaseCallback | None = None) -> RevertResult:
         """Save a new revision whose content is ``revision``'s; committing is left to the caller
         (``commit=True`` commits it too).
 
@@ -427,8 +428,12 @@ class Proposals:
         (see :mod:`~barclamp_sdk.model.secrets`), so a value replaced and
         committed since is gone: that is refused, naming the settings, unless
         ``keep_current_secrets`` (they keep their current values). Bad input
-        (an unknown or the current revision) writes nothing.
+        (an unknown or the current revision) writes nothing. ``phases`` is
+        called with each :class:`~barclamp_sdk.model.progress.Phase` (reading,
+        saving, then the commit's).
         """
+        counting = reporter(progress, phases)
+        counting.phase("reading", f"reading r{revision}")
         if isinstance(revision, bool) or not isinstance(revision, int) or revision < 1:
             raise ValidationError(f"revision must be a positive number, not {revision!r}")
         current = self.store.get(barclamp, name)
@@ -454,6 +459,7 @@ class Proposals:
             for path, value in kept.items():
                 set_path(proposal.attributes, path, value)
 
+        counting.phase("saving", f"saving the content of r{revision} as a new revision")
         saved = self._update(barclamp, name, adopt, change=f"reverted to r{revision}",
                              expected_revision=current.revision, action="revert",
                              details={"reverted_to": revision, "kept_current_secrets": gone})
@@ -461,7 +467,7 @@ class Proposals:
         if result.changed:
             result.diff = self.diff(barclamp, name, current.revision, saved.revision)
         if commit:
-            result.commit = self.commit(barclamp, name, progress=progress)
+            result.commit = self.commit(barclamp, name, progress=counting)
         return result
 
     def _gone_secrets(self, proposal: Proposal) -> list[str]:
