@@ -21,7 +21,6 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from barclamp_sdk.api import Crowbar  # noqa: E402
 from barclamp_sdk.local import LocalChefServer  # noqa: E402
-from barclamp_sdk.model.naming import node_role_name  # noqa: E402
-from barclamp_sdk.model.noderoles import crowbar_data, new_node_role, seal  # noqa: E402
-from barclamp_sdk.testing.fleet import PROFILES, Disk, ohai_data  # noqa: E402
+from barclamp_sdk.testing.fleet import PROFILES, Disk  # noqa: E402
+from scale import seed as seed_machines  # noqa: E402  (bench/ is the script's directory)
 
 RESULTS = ROOT / "bench" / "results"
 SECRET = b"bench secret"
@@ -46,22 +44,7 @@ def seed(chef: Any, count: int, concurrency: int) -> list[str]:
     profile = dataclasses.replace(base, disks=(base.disks[0],) + tuple(
         Disk(f"sd{chr(ord('b') + i)}", 8000, True, "ST8000NM000A") for i in range(24)))
     names = [f"st{i:07d}.{DOMAIN}" for i in range(1, count + 1)]
-
-    def one(item: tuple[int, str]) -> None:
-        index, name = item
-        chef.nodes.create({"name": name, "chef_environment": "_default", "json_class": "Chef::Node",
-                           "chef_type": "node", "run_list": [f"role[{node_role_name(name)}]"],
-                           "normal": {"crowbar_wall": {"boot_disk": "sda"}}, "default": {}, "override": {},
-                           "automatic": ohai_data(profile, name, index, domain=DOMAIN,
-                                                  address=f"10.{2 + (index >> 16)}.{index >> 8 & 255}.{index & 255}")})
-        role = new_node_role(name, "ready")
-        crowbar_data(role)["allocated"] = True
-        seal(role)
-        chef.roles.create(role)
-
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, enumerate(names, 1)))
-    return names
+    return seed_machines(chef, count, concurrency, profile=profile, names=names, domain=DOMAIN)
 
 
 def run(barclamp: str, count: int, args: argparse.Namespace) -> dict[str, Any]:

@@ -69,17 +69,21 @@ class Bench(Barclamp):
         proposal.assign("bench-worker", *inventory.names())
 
 
-def seed(chef: ChefClient, count: int, concurrency: int) -> list[str]:
-    """N ready machines: node (Ohai data, run list) and crowbar role."""
-    profile = PROFILES["compute"]
-    names = [f"d52-54-00-{i >> 16 & 255:02x}-{i >> 8 & 255:02x}-{i & 255:02x}.example.com" for i in range(1, count + 1)]
+def seed(chef: ChefClient, count: int, concurrency: int, *, profile: Any = None, names: list[str] | None = None,
+         domain: str = "example.com") -> list[str]:
+    """N ready machines: node (Ohai data, run list) and crowbar role (``profile``: a simulated hardware profile)."""
+    profile = profile or PROFILES["compute"]
+    names = names or [f"d52-54-00-{i >> 16 & 255:02x}-{i >> 8 & 255:02x}-{i & 255:02x}.{domain}"
+                      for i in range(1, count + 1)]
 
     def one(item: tuple[int, str]) -> None:
         index, name = item
-        automatic = ohai_data(profile, name, index, domain="example.com", address=f"10.1.{index >> 8 & 255}.{index & 255}")
-        chef.nodes.create({"name": name, "chef_environment": "_default",
-                           "run_list": [f"role[{node_role_name(name)}]"], "normal": {"crowbar_wall": {"boot_disk": "sda"}},
-                           "default": {}, "override": {}, "automatic": automatic})
+        automatic = ohai_data(profile, name, index, domain=domain,
+                              address=f"10.{2 + (index >> 16)}.{index >> 8 & 255}.{index & 255}")
+        chef.nodes.create({"name": name, "chef_environment": "_default", "json_class": "Chef::Node",
+                           "chef_type": "node", "run_list": [f"role[{node_role_name(name)}]"],
+                           "normal": {"crowbar_wall": {"boot_disk": "sda"}}, "default": {}, "override": {},
+                           "automatic": automatic})
         role = new_node_role(name, "ready")
         crowbar_data(role)["allocated"] = True
         seal(role)

@@ -1,5 +1,6 @@
 """The suite uses the project's own pytest plugin (barclamp_sdk.testing)."""
 
+import json
 import os
 from pathlib import Path
 
@@ -32,6 +33,30 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def barclamps_under_test():
     return TEST_BARCLAMPS
+
+
+@pytest.fixture
+def cli(crowbar_cli):
+    """``cli(*args, expect=0)`` -> (stdout, stderr), asserting the exit code; ``cli.json(...)`` the
+    parsed ``--json`` output; ``cli.error(..., expect=N)`` the JSON error object on stderr."""
+    def run(*args, expect=0):
+        code, out, err = crowbar_cli(*args)
+        assert code == expect, (args, code, out, err)
+        return out, err
+
+    def run_json(*args, expect=0):
+        out, _ = run(*args, "--json", expect=expect)
+        return json.loads(out)
+
+    def error_json(*args, expect):
+        """An error in JSON mode: nothing on stdout, one JSON object on stderr."""
+        out, err = run(*args, "--json", expect=expect)
+        assert out == "" and err.count("\n") == 1, (out, err)
+        return json.loads(err)
+
+    run.json = run_json
+    run.error = error_json
+    return run
 
 
 def pytest_sessionfinish(session, exitstatus):

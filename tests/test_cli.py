@@ -12,21 +12,6 @@ from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
 from tests.support.widgets import TEST_BARCLAMPS
 
 
-@pytest.fixture
-def cli(crowbar_cli):
-    def run(*args, expect=0):
-        code, out, err = crowbar_cli(*args)
-        assert code == expect, (args, code, out, err)
-        return out, err
-
-    def run_json(*args, expect=0):
-        out, _ = run(*args, "--json", expect=expect)
-        return json.loads(out)
-
-    run.json = run_json
-    return run
-
-
 def ready_fleet(cli, count=3):
     added = cli.json("sim", "nodes", "add", str(count))["added"]
     cli("sim", "boot", "--all")

@@ -5,13 +5,11 @@ next to the module. Driven through the command against the real test server."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import click
-import pytest
 from click.shell_completion import ShellComplete
 
 from barclamp_sdk.api import Crowbar
@@ -22,28 +20,6 @@ from tests.support.widgets import TEST_BARCLAMPS
 ROOT = Path(__file__).resolve().parent.parent
 CROWBAR = str(Path(sys.executable).parent / "crowbar")
 GIB = 1024**3
-
-
-@pytest.fixture
-def cli(crowbar_cli):
-    def run(*args, expect=0):
-        code, out, err = crowbar_cli(*args)
-        assert code == expect, (args, code, out, err)
-        return out, err
-
-    def run_json(*args, expect=0):
-        out, _ = run(*args, "--json", expect=expect)
-        return json.loads(out)
-
-    def error_json(*args, expect):
-        """An error in JSON mode: nothing on stdout, one JSON object on stderr."""
-        out, err = run(*args, "--json", expect=expect)
-        assert out == "" and err.count("\n") == 1, (out, err)
-        return json.loads(err)
-
-    run.json = run_json
-    run.error = error_json
-    return run
 
 
 def names_of(rows):

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from barclamp_sdk import CrowbarError, Proposal
+from barclamp_sdk import CrowbarError
 from barclamp_sdk.model.cluster import record_from_role
 from barclamp_sdk.model.commit.plan import (
     batch_of,
@@ -19,17 +19,12 @@ from barclamp_sdk.model.commit.plan import (
     removal,
 )
 from barclamp_sdk.model.noderoles import DRIFT, new_node_role, seal
-from tests.support.widgets import Widget
+from tests.support.widgets import widget_proposal
 
 A, B, C = "a.example.com", "b.example.com", "c.example.com"
 
 
-def proposal(**elements: list[str]) -> Proposal:
-    definition = Widget()
-    document = Proposal(definition, definition.template("default"))
-    for element, nodes in elements.items():
-        document.assign(element.replace("_", "-"), *nodes)
-    return document
+proposal = widget_proposal
 
 
 def role(node: str, state: str = "ready") -> dict:

@@ -6,17 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from barclamp_sdk import CrowbarError, Proposal
+from barclamp_sdk import CrowbarError
 from barclamp_sdk.model.commit.plan import RolloutPlan, rollout_plan, split_waves, wave_batches
-from tests.support.widgets import Widget
+from tests.support.widgets import widget_proposal
 
 
-def proposal(**elements: list[str]) -> Proposal:
-    definition = Widget()
-    document = Proposal(definition, definition.template("default"))
-    for element, nodes in elements.items():
-        document.assign(element.replace("_", "-"), *nodes)
-    return document
+proposal = widget_proposal
 
 
 def names(count: int, prefix: str = "m") -> list[str]:

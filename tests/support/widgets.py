@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from barclamp_sdk import Attributes, Barclamp, Element, ProposalRef, Secret
+from barclamp_sdk import Attributes, Barclamp, Element, Proposal, ProposalRef, Secret
 
 
 class Nested(Attributes):
@@ -110,3 +110,12 @@ class Cog(Barclamp):
 
 
 TEST_BARCLAMPS = [Widget, Gizmo, Sprocket, Cog]
+
+
+def widget_proposal(**elements: list[str]) -> Proposal:
+    """A widget proposal (template ``default``) with machines in elements (``widget_agent=[...]``)."""
+    definition = Widget()
+    document = Proposal(definition, definition.template("default"))
+    for element, nodes in elements.items():
+        document.assign(element.replace("_", "-"), *nodes)
+    return document
