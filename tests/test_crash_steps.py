@@ -27,7 +27,7 @@ from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
 from tests.support import figures
 
 FULL = os.environ.get("CROWBAR_CRASH_STEPS") == "all"
-STRIDE = 1 if FULL else 5
+STRIDE = 1 if FULL else 10
 NEW_SECRET = b"the rotated secret of the crash tests, not for production"
 #: Where setups leave files the actions read (a scenario, a new secret).
 FILES = Path(os.environ.get("TMPDIR", "/tmp")) / f"crash-steps-{os.getpid()}"
