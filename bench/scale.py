@@ -18,7 +18,7 @@ Steps 2-4 run in a child process, so (6) is that process alone. Results go to
 ``bench/results/scale-N.json`` and, with ``--report``, a table in
 ``docs/performance.md``. The exit status is 1 when a target is missed:
 (2) <= 1.3 x floor and <= 1.1 N + 10 writes, (3) 0 writes and <= 0.5 x (2),
-(4) <= 10 writes, (5) <= 5 requests per 1,000 machines and no node reads,
+(4) <= 10 writes (plus the audit trail's 2 entries), (5) <= 5 requests per 1,000 machines and no node reads,
 (6) < 300 MB, and 10,000's (2) <= 11 x 1,000's when both run.
 """
 
@@ -52,6 +52,8 @@ from barclamp_sdk.testing.fleet import PROFILES, ohai_data  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 #: Targets about request counts and memory (``--gate counts``): stable on any machine.
+#: The audit trail's entries of the move (one for the edit, one for the commit): not part of the 10.
+AUDIT_ENTRIES = 2
 COUNT_TARGETS = ("commit_writes", "recommit_writes", "move_writes", "inventory_requests", "memory")
 SECRET = b"bench secret"
 
@@ -221,7 +223,7 @@ def run(count: int, args: argparse.Namespace) -> dict[str, Any]:
         "commit_writes": commit["writes"] <= result["commit"]["write_budget"],
         "recommit_writes": recommit["writes"] == 0,
         "recommit_time": result["recommit"]["ratio_to_commit"] <= 0.5,
-        "move_writes": move <= 10,
+        "move_writes": move <= 10 + AUDIT_ENTRIES,
         "inventory_requests": result["inventory"]["per_1000"] <= 5 and node_gets == 0,
         "memory": steps["peak_rss_mb"] < 300,
     }

@@ -102,7 +102,11 @@ class Harness:
         if code in (1, 2):
             assert err.strip(), shown
             last = err.rstrip("\n").splitlines()[-1]
-            if "--json" in (args[:args.index("--")] if "--" in args else args):  # errors: a JSON object
+            # JSON mode errors are a JSON object. "--json" after a "--" is JSON mode only when that
+            # "--" was an option's value (``--client-key -- queue --json``): either form is right then.
+            json_mode = "--json" in (args[:args.index("--")] if "--" in args else args)
+            maybe_json = "--json" in args and last.startswith("{")
+            if json_mode or maybe_json:
                 report = json.loads(last)
                 assert report["exit_code"] == code and report["error"] and report["type"], shown
             elif code == 1:

@@ -13,6 +13,8 @@ import pexpect
 import pytest
 import yaml
 
+from barclamp_sdk.model.naming import node_role_name
+from barclamp_sdk.model.noderoles import crowbar_data
 from barclamp_sdk import dump_scenario, parse_scenario
 from barclamp_sdk.errors import ValidationError
 
@@ -240,14 +242,16 @@ def run_example(env, script, *args):
                           capture_output=True, text=True, timeout=120)
 
 
-def test_example_allocate_by_hardware(crowbar, fleet, crowbar_env):
+def test_example_allocate_by_hardware(crowbar, fleet, crowbar_env, chef):
     servers = fleet.add(2, "compute")
     others = fleet.add(2, "vm")
     fleet.boot(servers + others)
     done = run_example(crowbar_env, "allocate_by_hardware.py", "PowerEdge R640")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "allocated 2 machine(s) of type 'PowerEdge R640'"
-    assert {m.name for m in crowbar.machines.inventory() if m.allocated} == set(servers)
+    # Read each machine's own role: the inventory is a search snapshot, which may lag the allocation.
+    allocated = {n for n in servers + others if crowbar_data(chef.roles.get(node_role_name(n))).get("allocated")}
+    assert allocated == set(servers)
     assert run_example(crowbar_env, "allocate_by_hardware.py").returncode == 2
 
 
