@@ -511,6 +511,7 @@ class Proposals:
         ``phases`` is called with each :class:`~barclamp_sdk.model.progress.Phase`.
         """
         self.registry.get(barclamp)
+        check_proposal_name(name)
         ref = ProposalRef(barclamp, name)
         dependents = self.dependents.refuse(ref, "deactivate", force=force)
         with recording(self.audit, "deactivate", str(ref), proposal=str(ref),
@@ -634,6 +635,8 @@ class Proposals:
 
     def dequeue(self, barclamp: str, name: str) -> None:
         """Take a queued proposal out of the queue."""
+        self.registry.get(barclamp)
+        check_proposal_name(name)  # bad input: refused before any lock or audit entry
         ref = str(ProposalRef(barclamp, name))
         with recording(self.audit, "dequeue", ref, proposal=ref):
             self.queue.dequeue(barclamp, name)
