@@ -554,11 +554,9 @@ class Proposals:
             with recording(self.audit, "commit", ref, proposal=ref,
                            details={"force": force, "wave": plan.wave, "max_failures": plan.max_failures}) as entry:
                 result = self.rollout.commit(barclamp, name, plan, force=force, progress=counting)
-                entry.update(outcome=result.status, revision=result.revision, skip=result.status == "blocked",
-                             machines=result.document.nodes() if result.document is not None else ())
-                entry["details"].update(machines_written=result.machines_written, reasons=result.reasons,
-                                        waves=(result.document.deployment.get(RECORD)
-                                               if result.document is not None else None))
+                _commit_entry(entry, result, skip=result.status == "blocked")
+                entry["details"]["waves"] = (result.document.deployment.get(RECORD)
+                                             if result.document is not None else None)
             if result.status == "blocked":
                 raise ValidationError(
                     f"{barclamp}/{name} cannot be rolled out now: {'; '.join(result.reasons)}; nothing of it "
@@ -595,11 +593,7 @@ class Proposals:
                 result.seconds = seconds
             elif result.status in ("applied", "unchanged") and (queued or result.was_queued):
                 self.queue.remove(result.proposal)
-            document = result.document
-            entry.update(outcome=result.status, revision=result.revision,
-                         skip=entry.get("skip") or result.status == "unchanged",
-                         machines=document.nodes() if document is not None else ())
-            entry["details"].update(machines_written=result.machines_written, reasons=result.reasons)
+            _commit_entry(entry, result, skip=entry.get("skip") or result.status == "unchanged")
         return result
 
     def process_queue(self, *, trigger: str | None = None) -> list[CommitResult]:
@@ -758,6 +752,13 @@ class Proposals:
             proposal.deployment["crowbar-status"] = "interrupted"
             proposal.deployment["crowbar-failed"] = (
                 f"{previous.get('purpose')} by {previous.get('owner')} was interrupted")
+
+
+def _commit_entry(entry: dict[str, Any], result: CommitResult, *, skip: bool) -> None:
+    """Fill a commit's audit entry from its result (``skip``: nothing changed, no entry)."""
+    entry.update(outcome=result.status, revision=result.revision, skip=skip,
+                 machines=result.document.nodes() if result.document is not None else ())
+    entry["details"].update(machines_written=result.machines_written, reasons=result.reasons)
 
 
 def _forced(force: bool, dependents: Iterable[Any]) -> dict[str, Any]:
