@@ -30,6 +30,7 @@ from barclamp_sdk.model.batch import BatchReport, Scenario, dump as dump_scenari
 from barclamp_sdk.model.cluster import ClusterView, MachineRecord
 from barclamp_sdk.model.commit import CommitResult, RoleChange
 from barclamp_sdk.model.hooks import Context
+from barclamp_sdk.model.jsondoc import now_iso
 from barclamp_sdk.model.inventory import BlockDevice, Interface, Inventory, Machine
 from barclamp_sdk.model.parallel import run_parallel
 from barclamp_sdk.model.platforms import LINUX
@@ -100,6 +101,7 @@ __all__ = [
     "general_purpose",
     "is_managed_hypervisor",
     "most_free_disks",
+    "now_iso",
     "odd_quorum",
     "parse_scenario",
     "run_parallel",

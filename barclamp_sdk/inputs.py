@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, Node, SequenceNode
 
 from barclamp_sdk.errors import ValidationError
 

@@ -190,7 +190,7 @@ def test_completion_of_machine_proposal_and_setting_names(cli, crowbar_env):
     assert completions(["widget", "proposal", "edit", "default", "--unset"], "po") == ["port"]
 
     # As the shell runs it: a real process answering bash's protocol.
-    words = f"crowbar widget proposal show "
+    words = "crowbar widget proposal show "
     done = subprocess.run([CROWBAR], env={**crowbar_env, "_CROWBAR_COMPLETE": "bash_complete",
                                           "COMP_WORDS": words, "COMP_CWORD": "4"},
                           capture_output=True, text=True, timeout=120)

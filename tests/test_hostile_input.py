@@ -6,9 +6,6 @@ Each test names, in its docstring, what the code did before.
 from __future__ import annotations
 
 import json
-import logging
-import os
-import stat
 import time
 import tracemalloc
 

@@ -66,7 +66,7 @@ def test_a_rollout_stops_after_the_wave_that_spent_the_budget_records_it_and_res
         assert not any(holds_widget(chef, n) for n in wave[5])
         assert all(holds_widget(chef, n) for n in [names[0], *wave[2], *wave[3], *wave[4]])
         # Recorded with the data, not derived from a lock.
-        assert api.locks.inspect(f"proposal-widget-default") is None
+        assert api.locks.inspect("proposal-widget-default") is None
         status = api.proposals.status("widget", "default")
         assert status.status == "failed" and "stopped after wave 4 of 5" in status.detail
         record = status.rollout

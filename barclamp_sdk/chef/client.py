@@ -30,7 +30,7 @@ from requests.adapters import HTTPAdapter
 
 from barclamp_sdk.chef.auth import ChefSigner, load_private_key
 from barclamp_sdk.chef.config import ChefConfig
-from barclamp_sdk.chef.paging import SearchWindow, search_all, solr_escape  # noqa: F401 - public here
+from barclamp_sdk.chef.paging import SearchWindow, search_all
 from barclamp_sdk.chef.pgquirks import check_storable, race_as_client_error
 from barclamp_sdk.errors import (
     ConnectionFailed,

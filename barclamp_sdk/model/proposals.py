@@ -587,13 +587,11 @@ class Proposals:
             if result.status == "blocked":
                 assert result.document is not None
                 seconds = result.seconds
-                entry["skip"] = any(i.get("barclamp") == barclamp and i.get("inst") == name  # still queued
-                                    and i.get("revision") == result.revision for i in self.queue.items())
                 result = self.queue.enqueue(result.document, result.reasons)
                 result.seconds = seconds
             elif result.status in ("applied", "unchanged") and (queued or result.was_queued):
                 self.queue.remove(result.proposal)
-            _commit_entry(entry, result, skip=entry.get("skip") or result.status == "unchanged")
+            _commit_entry(entry, result, skip=result.already_queued or result.status == "unchanged")
         return result
 
     def process_queue(self, *, trigger: str | None = None) -> list[CommitResult]:

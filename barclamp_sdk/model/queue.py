@@ -133,13 +133,13 @@ class Queue:
         queued = any(_is(i, ref) and same(i) for i in self.items())
         todo = self._pending_marks(proposal)
         if queued and not todo and proposal.queued:
-            return CommitResult(ref, proposal.revision, "queued", reasons=reasons)
+            return CommitResult(ref, proposal.revision, "queued", reasons=reasons, already_queued=True)
         with self.locks.hold(proposal_lock_name(ref.barclamp, ref.name), f"queue {ref}"):
             self._modify(change, f"queue {ref}")
             if todo:
                 self.roles.update(todo, purpose=f"queue {ref}")
             self.store.modify(ref.barclamp, ref.name, _mark_queued(True), purpose=f"queue {ref}")
-        return CommitResult(ref, proposal.revision, "queued", reasons=reasons)
+        return CommitResult(ref, proposal.revision, "queued", reasons=reasons, already_queued=queued)
 
     def _pending_marks(self, proposal: Proposal) -> dict[str, Any]:
         """Mutations marking machines allocated with the proposal pending."""

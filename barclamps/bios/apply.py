@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from barclamp_sdk import (
     ValidationError,
     bmc_endpoint_text,
     bmc_report_warnings,
+    now_iso,
     run_parallel,
 )
 from barclamps.bios.choice import choose_sets, family_of, target_settings
@@ -167,5 +167,3 @@ def _record(ctx: Context, results: list[BiosResult]) -> None:
     ctx.record_hardware(hardware, {r.machine: r.reason for r in results if r.status == "problem"})
 
 
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -48,6 +48,8 @@ class CommitResult:
     document: Proposal | None = field(default=None, repr=False, compare=False)
     #: The document was marked queued when the commit read it (the lifecycle takes it out of the queue).
     was_queued: bool = field(default=False, repr=False, compare=False)
+    #: A queued result only: the queue held this proposal at this revision already (nothing new was queued).
+    already_queued: bool = field(default=False, repr=False, compare=False)
 
     @property
     def queued(self) -> bool:
