@@ -9,9 +9,10 @@ import pytest
 from barclamp_sdk.testing.pytest_plugin import PERSONALITY_MARK
 
 from tests.support import figures
+from tests.support.parallel import distributed
 from tests.support.widgets import TEST_BARCLAMPS
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "tests.support.parallel"]
 
 #: Suites that run through the production personality (organization URL, 1 s search
 #: lag, erchef's limits) in a search window of 10, smaller than their clusters.
@@ -60,6 +61,8 @@ def cli(crowbar_cli):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if distributed(session.config):
+        return  # the controller writes every worker's figures (tests/support/parallel.py)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     outcomes = {key: len(reporter.stats.get(key, [])) for key in ("passed", "failed", "error")} if reporter else {}
     figures.write(Path(session.config.rootpath) / "build" / "reliability-figures.json", outcomes)

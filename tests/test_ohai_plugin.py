@@ -136,9 +136,9 @@ def test_site_facts_come_from_the_operator_file_and_cannot_override_measured_fac
 
 
 def _closed_udp_port() -> int:
-    from barclamp_sdk.local import free_port
+    from barclamp_sdk.testing.bmcpeers import fresh_port
 
-    return free_port()
+    return fresh_port()  # free for UDP too, and never another pytest-xdist worker's BMC peer's
 
 
 def fake_host(root: Path) -> Path:

@@ -76,15 +76,28 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
 _HANDED_OUT: set[int] = set()
 
 
+def _worker_share() -> tuple[int, int]:
+    """(index, count) of this pytest-xdist worker (``PYTEST_XDIST_WORKER=gwN``), (0, 1) outside one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1:
+        return int(worker[2:]) % int(count), int(count)
+    return 0, 1
+
+
 def fresh_port() -> int:
     """A port free for TCP and UDP, never handed out before in this process.
 
     pyghmi keeps IPMI sessions per address and port for the life of the
     process; a new peer on an old peer's port would meet a stale session.
+    Under pytest-xdist, only ports of this worker's share (port // 2 mod
+    the number of workers): a peer never starts on a port another worker has
+    just been handed, nor takes for its own a peer of another worker's.
     """
+    index, count = _worker_share()
     while True:
         port = free_port()
-        if port in _HANDED_OUT:
+        if port in _HANDED_OUT or (port // 2) % count != index:  # bind() hands out odd ports only
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             try:
@@ -187,7 +200,7 @@ class RedfishPeer:
                         for name, settings in systems.items()}
         self.username = username
         self.password = password
-        self.port = port or free_port()
+        self.port = port or fresh_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
