@@ -12,6 +12,10 @@ says who holds it, why, and until when (a lease, renewed while held).
   taken over by the same protocol (``<marker>--takeover--<its token>``), so
   no crash at any step blocks a lock for good. After a takeover, the dead
   process's other expired locks and the lock's leftover markers are removed.
+* A lock whose holder is a dead process of this host (it records host, boot,
+  pid namespace, pid and start time: :mod:`barclamp_sdk.model.holders`) is
+  taken over at once by the same protocol, without waiting for its lease;
+  holders on other hosts are taken over only when their lease has ended.
 * A wait longer than a second says once what it waits for, who holds it, and
   how long at most (until the lease ends, when the lock is taken over).
 * Locks are always taken in one global order (proposals, then the queue, then
@@ -49,6 +53,7 @@ from barclamp_sdk.errors import (
     NotFound,
 )
 from barclamp_sdk.model import stopping
+from barclamp_sdk.model.holders import PROCESS_KEY, holder_dead, process_identity
 from barclamp_sdk.model.naming import LOCKS_BAG
 from barclamp_sdk.model.parallel import run_parallel
 
@@ -56,7 +61,8 @@ log = logging.getLogger(__name__)
 
 _RANKS = (("proposal-", 0), ("queue", 1), ("machines-", 2), ("secrets-", 3))
 TAKEOVER = "--takeover--"
-_SWEEP_KEYS = {"id": ["id"], "owner": ["owner"], "token": ["token"], "expires_at": ["expires_at"], "at": ["at"]}
+_SWEEP_KEYS = {"id": ["id"], "owner": ["owner"], "token": ["token"], "expires_at": ["expires_at"], "at": ["at"],
+               PROCESS_KEY: [PROCESS_KEY]}
 
 
 def lock_order(name: str) -> tuple[int, str]:
@@ -91,7 +97,7 @@ class Lock:
             "id": self.name, "token": self.token, "owner": self.owner,
             "purpose": self.purpose, "lease": self.lease,
             "acquired_at": self.acquired_at, "expires_at": self.expires_at,
-            "details": self.details,
+            "details": self.details, PROCESS_KEY: process_identity(),
         }
 
 
@@ -102,21 +108,9 @@ def holder_process(item: dict[str, Any]) -> str:
 
 
 def holder_gone(item: dict[str, Any]) -> bool:
-    """Whether the holder is known dead: a process of this host that no longer exists.
-
-    Information only (status lines): a lock is taken over when its lease
-    ends, never because of this (another host, or container, may share a name).
-    """
-    host, _, pid = holder_process(item).rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
+    """Whether the holder is known dead: a process of this host that no longer runs
+    (:func:`~barclamp_sdk.model.holders.holder_dead`); its lock is taken over at once."""
+    return holder_dead(item)
 
 
 def describe(item: dict[str, Any]) -> str:
@@ -188,7 +182,7 @@ class LockManager:
                 existing = self._read(name)
                 if existing is not None:
                     last_seen = existing
-                    if self._expired(existing) and not self._held_alive_here(existing):
+                    if self._takeable(existing) and not self._held_alive_here(existing):
                         lock = self._take_over(name, purpose, existing)
             if lock is not None:
                 with self._mutex:
@@ -263,6 +257,10 @@ class LockManager:
             expires = float(item.get("at", 0)) + self.lease
         return time.time() > float(expires) + self.clock_skew
 
+    def _takeable(self, item: dict[str, Any]) -> bool:
+        """Whether ``item`` may be taken over: its lease ended, or its holder is a dead process of this host."""
+        return self._expired(item) or holder_dead(item)
+
     def _claim_marker(self, name: str, stale: dict[str, Any], depth: int = 0) -> Lock | None:
         """The takeover marker of ``stale``'s hold on ``name`` (None: another taker is at it).
 
@@ -275,7 +273,7 @@ class LockManager:
         except Conflict:
             pass
         existing = self._read(marker.name)
-        if existing is None or depth >= 3 or not self._expired(existing):
+        if existing is None or depth >= 3 or not self._takeable(existing):
             return None  # finished meanwhile, or someone else is taking it over right now
         inner = self._claim_marker(marker.name, existing, depth + 1)
         if inner is None:
@@ -304,12 +302,13 @@ class LockManager:
             self.chef.data_bags.update_item(self.bag, lock.item())
             self.takeovers += 1
             dead = holder_process(stale)
+            what = "lock of a dead process," if holder_dead(stale) else "expired lock"
             if dead in self._reported:
-                log.info("took over expired lock %s (%s)", name, describe(stale))
+                log.info("took over %s %s (%s)", what, name, describe(stale))
             else:
                 self._reported.add(dead)
-                log.warning("took over expired lock %s (%s); its other locks are taken over without "
-                            "further messages", name, describe(stale))
+                log.warning("took over %s %s (%s); its other locks are taken over without "
+                            "further messages", what, name, describe(stale))
         finally:
             with contextlib.suppress(CrowbarError):
                 self.chef.data_bags.delete_item(self.bag, marker.name)
@@ -331,7 +330,7 @@ class LockManager:
                 if item_id.startswith(name + TAKEOVER):  # names a holder that is gone now
                     self.chef.data_bags.delete_item(self.bag, item_id)
                 elif (item_id != name and TAKEOVER not in item_id and dead != self.owner
-                      and holder_process(row) == dead and self._expired(row)):
+                      and holder_process(row) == dead and self._takeable(row)):
                     taken = self._take_over(item_id, f"clean up after {dead}", row, sweep=False)
                     if taken is not None:
                         self.chef.data_bags.delete_item(self.bag, item_id)
@@ -535,7 +534,8 @@ class LockManager:
         return self._expired(item)
 
     def sweep(self) -> list[str]:
-        """Remove every expired lock item and takeover marker; the names removed.
+        """Remove every expired lock item and takeover marker (and those of dead processes of
+        this host); the names removed.
 
         Each goes through the takeover protocol, so a live holder (one that
         renews its lease) never loses its lock, and a holder that stalled past
@@ -548,7 +548,7 @@ class LockManager:
         removed = []
         for item_id in ids:
             item = self._read(item_id)
-            if item is None or not self._expired(item) or self._held_alive_here(item):
+            if item is None or not self._takeable(item) or self._held_alive_here(item):
                 continue
             try:
                 if self._take_over(item_id, "sweep expired locks", item, sweep=False) is None:

@@ -204,7 +204,8 @@ class Proposals:
             where = (f" (wave {progress['wave']} of {progress['waves']})" if "wave" in progress else
                      f" (batch {progress['batch']} of {progress['batches']} done)" if "batch" in progress else "")
             if self.locks.expired(lock) or holder_gone(lock):
-                why = "its lease expired" if self.locks.expired(lock) else "that process is gone"
+                why = ("its lease expired" if self.locks.expired(lock) else
+                       "that process is gone: the next command takes its lock over at once")
                 return ProposalStatus(ref, "interrupted", proposal.revision, applied_revision,
                                       f"a commit by {lock.get('owner')} stopped{where} ({why}); "
                                       f"commit again to finish it")

@@ -65,6 +65,7 @@ from barclamp_sdk.local import LocalChefServer
 from barclamp_sdk.testing.faultproxy import FaultProxy
 from barclamp_sdk.testing.production import ProductionPersonality
 from barclamp_sdk.testing.fleet import Fleet
+from barclamp_sdk.testing.restore import DatabaseSnapshot
 
 TEST_SECRET = b"barclamp-sdk test secret, not for production"
 #: ``CROWBAR_TEST_SERVER``: ``postgresql`` (default) or ``memory``.
@@ -104,6 +105,11 @@ class RunningChefServer:
     def new_client(self, **options: Any) -> ChefClient:
         """Another admin client with its own connection pool."""
         return ChefClient(self.config(**options))
+
+    def database_snapshot(self) -> DatabaseSnapshot | None:
+        """A :class:`~barclamp_sdk.testing.restore.DatabaseSnapshot` of this server's database, to
+        ``take()`` after a set-up and ``restore()`` before each try (None with the in-memory store)."""
+        return DatabaseSnapshot.of(self.server)
 
     def reset(self) -> None:
         """Delete every object the tests created."""
