@@ -277,18 +277,18 @@ class Machines:
         """
         hooked = [b for b in self.registry.all()
                   if state in b.transition_states or "all" in b.transition_states]
-        if not hooked or not names:
+        if not names:
             return set()
+        committed = [(b, proposals) for b in hooked if (proposals := self.store.committed(b.name))]
+        if not committed:
+            return set()  # no facts read: nothing would use them
         inventory = self.inventory(names)
         present = [n for n in names if inventory.get(n) is not None]
         if not present:
             return set()
         ran: set[str] = set()
         problems: dict[str, str] = {}
-        for barclamp in hooked:
-            proposals = self.store.committed(barclamp.name)
-            if not proposals:
-                continue
+        for barclamp, proposals in committed:
             context = self.services.context(barclamp)
 
             def call(name: str, barclamp: Any = barclamp, context: Any = context, proposals: Any = proposals) -> None:
