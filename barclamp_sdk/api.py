@@ -108,7 +108,7 @@ class Crowbar:
                                    self.secrets, validator, services, rollout, record=self.audit.record,
                                    dependents=Dependents(store, services))
         self.machines = Machines(chef, registry, roles, reader, run_lists, store, services, bmcs,
-                                 on_ready=lambda name: self.proposals.process_queue(trigger=name),
+                                 on_ready=lambda names: self.proposals.process_queue(trigger=names),
                                  record=self.audit.record)
         self.batch = Batch(registry, store, self.proposals, reader, services)
         self._services = services

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import json
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from barclamp_sdk.model import textdiff
 
 _MISSING = object()
 
@@ -126,4 +127,4 @@ def unified_diff(old: Any, new: Any, old_label: str, new_label: str) -> str:
     def lines(doc: Any) -> list[str]:
         return json.dumps(doc, indent=2, sort_keys=True).splitlines(keepends=True)
 
-    return "".join(difflib.unified_diff(lines(old), lines(new), old_label, new_label))
+    return "".join(textdiff.unified_diff(lines(old), lines(new), old_label, new_label))

@@ -25,12 +25,14 @@ from barclamp_sdk.model.inventory import Inventory, Machine
 from barclamp_sdk.model.jsondoc import now_iso
 from barclamp_sdk.model.naming import check_node_name, check_role_owner, node_role_name
 from barclamp_sdk.model.noderoles import NodeRoleStore, crowbar_data
+from barclamp_sdk.model.parallel import run_parallel
 from barclamp_sdk.model.nodes import NodeRunLists
 from barclamp_sdk.model.reader import ClusterReader
 from barclamp_sdk.model.registry import BarclampRegistry
 from barclamp_sdk.model.selection import MachineFilter, hardware_summary
-from barclamp_sdk.model.states import check_state, check_transition
+from barclamp_sdk.model.states import check_state
 from barclamp_sdk.model.store import ProposalStore
+from barclamp_sdk.model.transitions import TransitionReport, write_states
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ class Machines:
 
     def __init__(self, chef: ChefClient, registry: BarclampRegistry, roles: NodeRoleStore, reader: ClusterReader,
                  run_lists: NodeRunLists, store: ProposalStore, services: HookServices, bmc: MachineBMCs, *,
-                 on_ready: Callable[[str], Any] | None = None, record: Recorder | None = None) -> None:
+                 on_ready: Callable[[list[str]], Any] | None = None, record: Recorder | None = None) -> None:
         self.chef = chef
         self.registry = registry
         self.roles = roles
@@ -48,7 +50,7 @@ class Machines:
         self.run_lists = run_lists
         self.store = store
         self.services = services
-        #: Called with a machine's name when it reaches ``ready`` (the lifecycle processes the queue).
+        #: Called with the names of machines that reached ``ready`` (the lifecycle processes the queue).
         self.on_ready = on_ready
         #: Confirmed BMC endpoints: the only ones credentials go to.
         self.bmc = bmc
@@ -222,7 +224,7 @@ class Machines:
         if self._run_hooks(record, state):
             record = self.record(name)  # a hook may have changed it (say, to problem)
         if state == "ready" and self.on_ready is not None:
-            self.on_ready(name)
+            self.on_ready([name])
         return record
 
     def _adopt_crowbar1x(self, name: str) -> MachineRecord:
@@ -247,32 +249,10 @@ class Machines:
         return self.record(name)
 
     def _write_state(self, name: str, state: str) -> MachineRecord:
-        holder: dict[str, dict[str, Any]] = {}
-
-        def change(role: dict[str, Any]) -> bool:
-            data = crowbar_data(role)
-            current = str(data.get("state", ""))
-            check_transition(name, current, state, allocated=bool(data.get("allocated")))
-            holder["role"] = role
-            if current == state:
-                return False
-            data["state"] = state
-            data["state_change_time"] = now_iso()
-            if state == "problem":
-                data.setdefault("problem", {})
-            elif current == "problem":
-                data.pop("problem", None)
-            return True
-
-        report = self.roles.update({name: change}, purpose=f"transition {name} to {state}")
-        if report.missing:
-            raise NotFoundError(
-                f"no machine {name!r}; a machine starts with the state discovering")
-        if report.failed:
+        report = write_states(self.roles, {name: state})
+        if name in report.failed:
             raise report.failed[name]
-        record = record_from_role(holder["role"])
-        assert record is not None
-        return record
+        return report.records[name]
 
     def set_problem(self, name: str, reason: str) -> MachineRecord:
         """Put a machine in ``problem``, recording why (shown by the CLI)."""
@@ -286,24 +266,100 @@ class Machines:
 
     def _run_hooks(self, record: MachineRecord, state: str) -> bool:
         """Call the barclamps' transition hooks; True if any ran."""
+        return bool(self._run_hooks_many([record.name], state))
+
+    def _run_hooks_many(self, names: list[str], state: str) -> set[str]:
+        """Call the barclamps' transition hooks for machines that entered ``state``; those they ran for.
+
+        The machines' facts are read once and each hooked barclamp's committed
+        proposals once, whatever the number of machines; a failing hook puts its
+        machine in ``problem`` (all such machines in one write).
+        """
         hooked = [b for b in self.registry.all()
                   if state in b.transition_states or "all" in b.transition_states]
-        if not hooked:
-            return False
-        facts = self.inventory([record.name]).get(record.name)
-        if facts is None:
-            return False
-        ran = False
-        for barclamp in hooked:
-            for proposal in self.store.committed(barclamp.name):
-                ran = True
-                try:
-                    barclamp.on_transition(self.services.context(barclamp), proposal, facts, state)
-                except CrowbarError as exc:
-                    log.warning("%s hook for %s entering %s failed: %s",
-                                barclamp.name, record.name, state, exc)
-                    self.set_problem(record.name, f"{barclamp.name}: {exc}")
+        if not names:
+            return set()
+        committed = [(b, proposals) for b in hooked if (proposals := self.store.committed(b.name))]
+        if not committed:
+            return set()  # no facts read: nothing would use them
+        inventory = self.inventory(names)
+        present = [n for n in names if inventory.get(n) is not None]
+        if not present:
+            return set()
+        ran: set[str] = set()
+        problems: dict[str, str] = {}
+        for barclamp, proposals in committed:
+            context = self.services.context(barclamp)
+
+            def call(name: str, barclamp: Any = barclamp, context: Any = context, proposals: Any = proposals) -> None:
+                for proposal in proposals:
+                    try:
+                        barclamp.on_transition(context, proposal, inventory.get(name), state)
+                    except CrowbarError as exc:
+                        log.warning("%s hook for %s entering %s failed: %s", barclamp.name, name, state, exc)
+                        problems.setdefault(name, f"{barclamp.name}: {exc}")
+
+            run_parallel(call, [n for n in present if n not in problems], workers=self.reader.concurrency,
+                         name="hooks")
+            ran.update(present)
+        if problems:
+            self.record_hardware({}, problems)
         return ran
+
+    def records(self, names: Iterable[str]) -> dict[str, MachineRecord]:
+        """The records of the machines among ``names``, each read from its role (never search)."""
+        names = sorted(set(names))
+        for name in names:
+            check_node_name(name)
+        return self.reader.read(names).records()
+
+    def transition_many(self, changes: Mapping[str, str], *,
+                        progress: Callable[[int], None] | None = None) -> TransitionReport:
+        """Move many machines at once (machine -> state), as a boot storm does; what each did.
+
+        The same transitions as :meth:`transition`, for any number of
+        machines: one role read and write per machine under one lock per shard
+        (:func:`~barclamp_sdk.model.transitions.write_states`), the barclamps'
+        hooks called per state with the facts read once, and waiting proposals
+        looked at once for all the machines that reached ``ready``. A machine
+        that cannot move is reported in ``failed``; the others move.
+
+        >>> crowbar.machines.transition_many({name: "installing" for name in names})
+        """
+        for name, state in changes.items():
+            check_node_name(name)
+            check_state(state)
+        report = TransitionReport()
+        discovering = sorted(n for n, s in changes.items() if s == "discovering")
+
+        def discover(name: str) -> tuple[str, MachineRecord | CrowbarError]:
+            try:
+                return name, self._transition(name, "discovering")
+            except CrowbarError as exc:
+                return name, exc
+
+        for name, outcome in run_parallel(discover, discovering, workers=self.reader.concurrency, name="discover"):
+            if isinstance(outcome, CrowbarError):
+                report.failed[name] = outcome
+            else:
+                report.records[name] = outcome
+        written = write_states(self.roles, {n: s for n, s in changes.items() if s != "discovering"})
+        report.failed.update(written.failed)
+        by_state: dict[str, list[str]] = {}
+        for name, record in sorted(written.records.items()):
+            by_state.setdefault(record.state, []).append(name)
+        rerun: set[str] = set()
+        for state, names in sorted(by_state.items()):
+            rerun |= self._run_hooks_many(names, state)
+        report.records.update(written.records)
+        if rerun:  # a hook may have changed them (say, to problem)
+            report.records.update(self.reader.read(rerun).records())
+        if progress is not None:
+            progress(len(report.records) + len(report.failed))
+        ready = sorted(n for n, r in written.records.items() if r.state == "ready")
+        if ready and self.on_ready is not None:
+            self.on_ready(ready)
+        return report
 
     # -- operator actions ------------------------------------------------------------------
 

@@ -595,20 +595,21 @@ class Proposals:
             _commit_entry(entry, result, skip=result.already_queued or result.status == "unchanged")
         return result
 
-    def process_queue(self, *, trigger: str | None = None) -> list[CommitResult]:
+    def process_queue(self, *, trigger: str | Iterable[str] | None = None) -> list[CommitResult]:
         """Commit every queued proposal that nothing blocks any more.
 
-        ``trigger`` (a machine that just became ready) limits the first pass
-        to items that use it or wait on dependencies; once anything is
-        applied, every item is looked at again (a dependency may have landed).
+        ``trigger`` (a machine that just became ready, or several) limits the
+        first pass to items that use one of them or wait on dependencies; once
+        anything is applied, every item is looked at again (a dependency may have landed).
         """
         results: list[CommitResult] = []
+        triggers = set([trigger] if isinstance(trigger, str) else trigger or ()) - {""}
         items = self.queue.items()
         for _ in range(len(items) + 2):
             applied = False
             for item in items:
                 ident = (str(item.get("barclamp")), str(item.get("inst")))
-                if trigger and trigger not in (item.get("elements") or {}) and not item.get("deps"):
+                if triggers and not triggers.intersection(item.get("elements") or {}) and not item.get("deps"):
                     continue
                 try:
                     result = self._commit_or_queue(*ident, queued=True)
@@ -622,7 +623,7 @@ class Proposals:
                 applied = applied or result.status == "applied"
             if not applied:
                 break
-            trigger = None
+            triggers = set()
             items = self.queue.items()
         return results
 

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.errors import NotFoundError, ValidationError
 from barclamp_sdk.model.jsondoc import deep_merge, now_iso
-from barclamp_sdk.model.naming import node_role_name
+from barclamp_sdk.model.naming import check_node_name, node_role_name
 from barclamp_sdk.model.parallel import run_parallel
 from barclamp_sdk.model.runlist import expand
 
@@ -370,42 +370,77 @@ class Fleet:
         as Crowbar's ``wait_for_allocated`` did. A node the library refuses (its
         name, or its role belonging to another node) ends as ``"skipped"``, its
         reason in ``skipped``; the others boot on.
+
+        The machines boot in step: each round, every machine still booting
+        takes its next step in one :meth:`Machines.transition_many` call (one
+        role read and write each, one lock per shard), then runs chef-client
+        (in parallel), as a storm of machines booting together does.
         """
         from barclamp_sdk.model.states import LIFECYCLE
 
         api = self._api()
         stop = LIFECYCLE.index(until)
-        names = list(names)
-
-        def walk(name: str) -> str:
+        names = list(dict.fromkeys(names))
+        final: dict[str, str] = {}
+        bad: dict[str, str] = {}
+        for name in names:
             try:
-                return steps(name)
-            except (ValidationError, NotFoundError) as exc:
-                if skipped is None:
-                    log.warning("node %r is not booted: %s", name, exc)
-                else:
-                    skipped[name] = str(exc)
-                if progress is not None:
-                    progress(1)
-                return "skipped"
+                check_node_name(name)
+            except ValidationError as exc:
+                bad[name] = str(exc)
+        known = api.machines.records([n for n in names if n not in bad])
+        position: dict[str, int] = {}
+        allocated: dict[str, bool] = {}
 
-        def steps(name: str) -> str:
-            current = api.machines.state(name)  # "" for a machine not yet discovered
-            start = LIFECYCLE.index(current) + 1 if current in LIFECYCLE else 0
-            state = current
-            for step in LIFECYCLE[start: stop + 1]:
-                if step == "hardware-installing" and not api.machines.is_allocated(name):
-                    break  # paused: waits for an operator to allocate it
-                machine = api.machines.transition(name, step)
-                state = machine.state
-                if state == "problem":
-                    break
-                self.converge(name)
+        def skip(name: str, reason: str) -> None:
+            if skipped is None:
+                log.warning("node %r is not booted: %s", name, reason)
+            else:
+                skipped[name] = reason
+            final[name] = "skipped"
+
+        def finish(name: str) -> None:
+            position.pop(name, None)
             if progress is not None:
                 progress(1)
-            return state
 
-        return dict(zip(names, self._parallel(walk, names)))
+        for name in names:
+            if name in bad:
+                skip(name, bad[name])
+                finish(name)
+                continue
+            record = known.get(name)
+            current = record.state if record is not None else ""
+            final[name] = current
+            allocated[name] = bool(record and record.allocated)
+            position[name] = LIFECYCLE.index(current) + 1 if current in LIFECYCLE else 0
+        while True:
+            changes = {}
+            for name, at in sorted(position.items()):
+                step = LIFECYCLE[at] if at <= stop else None
+                if step is None or (step == "hardware-installing" and not allocated[name]):
+                    finish(name)  # done, or paused: waits for an operator to allocate it
+                else:
+                    changes[name] = step
+            if not changes:
+                break
+            report = api.machines.transition_many(changes)
+            for name, error in report.failed.items():
+                if not isinstance(error, (ValidationError, NotFoundError)):
+                    raise error
+                skip(name, str(error))
+                finish(name)
+            moved = []
+            for name, record in report.records.items():
+                final[name] = record.state
+                allocated[name] = record.allocated
+                if record.state == "problem":
+                    finish(name)
+                else:
+                    moved.append(name)
+                    position[name] += 1
+            self._parallel(self.converge, moved)
+        return {name: final[name] for name in names}
 
     def node(self, name: str) -> dict[str, Any]:
         return copy.deepcopy(self.chef.nodes.get(name))
