@@ -193,6 +193,24 @@ def test_a_commit_allocates_the_networks_its_elements_need_and_deactivate_frees_
     assert crowbar.addresses.allocations(network="storage") == []
 
 
+@pytest.mark.parametrize("count", [3, 40])  # read directly (the careful pass), and by search (speculative)
+def test_a_commits_addresses_ride_on_its_own_role_writes(count, crowbar, fleet, chef):
+    commit_network(crowbar)
+    names = fleet.ready(count)
+    crowbar.proposals.create("storer", "default")
+    crowbar.proposals.set("storer", "default", {"elements.storer-server": ",".join(names)})
+    before = chef.stats.snapshot()["by_endpoint"]
+    assert crowbar.proposals.commit("storer", "default").status == "applied"
+    after = chef.stats.snapshot()["by_endpoint"]
+    # Each machine's role written once: run list and address in one PUT.
+    assert after.get("PUT /roles/*", 0) - before.get("PUT /roles/*", 0) == count
+    addresses = {n: network_entry(chef, n)["storage"]["address"] for n in names}
+    assert len(set(addresses.values())) == count
+    assert {r["address"]: r["machine"] for r in crowbar.addresses.items("storage")} == \
+        {a: n for n, a in addresses.items()}
+    assert crowbar.addresses.check() == {"orphans": [], "duplicates": [], "missing": []}
+
+
 def test_the_cli_shows_and_frees_allocations_as_json(crowbar, fleet, chef, crowbar_cli):
     assert crowbar_cli("network", "proposal", "create", "default")[0] == 0
     shown = crowbar_cli.json("network", "proposal", "show", "default")
