@@ -374,6 +374,27 @@ def test_an_interrupted_allocation_leaves_an_idle_item_that_check_repairs(crowba
     assert crowbar.addresses.allocations(network="storage") == []
 
 
+def test_after_a_crashed_allocators_lock_is_taken_over_its_claimed_address_is_adopted(crowbar, fleet, chef):
+    from barclamp_sdk.model.naming import LOCKS_BAG, machine_lock_name, machine_shard
+
+    commit_network(crowbar, **{"networks.storage.ranges.host.end": "192.168.125.11"})  # two addresses
+    [machine] = fleet.add(1, "vm", clients=False)
+    crowbar.machines.discover([machine])
+    # A crashed allocator: its create came through, its role write did not, its shard lock is left.
+    chef.data_bags.create_item(ADDRESSES_BAG, {"id": item_id("storage", "192.168.125.10"), "network": "storage",
+                                               "address": "192.168.125.10", "machine": machine, "at": "now"})
+    now = time.time()
+    chef.data_bags.ensure(LOCKS_BAG)
+    chef.data_bags.create_item(LOCKS_BAG, {
+        "id": machine_lock_name(machine_shard(machine)), "token": "0" * 32, "owner": "crashed-host:4242:1",
+        "purpose": "allocate storage addresses", "lease": 30.0, "acquired_at": now - 90, "expires_at": now - 60,
+        "details": {}})
+    report = crowbar.addresses.allocate("storage", [machine], user="test")
+    assert report.allocated == {machine: "192.168.125.10"}  # the claimed one, not a second
+    assert [r["address"] for r in crowbar.addresses.items("storage")] == ["192.168.125.10"]
+    assert crowbar.addresses.check() == {"orphans": [], "duplicates": [], "missing": []}
+
+
 def test_a_virtual_address_is_found_by_name_and_never_a_machines(crowbar, fleet, chef):
     commit_network(crowbar)
     names = fleet.add(2, "vm", clients=False)

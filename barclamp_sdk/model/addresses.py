@@ -150,6 +150,22 @@ class _Candidates:
         self._free: list[str] | None = None
         self._start = int(hashlib.sha256(start_key.encode()).hexdigest()[:12], 16)
         self.refreshed = False
+        #: Whether a crashed holder's lock was taken over since (then its claims are looked for).
+        self.recovering: Callable[[], bool] = lambda: False
+        self._owned: dict[str, str] | None = None
+
+    def orphan_of(self, machine: str) -> str | None:
+        """After a takeover: an address ``machine`` holds an item for though its role names none
+        (a crash came between the create and the role write), adopted instead of a new one."""
+        if not self.recovering():
+            return None
+        with self._guard:
+            if self._owned is None:
+                rows = AddressBook.read_items(self.chef, self.spec.name)
+                self._owned = {}
+                for row in sorted(rows, key=lambda r: _sort_key(str(r["address"])), reverse=True):
+                    self._owned[str(row["machine"])] = str(row["address"])
+            return self._owned.pop(machine, None)
 
     def _load(self) -> list[str]:
         try:
@@ -224,6 +240,8 @@ class AddressBook:
         if not names:
             return report
         candidates = _Candidates(self.chef, spec, range_name, names[0])
+        took = self.roles.locks.takeovers
+        candidates.recovering = lambda: self.roles.locks.takeovers > took
         guard = threading.Lock()
 
         def change(machine: str) -> Callable[[dict[str, Any]], bool]:
@@ -256,7 +274,7 @@ class AddressBook:
                 return False
             table[network] = wanted
             return True
-        address = self._claim(spec, machine, candidates)
+        address = candidates.orphan_of(machine) or self._claim(spec, machine, candidates)
         if address is None:
             with guard:
                 report.refused[machine] = candidates.full_reason()
@@ -370,14 +388,19 @@ class AddressBook:
 
     def items(self, network: str | None = None) -> list[dict[str, Any]]:
         """Every allocation item (of ``network``), by network and address."""
+        return self.read_items(self.chef, network, workers=self.concurrency)
+
+    @staticmethod
+    def read_items(chef: ChefClient, network: str | None = None, *, workers: int = 8) -> list[dict[str, Any]]:
+        """Every allocation item (of ``network``), by network and address."""
         try:
-            ids = self.chef.data_bags.items(ADDRESSES_BAG)
+            ids = chef.data_bags.items(ADDRESSES_BAG)
         except NotFound:
             return []
         if network is not None:
             ids = [i for i in ids if i.startswith(f"{network}-")]
-        found = run_parallel(lambda i: self.chef.data_bags.find_item(ADDRESSES_BAG, i), ids,
-                             workers=self.concurrency, name="addresses")
+        found = run_parallel(lambda i: chef.data_bags.find_item(ADDRESSES_BAG, i), ids,
+                             workers=workers, name="addresses")
         rows = [{k: item.get(k) for k in ("network", "address", "machine", "at")} for item in found if item]
         if network is not None:
             rows = [r for r in rows if r["network"] == network]
