@@ -617,7 +617,8 @@ class CommitAddresses:
     network's free addresses are listed once per commit, nothing is searched.
     """
 
-    def __init__(self, book: AddressBook, proposal: Any) -> None:
+    def __init__(self, book: AddressBook, proposal: Any, *, recovering: Callable[[], bool] | None = None) -> None:
+        """``recovering``: whether a crashed holder's lock was taken over (claims it left are adopted)."""
         self.book = book
         self.user = str(proposal.ref.key)
         wanted = needed_networks(proposal)
@@ -628,6 +629,8 @@ class CommitAddresses:
         self.reports = {n: AllocationReport(n) for n in self.wanted}
         self._candidates = {n: _Candidates(book.chef, spec, spec.machine_range(), self.user)
                             for n, spec in self.specs.items()}
+        for candidates in self._candidates.values():
+            candidates.recovering = recovering or candidates.recovering
         self._guard = threading.Lock()
         #: Machines whose roles :meth:`apply` saw (their addresses need nothing after the commit).
         self.handled: set[str] = set()
