@@ -193,6 +193,24 @@ def test_a_commit_allocates_the_networks_its_elements_need_and_deactivate_frees_
     assert crowbar.addresses.allocations(network="storage") == []
 
 
+@pytest.mark.parametrize("count", [3, 40])  # read directly (the careful pass), and by search (speculative)
+def test_a_commits_addresses_ride_on_its_own_role_writes(count, crowbar, fleet, chef):
+    commit_network(crowbar)
+    names = fleet.ready(count)
+    crowbar.proposals.create("storer", "default")
+    crowbar.proposals.set("storer", "default", {"elements.storer-server": ",".join(names)})
+    before = chef.stats.snapshot()["by_endpoint"]
+    assert crowbar.proposals.commit("storer", "default").status == "applied"
+    after = chef.stats.snapshot()["by_endpoint"]
+    # Each machine's role written once: run list and address in one PUT.
+    assert after.get("PUT /roles/*", 0) - before.get("PUT /roles/*", 0) == count
+    addresses = {n: network_entry(chef, n)["storage"]["address"] for n in names}
+    assert len(set(addresses.values())) == count
+    assert {r["address"]: r["machine"] for r in crowbar.addresses.items("storage")} == \
+        {a: n for n, a in addresses.items()}
+    assert crowbar.addresses.check() == {"orphans": [], "duplicates": [], "missing": []}
+
+
 def test_the_cli_shows_and_frees_allocations_as_json(crowbar, fleet, chef, crowbar_cli):
     assert crowbar_cli("network", "proposal", "create", "default")[0] == 0
     shown = crowbar_cli.json("network", "proposal", "show", "default")
@@ -354,6 +372,27 @@ def test_an_interrupted_allocation_leaves_an_idle_item_that_check_repairs(crowba
     assert crowbar.addresses.release([first, second], networks=["storage"]) == {first: ["storage"],
                                                                                 second: ["storage"]}
     assert crowbar.addresses.allocations(network="storage") == []
+
+
+def test_after_a_crashed_allocators_lock_is_taken_over_its_claimed_address_is_adopted(crowbar, fleet, chef):
+    from barclamp_sdk.model.naming import LOCKS_BAG, machine_lock_name, machine_shard
+
+    commit_network(crowbar, **{"networks.storage.ranges.host.end": "192.168.125.11"})  # two addresses
+    [machine] = fleet.add(1, "vm", clients=False)
+    crowbar.machines.discover([machine])
+    # A crashed allocator: its create came through, its role write did not, its shard lock is left.
+    chef.data_bags.create_item(ADDRESSES_BAG, {"id": item_id("storage", "192.168.125.10"), "network": "storage",
+                                               "address": "192.168.125.10", "machine": machine, "at": "now"})
+    now = time.time()
+    chef.data_bags.ensure(LOCKS_BAG)
+    chef.data_bags.create_item(LOCKS_BAG, {
+        "id": machine_lock_name(machine_shard(machine)), "token": "0" * 32, "owner": "crashed-host:4242:1",
+        "purpose": "allocate storage addresses", "lease": 30.0, "acquired_at": now - 90, "expires_at": now - 60,
+        "details": {}})
+    report = crowbar.addresses.allocate("storage", [machine], user="test")
+    assert report.allocated == {machine: "192.168.125.10"}  # the claimed one, not a second
+    assert [r["address"] for r in crowbar.addresses.items("storage")] == ["192.168.125.10"]
+    assert crowbar.addresses.check() == {"orphans": [], "duplicates": [], "missing": []}
 
 
 def test_a_virtual_address_is_found_by_name_and_never_a_machines(crowbar, fleet, chef):

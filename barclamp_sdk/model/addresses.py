@@ -150,6 +150,22 @@ class _Candidates:
         self._free: list[str] | None = None
         self._start = int(hashlib.sha256(start_key.encode()).hexdigest()[:12], 16)
         self.refreshed = False
+        #: Whether a crashed holder's lock was taken over since (then its claims are looked for).
+        self.recovering: Callable[[], bool] = lambda: False
+        self._owned: dict[str, str] | None = None
+
+    def orphan_of(self, machine: str) -> str | None:
+        """After a takeover: an address ``machine`` holds an item for though its role names none
+        (a crash came between the create and the role write), adopted instead of a new one."""
+        if not self.recovering():
+            return None
+        with self._guard:
+            if self._owned is None:
+                rows = AddressBook.read_items(self.chef, self.spec.name)
+                self._owned = {}
+                for row in sorted(rows, key=lambda r: _sort_key(str(r["address"])), reverse=True):
+                    self._owned[str(row["machine"])] = str(row["address"])
+            return self._owned.pop(machine, None)
 
     def _load(self) -> list[str]:
         try:
@@ -224,34 +240,12 @@ class AddressBook:
         if not names:
             return report
         candidates = _Candidates(self.chef, spec, range_name, names[0])
+        took = self.roles.locks.takeovers
+        candidates.recovering = lambda: self.roles.locks.takeovers > took
         guard = threading.Lock()
 
         def change(machine: str) -> Callable[[dict[str, Any]], bool]:
-            def mutate(role: dict[str, Any]) -> bool:
-                table = crowbar_data(role).setdefault("network", {})
-                entry = table.get(network) if isinstance(table.get(network), dict) else None
-                if entry and entry.get("address"):  # the role names it only while its item exists
-                    users = sorted(set(entry.get("users") or []) | {user})
-                    wanted = {**spec.entry(str(entry["address"])), "users": users}
-                    with guard:
-                        report.kept[machine] = str(entry["address"])
-                    if entry == wanted:
-                        return False
-                    table[network] = wanted
-                    return True
-                address = self._claim(spec, machine, candidates)
-                if address is None:
-                    with guard:
-                        report.refused[machine] = candidates.full_reason()
-                    if entry:  # its old address went to another machine: the stale entry goes
-                        table.pop(network, None)
-                        return True
-                    return False
-                table[network] = {**spec.entry(address), "users": [user]}
-                with guard:
-                    report.allocated[machine] = address
-                return True
-            return mutate
+            return lambda role: self.assign(spec, machine, role, user, candidates, report, guard)
 
         updated = self.roles.update({n: change(n) for n in names}, purpose=f"allocate {network} addresses",
                                     progress=progress)
@@ -260,6 +254,38 @@ class AddressBook:
         for name, error in updated.failed.items():
             report.refused[name] = str(error)
         return report
+
+    def assign(self, spec: NetworkSpec, machine: str, role: dict[str, Any], user: str, candidates: _Candidates,
+               report: AllocationReport, guard: threading.Lock) -> bool:
+        """Give ``machine`` an address of ``spec`` in its ``role`` (kept if it has one); True if the role changed.
+
+        A mutation of a role read under the machine's shard lock: a new
+        address is claimed (one atomic create) before the role names it.
+        """
+        network = spec.name
+        table = crowbar_data(role).setdefault("network", {})
+        entry = table.get(network) if isinstance(table.get(network), dict) else None
+        if entry and entry.get("address"):  # the role names it only while its item exists
+            users = sorted(set(entry.get("users") or []) | {user})
+            wanted = {**spec.entry(str(entry["address"])), "users": users}
+            with guard:
+                report.kept[machine] = str(entry["address"])
+            if entry == wanted:
+                return False
+            table[network] = wanted
+            return True
+        address = candidates.orphan_of(machine) or self._claim(spec, machine, candidates)
+        if address is None:
+            with guard:
+                report.refused[machine] = candidates.full_reason()
+            if entry:  # its old address went to another machine: the stale entry goes
+                table.pop(network, None)
+                return True
+            return False
+        table[network] = {**spec.entry(address), "users": [user]}
+        with guard:
+            report.allocated[machine] = address
+        return True
 
     def _claim(self, spec: NetworkSpec, owner: str, candidates: _Candidates) -> str | None:
         while True:
@@ -362,14 +388,19 @@ class AddressBook:
 
     def items(self, network: str | None = None) -> list[dict[str, Any]]:
         """Every allocation item (of ``network``), by network and address."""
+        return self.read_items(self.chef, network, workers=self.concurrency)
+
+    @staticmethod
+    def read_items(chef: ChefClient, network: str | None = None, *, workers: int = 8) -> list[dict[str, Any]]:
+        """Every allocation item (of ``network``), by network and address."""
         try:
-            ids = self.chef.data_bags.items(ADDRESSES_BAG)
+            ids = chef.data_bags.items(ADDRESSES_BAG)
         except NotFound:
             return []
         if network is not None:
             ids = [i for i in ids if i.startswith(f"{network}-")]
-        found = run_parallel(lambda i: self.chef.data_bags.find_item(ADDRESSES_BAG, i), ids,
-                             workers=self.concurrency, name="addresses")
+        found = run_parallel(lambda i: chef.data_bags.find_item(ADDRESSES_BAG, i), ids,
+                             workers=workers, name="addresses")
         rows = [{k: item.get(k) for k in ("network", "address", "machine", "at")} for item in found if item]
         if network is not None:
             rows = [r for r in rows if r["network"] == network]
@@ -575,12 +606,78 @@ def needed_networks(proposal: Any) -> dict[str, set[str]]:
     return wanted
 
 
-def allocate_for_commit(book: AddressBook, proposal: Any, considered: Iterable[str]) -> list[str]:
+class CommitAddresses:
+    """The addresses a commit's machines need, folded into the commit's own role writes.
+
+    The commit reads and writes each machine's role once anyway (run list,
+    node attributes): :meth:`apply` adds the machine's addresses to that
+    same write, so allocating costs one atomic create per new address and no
+    role read or write of its own. It runs inside the commit's per-machine
+    steps (a bounded pool), under the shard locks the commit holds; each
+    network's free addresses are listed once per commit, nothing is searched.
+    """
+
+    def __init__(self, book: AddressBook, proposal: Any, *, recovering: Callable[[], bool] | None = None) -> None:
+        """``recovering``: whether a crashed holder's lock was taken over (claims it left are adopted)."""
+        self.book = book
+        self.user = str(proposal.ref.key)
+        wanted = needed_networks(proposal)
+        defined = book.networks() if wanted else {}
+        #: network -> the machines that need it (networks not defined are left to :func:`allocate_for_commit`).
+        self.wanted = {n: m for n, m in wanted.items() if n in defined}
+        self.specs = {n: defined[n] for n in self.wanted}
+        self.reports = {n: AllocationReport(n) for n in self.wanted}
+        self._candidates = {n: _Candidates(book.chef, spec, spec.machine_range(), self.user)
+                            for n, spec in self.specs.items()}
+        for candidates in self._candidates.values():
+            candidates.recovering = recovering or candidates.recovering
+        self._guard = threading.Lock()
+        #: Machines whose roles :meth:`apply` saw (their addresses need nothing after the commit).
+        self.handled: set[str] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self.wanted)
+
+    def apply(self, node: str, role: dict[str, Any]) -> bool:
+        """Add ``node``'s addresses to its ``role`` before the commit writes it; True if that changed it."""
+        changed = False
+        for network, machines in sorted(self.wanted.items()):
+            if node in machines:
+                changed |= self.book.assign(self.specs[network], node, role, self.user, self._candidates[network],
+                                            self.reports[network], self._guard)
+        with self._guard:
+            self.handled.add(node)
+        return changed
+
+    def undo(self, nodes: Iterable[str]) -> None:
+        """The roles of ``nodes`` were put back as read: the addresses claimed for them go, and they are
+        no longer handled."""
+        nodes = set(nodes)
+        gone = []
+        with self._guard:
+            self.handled -= nodes
+            for network, report in self.reports.items():
+                for machine in sorted(nodes & set(report.allocated)):
+                    gone.append((network, machine, report.allocated.pop(machine)))
+                for machine in nodes:
+                    report.kept.pop(machine, None)
+                    report.refused.pop(machine, None)
+        run_parallel(lambda g: self.book._delete(*g), gone, workers=self.book.concurrency, name="addresses")
+
+    def refused(self) -> list[str]:
+        """Why machines got no address."""
+        return [f"{m}: no {n} address: {why}" for n, r in sorted(self.reports.items())
+                for m, why in sorted(r.refused.items())]
+
+
+def allocate_for_commit(book: AddressBook, proposal: Any, considered: Iterable[str],
+                        folded: CommitAddresses | None = None) -> list[str]:
     """After a commit: the networks the proposal's machines need, and none of the others.
 
     ``considered``: the machines the commit looked at (the proposal's and
     those it had before); one that no longer needs a network loses the
-    proposal as a user there. Returns why machines got no address.
+    proposal as a user there. ``folded``: what the commit's own role writes
+    allocated (those machines need nothing more). Returns why machines got no address.
     """
     wanted = needed_networks(proposal)
     defined = book.networks() if wanted else {}
@@ -593,7 +690,11 @@ def allocate_for_commit(book: AddressBook, proposal: Any, considered: Iterable[s
             problems.append(f"no network {network!r} in the committed {NETWORK_BARCLAMP} proposal "
                             f"(networks: {', '.join(sorted(defined))})")
             continue
-        report = book.allocate(network, machines, user=user)
+        done = folded.handled if folded is not None and network in folded.wanted else set()
+        if done:
+            problems += [f"{m}: no {network} address: {why}"
+                         for m, why in sorted(folded.reports[network].refused.items())]  # type: ignore[union-attr]
+        report = book.allocate(network, machines - done, user=user)
         problems += [f"{m}: no {network} address: {why}" for m, why in sorted(report.refused.items())]
         gone = sorted(set(considered) - machines)
         if gone:

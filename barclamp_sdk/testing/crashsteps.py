@@ -123,8 +123,9 @@ def state(crowbar: Crowbar, *, exact: bool = True) -> dict[str, Any]:
         stored = len(chef.data_bags.items(SECRETS_BAG))
     except NotFound:
         stored = 0
+    addresses = {f"{r['network']}/{r['address']}": r["machine"] for r in crowbar.addresses.items()}
     return {"roles": roles, "proposals": docs, "history": history, "secrets": secrets,
-            "secret items": {"count": stored}}
+            "secret items": {"count": stored}, "address items": addresses}
 
 
 def _without_versions(value: Any, crowbar: Crowbar, secrets: dict[str, Any]) -> Any:
@@ -280,7 +281,7 @@ def perform(crowbar: Crowbar, action: list[str]) -> None:
     """Run one action: ``[barclamp, name, VERB, KEY=VALUE...]``.
 
     Verbs: commit, edit (the pairs are the settings), deactivate, dequeue,
-    delete; rotate (``file=`` the new secret; barclamp and name unused) and
+    delete; discover (every node not yet a machine; barclamp and name unused); rotate (``file=`` the new secret; barclamp and name unused) and
     batch (``file=`` the scenario to apply; barclamp and name unused).
     """
     barclamp, name, verb, *rest = action
@@ -290,6 +291,11 @@ def perform(crowbar: Crowbar, action: list[str]) -> None:
         crowbar.secrets.rotate(load_secret(options["file"]))
     elif verb == "batch":
         crowbar.batch.apply(parse_scenario(Path(options["file"]).read_text(), source=options["file"]))
+    elif verb == "discover":  # every node not yet a machine (allocating its admin and bmc addresses)
+        skipped: dict[str, str] = {}
+        crowbar.machines.discover(skipped=skipped)
+        if skipped:
+            raise CrowbarError("; ".join(f"{n}: {why}" for n, why in sorted(skipped.items())))
     elif verb == "commit":
         proposals.commit(barclamp, name)
     elif verb == "edit":

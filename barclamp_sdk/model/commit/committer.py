@@ -40,7 +40,7 @@ from typing import Any
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.errors import CrowbarError, DriftError, Interrupted, NotFound, ValidationError
 from barclamp_sdk.model import stopping
-from barclamp_sdk.model.addresses import allocate_for_commit, release_for_deactivate
+from barclamp_sdk.model.addresses import CommitAddresses, allocate_for_commit, release_for_deactivate
 from barclamp_sdk.model.cluster import ClusterView, MachineRecord, record_from_role
 from barclamp_sdk.model.commit.dryrun import dry_run
 from barclamp_sdk.model.commit.gate import Gate
@@ -190,6 +190,10 @@ class Committer:
                     self.roles.locked(targets, f"commit {ref} r{proposal.revision}") as held:
                 reporting.phase("validating", f"validating {ref} against {len(targets)} machine(s)")
                 direct = len(targets) <= DIRECT_READ_LIMIT  # few machines: read them all
+                # The addresses its machines need ride on the roles' own writes.
+                folded = (CommitAddresses(self.services.addresses, proposal, recovering=lambda: any(
+                              "took_over_from" in lock.details for lock in held.locks))
+                          if self.services.addresses is not None and unfinished is None else None)
                 # The snapshot is taken under the locks; read directly, it only covers the others.
                 others = set(proposal.nodes()) - set(targets)
                 snapshot = (self.reader.view() if not direct else self.reader.view(others) if others else None)
@@ -198,7 +202,7 @@ class Committer:
                 else:
                     reporting.phase("writing", total=len(targets))
                     outcome = self.writer.speculate(proposal, targets, snapshot, held, lock, config, existing,
-                                                    force=force, progress=progress)
+                                                    force=force, progress=progress, addresses=folded)
                 written = outcome.written
                 blocked: list[str] = []
                 if written is None:
@@ -213,16 +217,17 @@ class Committer:
                         self.validator.validate(proposal, cluster=view)
                         blocked = self.gate.blockers(proposal, view)
                         if blocked and outcome.stale:
-                            self.writer.undo(proposal, outcome, held)
+                            self.writer.undo(proposal, outcome, held, folded)
                         if not blocked:
                             if not outcome.stale:
                                 reporting.phase("writing", total=len(targets))
                             written = self.writer.write(proposal, roles, fresh, held, lock, config, existing,
-                                                        force=force, prepared=outcome.stale, progress=progress)
+                                                        force=force, prepared=outcome.stale, progress=progress,
+                                                        addresses=folded)
                             written.machines += len(outcome.originals)
                     except (ValidationError, DriftError):
                         if outcome.stale:  # refused after all: undo what the speculative pass wrote
-                            self.writer.undo(proposal, outcome, held)
+                            self.writer.undo(proposal, outcome, held, folded)
                         raise
             if blocked or written is None:
                 return CommitResult(ref, proposal.revision, "blocked", reasons=blocked, document=proposal)
@@ -234,7 +239,7 @@ class Committer:
             try:
                 proposal.definition.apply_post(self.services.context(proposal.definition), None, proposal)
                 if self.services.addresses is not None:  # the networks its elements need
-                    refused = allocate_for_commit(self.services.addresses, proposal, targets)
+                    refused = allocate_for_commit(self.services.addresses, proposal, targets, folded)
                     if refused:
                         raise CrowbarError(f"{len(refused)} machine(s) got no address: " + "; ".join(refused[:5]))
             except CrowbarError as exc:

@@ -16,7 +16,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.errors import CrowbarError, DriftError, Interrupted, NotFound, ValidationError
@@ -32,6 +32,9 @@ from barclamp_sdk.model.parallel import run_parallel
 from barclamp_sdk.model.proposal import Proposal
 from barclamp_sdk.model.store import ProposalStore
 from barclamp_sdk.model.validation import Validator
+
+if TYPE_CHECKING:
+    from barclamp_sdk.model.addresses import CommitAddresses
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ class Writer:
 
     def speculate(self, proposal: Proposal, targets: list[str], view: ClusterView, held: LockedRoles,
                   lock: Lock, config: dict[str, Any] | None, existing: set[str], *, force: bool,
-                  progress: Progress) -> Speculation:
+                  progress: Progress, addresses: CommitAddresses | None = None) -> Speculation:
         """Validate against ``view`` (a search snapshot taken under the locks), then read and write each role in one go.
 
         The floor of a commit is one GET and one PUT per role; validating
@@ -121,6 +124,8 @@ class Writer:
                 changed = change_role(key, plans[node], role, drifted=node in drifted_nodes)
             except CrowbarError:
                 raise _Stale(node) from None  # the snapshot missed a conflict: let the careful pass name it
+            if addresses is not None and addresses.apply(node, role):  # in the same write
+                changed = True
             if not changed:
                 return 0
             held.put(node, role)
@@ -156,9 +161,13 @@ class Writer:
                                   machines_done=written, revision=proposal.revision)
         return written
 
-    def undo(self, proposal: Proposal, speculation: Speculation, held: LockedRoles) -> None:
-        """Put back the machine roles and the config role a speculative pass wrote."""
+    def undo(self, proposal: Proposal, speculation: Speculation, held: LockedRoles,
+             addresses: CommitAddresses | None = None) -> None:
+        """Put back the machine roles and the config role a speculative pass wrote (and free the
+        addresses it claimed for them)."""
         held.restore(speculation.originals)
+        if addresses is not None:
+            addresses.undo(speculation.originals)
         if speculation.config_before is not None:
             self.elements.upload(speculation.config_before, exists=True)
         else:
@@ -202,7 +211,7 @@ class Writer:
     def write(self, proposal: Proposal, roles: dict[str, dict[str, Any]],
               records: Mapping[str, MachineRecord | None], held: LockedRoles, lock: Lock,
               config: dict[str, Any] | None, existing: set[str], *, force: bool, prepared: bool,
-              progress: Progress) -> Written:
+              progress: Progress, addresses: CommitAddresses | None = None) -> Written:
         """The careful pass: mutate and write roles read beforehand.
 
         ``prepared``: a speculative pass already ran :meth:`prepare` under
@@ -214,8 +223,9 @@ class Writer:
         batches: dict[int, dict[str, dict[str, Any]]] = {}
         key = proposal.ref.key
         failures = []
+        plans = {}
         for node, role in roles.items():
-            plan = wanted.plan_for(node, records.get(node))
+            plan = plans[node] = wanted.plan_for(node, records.get(node))
             try:
                 changed = change_role(key, plan, role, drifted=node in drifted_nodes)
             except CrowbarError as exc:
@@ -225,6 +235,12 @@ class Writer:
                 batches.setdefault(plan.batch, {})[node] = role
         if failures:
             raise ValidationError(failures, subject=str(proposal.ref))
+        if addresses:  # claimed now (atomic creates, overlapped), written with the rest of each role
+            nodes = sorted(roles)
+            for node, changed in zip(nodes, run_parallel(lambda n: addresses.apply(n, roles[n]), nodes,
+                                                         workers=self.concurrency, name="addresses")):
+                if changed:
+                    batches.setdefault(plans[node].batch, {})[node] = roles[node]
         if not prepared:
             self.prepare(proposal, wanted, config, existing, drifted=bool(drift), lock=lock)
         try:
