@@ -373,7 +373,10 @@ class AddressBook:
         check_node_name(machine)
         if self.roles.find(machine) is None:
             raise NotFoundError(f"no machine {machine!r}; see `crowbar machines list`")
-        return network in self.release([machine], networks=[network]).get(machine, [])
+        freed = network in self.release([machine], networks=[network]).get(machine, [])
+        if not freed:
+            self.network(network)  # a network nobody committed: say so rather than "nothing to do"
+        return freed
 
     # -- reading ---------------------------------------------------------------------------
 

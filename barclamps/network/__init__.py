@@ -18,6 +18,7 @@ allocate them. Each address is one data bag item: see
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field
@@ -155,6 +156,10 @@ class Network(Barclamp):
         settings: NetworkAttributes = proposal.settings
         conduits = {c for entry in settings.conduit_map for c in entry.conduit_list}
         for entry in settings.conduit_map:
+            try:
+                re.compile(entry.pattern)
+            except re.error as exc:
+                yield f"conduit_map pattern {entry.pattern!r} is not a regular expression ({exc})"
             for conduit, spec in entry.conduit_list.items():
                 for token in spec.if_list:
                     problem = check_token(token)

@@ -41,6 +41,10 @@ def _parse(name: str, net: Mapping[str, Any]) -> tuple[Network | None, dict[str,
         except (ValueError, AttributeError) as exc:
             problems.append(f"network {name}: range {rname} is not two addresses ({exc})")
             continue
+        if start.version != subnet.version or end.version != subnet.version:
+            problems.append(f"network {name}: range {rname} ({start}-{end}) is not IPv{subnet.version} "
+                            f"like its subnet {subnet}")
+            continue
         ranges[rname] = (start, end)
     return subnet, ranges, problems
 
@@ -72,9 +76,12 @@ def check_networks(networks: Mapping[str, Mapping[str, Any]], conduits: set[str]
             router = networks[owner].get("router")
             if not router:
                 continue
-            address = ipaddress.ip_address(router)
+            try:
+                address = ipaddress.ip_address(router)
+            except ValueError:
+                continue  # said by _check_one
             for rname, (start, end) in other_ranges.items():
-                if start <= address <= end:
+                if start.version == address.version and start <= address <= end:
                     other = b if owner == a else a
                     problems.append(f"router {router} of {owner} is inside range {rname} of {other} ({start}-{end})")
     return problems
@@ -104,7 +111,7 @@ def _check_one(name: str, net: Mapping[str, Any], subnet: Network,
             elif address in edges:
                 yield f"network {name}: router {router} is the network or broadcast address of {subnet}"
             for rname, (start, end) in ranges.items():
-                if start <= address <= end:
+                if start.version == address.version and start <= address <= end:
                     yield f"network {name}: router {router} is inside its range {rname} ({start}-{end})"
     for rname, (start, end) in sorted(ranges.items()):
         if start.version != subnet.version or start not in subnet or end not in subnet:
