@@ -667,10 +667,9 @@ class CommitAddresses:
                     report.refused.pop(machine, None)
         run_parallel(lambda g: self.book._delete(*g), gone, workers=self.book.concurrency, name="addresses")
 
-    def refused(self) -> list[str]:
-        """Why machines got no address."""
-        return [f"{m}: no {n} address: {why}" for n, r in sorted(self.reports.items())
-                for m, why in sorted(r.refused.items())]
+def _refusals(report: AllocationReport) -> list[str]:
+    """Why machines got no address on ``report``'s network, one line each."""
+    return [f"{m}: no {report.network} address: {why}" for m, why in sorted(report.refused.items())]
 
 
 def allocate_for_commit(book: AddressBook, proposal: Any, considered: Iterable[str],
@@ -695,10 +694,8 @@ def allocate_for_commit(book: AddressBook, proposal: Any, considered: Iterable[s
             continue
         done = folded.handled if folded is not None and network in folded.wanted else set()
         if done:
-            problems += [f"{m}: no {network} address: {why}"
-                         for m, why in sorted(folded.reports[network].refused.items())]  # type: ignore[union-attr]
-        report = book.allocate(network, machines - done, user=user)
-        problems += [f"{m}: no {network} address: {why}" for m, why in sorted(report.refused.items())]
+            problems += _refusals(folded.reports[network])  # type: ignore[union-attr]
+        problems += _refusals(book.allocate(network, machines - done, user=user))
         gone = sorted(set(considered) - machines)
         if gone:
             book.release(gone, networks=[network], user=user)

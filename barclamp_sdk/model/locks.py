@@ -107,12 +107,6 @@ def holder_process(item: dict[str, Any]) -> str:
     return owner.rsplit(":", 1)[0] if owner.count(":") >= 2 else owner
 
 
-def holder_gone(item: dict[str, Any]) -> bool:
-    """Whether the holder is known dead: a process of this host that no longer runs
-    (:func:`~barclamp_sdk.model.holders.holder_dead`); its lock is taken over at once."""
-    return holder_dead(item)
-
-
 def describe(item: dict[str, Any]) -> str:
     """One line about a lock item: holder, purpose, since, lease."""
     since = time.strftime("%H:%M:%S", time.localtime(float(item.get("acquired_at", 0))))
@@ -215,7 +209,7 @@ class LockManager:
         """One line at the start of a long wait: what, who, and how long at most."""
         takeover = float(item.get("expires_at", 0)) + self.clock_skew - time.time()
         give_up = deadline - time.monotonic()
-        gone = " (that process is gone)" if holder_gone(item) else ""
+        gone = " (that process is gone)" if holder_dead(item) else ""
         if takeover < give_up:
             most = f"at most {max(0.0, takeover):.0f}s (then its lease has ended and the lock is taken over)"
         else:

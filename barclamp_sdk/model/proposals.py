@@ -30,7 +30,8 @@ from barclamp_sdk.model.commit.rollout import RECORD, Rollout
 from barclamp_sdk.model.dependents import Dependents, fill_optional_links
 from barclamp_sdk.model.hooks import Context, HookServices
 from barclamp_sdk.model.jsondoc import Change, diff, get_path, set_path, unified_diff, unset_path
-from barclamp_sdk.model.locks import Lock, LockManager, holder_gone
+from barclamp_sdk.model.holders import holder_dead
+from barclamp_sdk.model.locks import Lock, LockManager
 from barclamp_sdk.model.naming import check_proposal_name, proposal_lock_name, secrets_item_id
 from barclamp_sdk.model.placement import drop_platform_refused, on_supported_platforms
 from barclamp_sdk.model.progress import PhaseCallback, reporter
@@ -203,7 +204,7 @@ class Proposals:
             progress = lock.get("details") or {}
             where = (f" (wave {progress['wave']} of {progress['waves']})" if "wave" in progress else
                      f" (batch {progress['batch']} of {progress['batches']} done)" if "batch" in progress else "")
-            if self.locks.expired(lock) or holder_gone(lock):
+            if self.locks.expired(lock) or holder_dead(lock):
                 why = ("its lease expired" if self.locks.expired(lock) else
                        "that process is gone: the next command takes its lock over at once")
                 return ProposalStatus(ref, "interrupted", proposal.revision, applied_revision,

@@ -31,10 +31,6 @@ class TransitionReport:
     #: Machine -> the error that kept it where it was (an invalid transition, no such machine ...).
     failed: dict[str, CrowbarError] = field(default_factory=dict)
 
-    def merge(self, other: TransitionReport) -> None:
-        self.records.update(other.records)
-        self.failed.update(other.failed)
-
 
 def apply_state(name: str, role: dict[str, Any], state: str) -> bool:
     """Move the machine of ``role`` to ``state`` in place (InvalidTransition if not allowed); True if it changed."""

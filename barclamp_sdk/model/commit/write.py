@@ -16,7 +16,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.errors import CrowbarError, DriftError, Interrupted, NotFound, ValidationError
@@ -29,12 +29,10 @@ from barclamp_sdk.model.locks import Lock, LockManager
 from barclamp_sdk.model.naming import node_role_name
 from barclamp_sdk.model.noderoles import LockedRoles, comparable_role
 from barclamp_sdk.model.parallel import run_parallel
+from barclamp_sdk.model.addresses import CommitAddresses
 from barclamp_sdk.model.proposal import Proposal
 from barclamp_sdk.model.store import ProposalStore
 from barclamp_sdk.model.validation import Validator
-
-if TYPE_CHECKING:
-    from barclamp_sdk.model.addresses import CommitAddresses
 
 log = logging.getLogger(__name__)
 
