@@ -9,7 +9,6 @@ import pytest
 from barclamp_sdk.testing.pytest_plugin import PERSONALITY_MARK
 
 from tests.support import figures
-from tests.support.parallel import distributed
 from tests.support.widgets import TEST_BARCLAMPS
 
 pytest_plugins = ["pytester", "tests.support.parallel"]
@@ -61,7 +60,7 @@ def cli(crowbar_cli):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if distributed(session.config):
+    if hasattr(session.config, "workerinput"):  # an xdist worker (see tests/support/parallel.py)
         return  # the controller writes every worker's figures (tests/support/parallel.py)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     outcomes = {key: len(reporter.stats.get(key, [])) for key in ("passed", "failed", "error")} if reporter else {}

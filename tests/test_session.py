@@ -17,6 +17,8 @@ from barclamp_sdk.model.naming import node_role_name
 from barclamp_sdk.model.noderoles import crowbar_data
 from barclamp_sdk import dump_scenario, parse_scenario
 from barclamp_sdk.errors import ValidationError
+from barclamp_sdk.testing import wait_indexed
+from barclamp_sdk.model.cluster import record_from_role
 
 ROOT = Path(__file__).resolve().parent.parent
 CROWBAR = str(Path(sys.executable).with_name("crowbar"))
@@ -246,6 +248,10 @@ def test_example_allocate_by_hardware(crowbar, fleet, crowbar_env, chef):
     servers = fleet.add(2, "compute")
     others = fleet.add(2, "vm")
     fleet.boot(servers + others)
+
+    # The example reads the inventory, a search snapshot: let search show the machines as booted.
+    wait_indexed(chef, "role", [node_role_name(n) for n in servers + others],
+                 where=lambda role: getattr(record_from_role(role), "state", None) == "discovered")
     done = run_example(crowbar_env, "allocate_by_hardware.py", "PowerEdge R640")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "allocated 2 machine(s) of type 'PowerEdge R640'"

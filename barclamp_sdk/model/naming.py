@@ -139,11 +139,6 @@ def barclamp_of_item(item_id: str) -> str | None:
     return item_id[3:].split("-", 1)[0]
 
 
-def proposal_query(barclamp: str | None = None) -> str:
-    """The search query for the proposal items (of ``barclamp``, or of all barclamps)."""
-    return f"id:{proposal_item_id(barclamp, '*')}" if barclamp else "id:bc-*"
-
-
 def secrets_item_id(barclamp: str, name: str) -> str:
     """The ``crowbar_secrets`` item holding a proposal's secrets: ``<barclamp>-<name>``."""
     return f"{barclamp}-{name}"

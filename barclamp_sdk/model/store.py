@@ -49,7 +49,6 @@ from barclamp_sdk.model.naming import (
     proposal_item_id,
     proposal_lock_name,
     proposal_name_of,
-    proposal_query,
 )
 from barclamp_sdk.model.noderoles import FINGERPRINT
 from barclamp_sdk.model.parts import PartStore, references, split
@@ -140,21 +139,17 @@ class ProposalStore:
     def documents(self, barclamp: str | None = None) -> list[Proposal]:
         """Every proposal (of one barclamp, or of all known barclamps).
 
-        Found by search and checked against the bag's item list: a proposal
-        search has not indexed yet is read directly, a deleted one left out.
+        Each listed item is read directly: search lags behind writes, and a
+        row it returns may hold an older revision of a proposal, not only
+        miss a new one (an export, a claim check or a dependents walk must
+        never act on a stale copy).
         """
         try:
-            listed = {i for i in self.chef.data_bags.items(PROPOSALS_BAG) if self._wanted(i, barclamp)}
-            rows = list(self.chef.search(PROPOSALS_BAG, proposal_query(barclamp)))
+            listed = sorted(i for i in self.chef.data_bags.items(PROPOSALS_BAG) if self._wanted(i, barclamp))
         except NotFound:
             return []
         found: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            data = row.get("raw_data", row)
-            item_id = str(data.get("id", ""))
-            if item_id in listed:
-                found[item_id] = self._whole(data)
-        for item_id in sorted(listed - set(found)):
+        for item_id in listed:
             item = self.chef.data_bags.find_item(PROPOSALS_BAG, item_id)
             if item is not None:
                 found[item_id] = self._whole(item)

@@ -6,7 +6,7 @@ that behave like chef-client does.
 """
 
 from barclamp_sdk.testing.faultproxy import FaultProxy
-from barclamp_sdk.testing.indexing import wait_indexed
+from barclamp_sdk.testing.indexing import wait_indexed, wait_until
 from barclamp_sdk.testing.production import ProductionPersonality
 
-__all__ = ["FaultProxy", "ProductionPersonality", "wait_indexed"]
+__all__ = ["FaultProxy", "ProductionPersonality", "wait_indexed", "wait_until"]
