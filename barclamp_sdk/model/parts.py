@@ -28,6 +28,11 @@ The rule, applied bottom-up (innermost containers first):
 A Chef recipe reassembles a split value as the library does: for each id,
 ``data_bag_item('crowbar_parts', id)['entries']``, merged (objects) or
 concatenated (arrays) in order.
+
+A value that would read as a reference (an object whose one key is
+``crowbar-parts``, say ceph's ``osd_devices`` of a single machine named so) or
+as an escape is stored escaped, ``{"crowbar-parts-escaped": value}``, and
+comes back as it was: no stored value is ever taken for a reference it is not.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from barclamp_sdk.model.parallel import run_parallel
 PARTS_BAG = "crowbar_parts"
 #: The key of the reference that replaces a split container.
 PARTS_KEY = "crowbar-parts"
+#: The key that wraps a value shaped like a reference (or like an escape) so it stays a value.
+ESCAPE_KEY = "crowbar-parts-escaped"
 #: Containers whose JSON is longer than this are split.
 SPLIT_BYTES = 100_000
 #: What parts average, about.
@@ -75,6 +82,28 @@ def is_reference(value: Any) -> bool:
             and all(isinstance(i, str) for i in value[PARTS_KEY]))
 
 
+def _is_escape(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(ESCAPE_KEY), dict)
+
+
+def _ambiguous(value: dict[str, Any]) -> bool:
+    """Whether an object of the document would read as a reference or an escape if stored as it is."""
+    return len(value) == 1 and (PARTS_KEY in value or ESCAPE_KEY in value)
+
+
+def _escaped(value: Any) -> Any:
+    """``value`` with every ambiguous object wrapped (the same object if there is none)."""
+    if isinstance(value, dict):
+        out = {key: _escaped(child) for key, child in value.items()}
+        if _ambiguous(value):
+            return {ESCAPE_KEY: out}
+        return out if any(out[k] is not value[k] for k in value) else value
+    if isinstance(value, list):
+        items = [_escaped(child) for child in value]
+        return items if any(a is not b for a, b in zip(items, value)) else value
+    return value
+
+
 def split(document: Mapping[str, Any], owner: str, *, limit: int = SPLIT_BYTES) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """``document`` with its large containers replaced by references, and the parts (id -> item).
 
@@ -91,7 +120,8 @@ def split(document: Mapping[str, Any], owner: str, *, limit: int = SPLIT_BYTES) 
 def _shrink(value: Any, owner: str, parts: dict[str, dict[str, Any]], limit: int) -> tuple[Any, int]:
     size = _size(value)
     if size <= limit or not isinstance(value, (dict, list)):
-        return value, size  # small enough whole: nothing inside it is split either
+        escaped = _escaped(value)  # small enough whole: nothing inside it is split either
+        return escaped, size if escaped is value else _size(escaped)
     if isinstance(value, dict):
         entries: list[tuple[Any, Any, int]] = []
         total = 2
@@ -101,8 +131,9 @@ def _shrink(value: Any, owner: str, parts: dict[str, dict[str, Any]], limit: int
             entries.append((key, small, size))
             total += size + 1
         if total - 1 <= limit:
-            return {k: v for k, v, _ in entries}, total - 1
-        return _cut(entries, "object", owner, parts)
+            whole = {k: v for k, v, _ in entries}
+            return ({ESCAPE_KEY: whole}, _size({ESCAPE_KEY: whole})) if _ambiguous(value) else (whole, total - 1)
+        return _cut(entries, "object", owner, parts)  # a real reference: a part holds entries, whatever their keys
     if isinstance(value, list):
         items = [_shrink(child, owner, parts, limit) for child in value]
         total = 1 + sum(s + 1 for _, s in items)
@@ -144,38 +175,73 @@ def _cut(entries: list[tuple[Any, Any, int]], kind: str, owner: str,
 
 def references(document: Any) -> set[str]:
     """Every part id ``document`` names (its own references, not those inside parts)."""
+    return _scan(document)[0]
+
+
+def _scan(document: Any) -> tuple[set[str], bool]:
+    """The part ids ``document`` names, and whether it holds an escaped value."""
     found: set[str] = set()
+    escapes = False
     stack = [document]
     while stack:
         value = stack.pop()
         if is_reference(value):
             found.update(value[PARTS_KEY])
+        elif _is_escape(value):
+            escapes = True
+            stack.extend(value[ESCAPE_KEY].values())  # the wrapped object itself is a value, whatever its shape
         elif isinstance(value, dict):
             stack.extend(value.values())
         elif isinstance(value, list):
             stack.extend(value)
-    return found
+    return found, escapes
 
 
 def join(document: Any, fetch: Callable[[list[str]], Mapping[str, dict[str, Any]]]) -> Any:
     """``document`` with every reference replaced by what its parts hold (recursively).
 
     ``fetch`` reads parts by id (all of one level at once). Raises
-    :class:`CrowbarError` when a part is missing.
+    :class:`CrowbarError` when a part is missing or is not a part.
     """
-    wanted = sorted(references(document))
-    if not wanted:
-        return document
+    refs, escapes = _scan(document)
+    if not refs:
+        return _replace(document, {}) if escapes else document
+    wanted = sorted(refs)
     found = dict(fetch(wanted))
     missing = [i for i in wanted if i not in found]
     if missing:
         raise CrowbarError(f"{len(missing)} part(s) of a stored document are missing from data bag "
                            f"{PARTS_BAG} (first: {missing[0]}); restore them from a backup")
-    found = {i: {**item, "entries": join(item["entries"], fetch)} for i, item in found.items()}
+    for part_id, item in found.items():
+        _check_part(part_id, item)
+    found = {i: {**item, "entries": _join_entries(item["entries"], fetch)} for i, item in found.items()}
     return _replace(document, found)
 
 
+def _join_entries(entries: dict[str, Any] | list[Any], fetch: Callable[[list[str]], Mapping[str, dict[str, Any]]]) -> Any:
+    """A part's entries with what they refer to joined in (the entries themselves are no reference, whatever their keys)."""
+    if isinstance(entries, list):
+        return join(entries, fetch)
+    return dict(zip(entries, join(list(entries.values()), fetch)))
+
+
+def _check_part(part_id: str, item: Any) -> None:
+    """Refuse an item of the parts bag that is not the part ``part_id`` (changed or replaced by hand)."""
+    if not isinstance(item, dict) or item.get("id") != part_id:
+        problem = "holds another id"
+    elif item.get("kind") not in ("object", "array"):
+        problem = f"has kind {item.get('kind')!r}, not object or array"
+    elif not isinstance(item.get("entries"), dict if item["kind"] == "object" else list):
+        problem = f"has entries that are not an {item['kind']}"
+    else:
+        return
+    raise CrowbarError(f"item {part_id} of data bag {PARTS_BAG} is no part of a stored document "
+                       f"(it {problem}); restore it from a backup")
+
+
 def _replace(value: Any, found: Mapping[str, dict[str, Any]]) -> Any:
+    if _is_escape(value):
+        return {k: _replace(v, found) for k, v in value[ESCAPE_KEY].items()}
     if is_reference(value):
         items = [found[i] for i in value[PARTS_KEY]]
         if items and items[0].get("kind") == "array":

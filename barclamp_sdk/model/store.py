@@ -91,9 +91,8 @@ class ProposalStore:
         """A stored proposal head (or history item) with its parts joined back."""
         owner = str(data.get("proposal") or data.get("id") or "")
         refs = references(data)
-        if not refs:
-            return data
-        self._seen[owner] = self._seen.get(owner, set()) | refs
+        if refs:
+            self._seen[owner] = self._seen.get(owner, set()) | refs
         return self.parts.join(data)  # type: ignore[no-any-return]
 
     def _stored(self, owner: str, data: dict[str, Any]) -> dict[str, Any]:
