@@ -191,3 +191,17 @@ def test_rollout_options_without_a_wave_are_one_clear_error_writing_nothing(crow
     assert code == 2 and "--wave" in err
     assert chef.roles.find("widget-config-default") is None
     assert crowbar.proposals.get("widget", "default").deployment.get("crowbar-status") is None
+
+
+def test_without_a_terminal_each_wave_wait_is_one_line_on_stderr(crowbar, fleet, crowbar_cli):
+    """A wrapper script's log shows what a rollout waits for (a wave may wait an hour), a line
+    per wave and no redrawn progress; JSON mode stays silent (the test above)."""
+    names = fleet.ready(3, "compute")
+    crowbar.proposals.create("widget", "default", from_inventory=False, fill=lambda p: (
+        p.assign("widget-server", names[0]), p.assign("widget-agent", *names[1:])))
+    with fleet.chef_client_daemon(names, interval=0.3):
+        code, out, err = crowbar_cli("widget", "proposal", "commit", "default", "--wave", "2", "--timeout", "300")
+    assert code == 0, err
+    lines = err.splitlines()
+    assert [line.split(":")[1].strip() for line in lines] == ["waiting for wave 1 of 2", "waiting for wave 2 of 2"], err
+    assert all(line.startswith("committing widget/default: ") for line in lines), err

@@ -178,9 +178,21 @@ def progress(state: CLIState, total: int, description: str) -> Iterator[Callable
 @contextlib.contextmanager
 def phase_progress(state: CLIState, subject: str) -> Iterator[Callable[[Phase], None] | None]:
     """A line on stderr naming the phase of a long operation (locking, writing n/N, waiting for
-    wave k ...), with a bar while it counts; nothing when not a terminal or in JSON/YAML mode."""
-    if state.machine_readable or not sys.stderr.isatty():
+    wave k ...), with a bar while it counts. Not on a terminal (a log, a wrapper script), only the
+    waits for chef-client runs are said, a line per wave; nothing in JSON/YAML mode."""
+    if state.machine_readable:
         yield None
+        return
+    if not sys.stderr.isatty():
+        said: set[str] = set()
+
+        def log(phase: Phase) -> None:
+            wave = phase.label.split(":", 1)[0]  # "waiting for wave k of n: m of N machine(s) ..."
+            if phase.name == "waiting" and wave not in said:
+                said.add(wave)
+                state.err_console.print(f"{subject}: {phase.label}", markup=False, highlight=False, soft_wrap=True)
+
+        yield log
         return
     # One short line, redrawn twice a second and on each phase change (no spinner, no pulsing bar:
     # a terminal that is read slowly must not fill up).
