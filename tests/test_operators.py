@@ -335,6 +335,8 @@ def test_the_audit_trail_lists_a_scripted_session_in_order_without_secrets(crowb
     assert code == 0 and "ACTION" in out and "revert" in out and "s3cret" not in out
     code, out, err = crowbar_cli("audit", "--since", "yesterday-ish")
     assert code == 1 and "neither a time" in err
+    code, out, err = crowbar_cli("audit", "--proposal", "widget")  # said "no audit entries match"
+    assert code == 1 and err.strip() == "error: a proposal is BARCLAMP/NAME (like nova/default), not 'widget'"
 
 
 def test_audit_retention_is_bounded_and_pruned_by_writers(crowbar, chef):

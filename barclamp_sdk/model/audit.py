@@ -205,6 +205,8 @@ class AuditTrail:
         """
         if isinstance(since, str):
             since = parse_since(since)
+        if proposal is not None and proposal.count("/") != 1:
+            raise ValidationError(f"a proposal is BARCLAMP/NAME (like nova/default), not {proposal!r}")
         try:
             names = self.chef.data_bags.items(AUDIT_BAG)
         except NotFound:
