@@ -233,13 +233,15 @@ class Proposal:
         return duplicate
 
     def content(self) -> dict[str, Any]:
-        """The reviewable content: the document minus status bookkeeping."""
-        data = copy.deepcopy(self.data)
-        deployment = data["deployment"][self.barclamp]
-        for key in list(deployment):
-            if key.startswith("crowbar-"):
-                del deployment[key]
-        return data
+        """The reviewable content: the document minus status bookkeeping.
+
+        A view for comparing and diffing: it shares the document's values (no
+        copy of a 20,000-machine map), so copy it before changing it.
+        """
+        deployments = dict(self.data["deployment"])
+        deployments[self.barclamp] = {k: v for k, v in deployments[self.barclamp].items()
+                                      if not k.startswith("crowbar-")}
+        return {**self.data, "deployment": deployments}
 
 
 def claims_of_others(proposal: Proposal, others: Iterable[Proposal]) -> dict[tuple[str, str], str]:

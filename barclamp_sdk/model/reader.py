@@ -143,7 +143,7 @@ class ClusterReader:
         wanted = None if names is None else sorted(set(names))
         if wanted == []:
             return Inventory([])
-        records = (view or self.view(wanted)).records()
+        records = (view if view is not None else self.view(wanted)).records()
         if view is not None and wanted is not None:
             records = {n: records[n] for n in wanted if n in records}
         if wanted is not None and len(wanted) <= DIRECT_READ_LIMIT:
