@@ -78,13 +78,14 @@ def check_elements(proposal: Proposal, cluster: ClusterView, *, draft: bool = Fa
             if node not in cluster:
                 errors.append(
                     f"{element} names unknown machine {node!r}; see `crowbar machines list`")
+    held = proposal.elements_by_node()
     for element in definition.elements:
         members = proposal.elements.get(element.name, [])
         problem = element.check_count(len(members), draft=draft)
         if problem:
             errors.append(problem)
         for node in members:
-            others = [e for e in proposal.elements_of(node) if e != element.name]
+            others = [e for e in held.get(node, []) if e != element.name]
             if element.unique and others:
                 errors.append(f"{node}: {element.name} must be alone among {definition.name}'s "
                               f"elements but also has {', '.join(others)}")
