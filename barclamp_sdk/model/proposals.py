@@ -286,8 +286,9 @@ class Proposals:
         """Apply ``mutate`` to the current document and save it as a new revision.
 
         The change is first tried on a copy and validated without taking any
-        lock, so bad input and no-op edits write nothing at all; then it is
-        applied again, under the lock, to the document as it is by then.
+        lock, so bad input and no-op edits write nothing at all; under the
+        lock the document is read again, and if it changed meanwhile the
+        change is applied again to it (and checked again).
         """
         return self._update(barclamp, name, mutate, change=change, expected_revision=expected_revision)
 
@@ -303,12 +304,17 @@ class Proposals:
         if _comparable(preview) == _comparable(current):
             return current  # the change normalises to what is stored: no new revision
         with self.locks.hold(proposal_lock_name(barclamp, name), f"edit {barclamp}/{name}") as lock:
+            read = current
             current = self.store.get(barclamp, name)
-            edited = self._edited(current, mutate, expected_revision)
-            if edited is None:
-                return current
+            if current.data == read.data:  # unchanged since the preview: the checked preview is the edit
+                edited, edited.read_under = preview, current.read_under
+            else:
+                changed = self._edited(current, mutate, expected_revision)
+                if changed is None:
+                    return current
+                self._check(changed)
+                edited = changed
             self._note_takeover(lock, edited)
-            self._check(edited)
             same_status = all(edited.deployment.get(k) == current.deployment.get(k) for k in STATUS_KEYS)
             if _comparable(edited) == _comparable(current) and same_status:
                 return current
