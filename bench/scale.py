@@ -72,11 +72,14 @@ class Bench(Barclamp):
 
 
 def seed(chef: ChefClient, count: int, concurrency: int, *, profile: Any = None, names: list[str] | None = None,
-         domain: str = "example.com") -> list[str]:
-    """N ready machines: node (Ohai data, run list) and crowbar role (``profile``: a simulated hardware profile)."""
+         domain: str = "example.com", first: int = 1) -> list[str]:
+    """N ready machines: node (Ohai data, run list) and crowbar role (``profile``: a simulated hardware profile).
+
+    ``first``: the index of the first machine (its MACs and address), so several calls build one fleet.
+    """
     profile = profile or PROFILES["compute"]
     names = names or [f"d52-54-00-{i >> 16 & 255:02x}-{i >> 8 & 255:02x}-{i & 255:02x}.{domain}"
-                      for i in range(1, count + 1)]
+                      for i in range(first, first + count)]
 
     def one(item: tuple[int, str]) -> None:
         index, name = item
@@ -92,7 +95,7 @@ def seed(chef: ChefClient, count: int, concurrency: int, *, profile: Any = None,
         chef.roles.create(role)
 
     with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, enumerate(names, 1)))
+        list(pool.map(one, enumerate(names, first)))
     return names
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -20,7 +21,8 @@ from hypothesis import strategies as st
 from barclamp_sdk import Attributes, Barclamp, Element
 from barclamp_sdk.model.naming import node_role_name
 from barclamp_sdk.model.noderoles import crowbar_data, new_node_role, seal
-from barclamp_sdk.model.parts import PARTS_BAG, PARTS_KEY, join, references, split
+from barclamp_sdk.model.parts import PART_BYTES, PARTS_BAG, PARTS_KEY, join, references, split
+from barclamp_sdk.testing import wait_indexed
 from barclamp_sdk.testing.fleet import PROFILES, Disk, ohai_data
 
 #: The gate: half the limit of a real Chef Infra Server.
@@ -35,17 +37,20 @@ def machine_name(index: int) -> str:
     return name
 
 
-def seed_storage(chef, count: int, *, readying: int = 0) -> list[str]:
-    """``count`` ready storage servers with 24 data disks, as discovery and booting leave them."""
+def seed_storage(chef, count: int, *, readying: int = 0, compute: int = 0) -> list[str]:
+    """``count`` ready storage servers with 24 data disks, as discovery and booting leave them
+    (the last ``compute`` of them compute servers, named ``cp...``)."""
     base = PROFILES["storage"]
     profile = dataclasses.replace(base, disks=(base.disks[0],) + tuple(
         Disk(f"sd{chr(ord('b') + i)}" if i < 25 else f"sda{chr(ord('a') + i - 25)}", 8000, True, "ST8000NM000A")
         for i in range(24)))
-    names = [machine_name(i) for i in range(1, count + 1)]
+    names = [machine_name(i) for i in range(1, count + 1 - compute)]
+    names += [f"cp{i:07d}.{DOMAIN}" for i in range(count + 1 - compute, count + 1)]
 
     def one(item: tuple[int, str]) -> None:
         index, name = item
-        automatic = ohai_data(profile, name, index, domain=DOMAIN, address=f"10.2.{index >> 8 & 255}.{index & 255}")
+        kind = PROFILES["compute"] if name.startswith("cp") else profile
+        automatic = ohai_data(kind, name, index, domain=DOMAIN, address=f"10.2.{index >> 8 & 255}.{index & 255}")
         chef.nodes.create({"name": name, "chef_environment": "_default", "json_class": "Chef::Node",
                            "chef_type": "node", "run_list": [f"role[{node_role_name(name)}]"],
                            "normal": {"crowbar_wall": {"boot_disk": "sda"}}, "default": {}, "override": {},
@@ -75,7 +80,8 @@ def test_split_documents_join_back_whole_and_every_piece_is_small():
     head, parts = split(document, "bc-swift-default")
     assert len(json.dumps(document)) > 3_000_000
     assert len(json.dumps(head)) < 100_000
-    assert max(len(json.dumps(p)) for p in parts.values()) < 110_000
+    assert max(len(json.dumps(p, separators=(",", ":"))) for p in parts.values()) < PART_BYTES + 1000 < BODY_GATE
+    assert len(parts) < len(json.dumps(document)) / 200_000  # large parts: few requests per document
     assert references(head) <= set(parts)
     assert join(head, lambda ids: {i: parts[i] for i in ids}) == document
     small = {"id": "x", "attributes": {"a": [1, 2, 3]}}
@@ -167,6 +173,31 @@ def test_a_config_role_in_parts_commits_again_without_drift_or_writes(crowbar, c
     crowbar.proposals.set("wide", "default", {"allowed": json.dumps(allowed[:-1])})
     assert crowbar.proposals.commit("wide", "default").status == "applied"  # no drift reported
     assert crowbar.proposals.diff("wide", "default").changes == []
+
+
+# -- creating from the inventory: one read of the cluster ----------------------------------------
+
+#: Requests a create may send besides its one read of the cluster (locks, document, history,
+#: secrets, audit entry, bags): a fixed number, whatever the number of machines.
+CREATE_REQUESTS = 26
+
+
+@pytest.mark.parametrize("barclamp", ["swift", "ceph", "nova"])
+def test_creating_a_proposal_from_50_machines_reads_the_cluster_once_and_no_machine_alone(crowbar, chef, barclamp):
+    names = seed_storage(chef, 50, compute=5)
+    wait_indexed(chef, "node", names)  # search has caught up: no machine needs a direct read
+    wait_indexed(chef, "role", [node_role_name(n) for n in names])
+    before = chef.stats.snapshot()
+    proposal = crowbar.proposals.create(barclamp, "default")
+    after = chef.stats.snapshot()
+    sent = Counter(after["by_endpoint"])
+    sent.subtract(before["by_endpoint"])
+    requests = after["reads"] + after["writes"] - before["reads"] - before["writes"]
+    element = {"swift": "swift-storage", "ceph": "ceph-osd", "nova": "nova-multi-compute-kvm"}[barclamp]
+    assert len(proposal.elements[element]) == (4 if barclamp == "nova" else 45)  # nova: the 5th is the controller
+    assert (sent["GET /roles"], sent["GET /nodes"], sent["POST /search/*"]) == (1, 1, 2), sent  # the whole cluster, once
+    assert sent["GET /nodes/*"] == 0 and sent["GET /roles/*"] <= 2, sent  # no machine read alone (config roles only)
+    assert requests <= CREATE_REQUESTS, sent
 
 
 # -- the gate, against the real server ----------------------------------------------------------

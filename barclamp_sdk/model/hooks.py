@@ -43,22 +43,28 @@ class HookServices:
     #: Server-mastered addresses (None: not wired, as in tests of other services).
     addresses: AddressBook | None = None
 
-    def context(self, barclamp: BarclampSpec, *, draft: bool = False) -> Context:
-        """A new context for one hook call (or one command) of ``barclamp``."""
-        return Context(self, barclamp, draft=draft)
+    def context(self, barclamp: BarclampSpec, *, draft: bool = False, cluster: ClusterView | None = None,
+                inventory: Inventory | None = None) -> Context:
+        """A new context for one hook call (or one command) of ``barclamp``.
+
+        ``cluster`` and ``inventory``: whole-cluster snapshots the command read already (its hooks reuse them).
+        """
+        return Context(self, barclamp, draft=draft, cluster=cluster, inventory=inventory)
 
 
 class Context:
     """Passed to every hook: scoped helpers over the cluster, and a logger."""
 
-    def __init__(self, services: HookServices, barclamp: BarclampSpec, *, draft: bool = False) -> None:
+    def __init__(self, services: HookServices, barclamp: BarclampSpec, *, draft: bool = False,
+                 cluster: ClusterView | None = None, inventory: Inventory | None = None) -> None:
         self._services = services
         self.barclamp = barclamp
         #: True while a proposal is saved (not committed): things needed only
         #: to apply it (credentials, full element counts) may still be missing.
         self.draft = draft
         self.log = logging.getLogger(f"barclamp.{barclamp.name}")
-        self._inventory: Inventory | None = None
+        self._inventory = inventory
+        self._cluster = cluster
         self._planned: dict[tuple[str, str], str] | None = None
 
     @property
@@ -73,9 +79,18 @@ class Context:
     # -- machines -------------------------------------------------------------------------
 
     def inventory(self, names: Iterable[str] | None = None) -> Inventory:
-        """The cluster inventory (the whole one is read once per context), or that of ``names``."""
+        """The cluster inventory (the whole one is read once per context), or that of ``names``.
+
+        Once the whole inventory is held, ``names`` are taken from it (those it lacks are read).
+        """
         if names is not None:
-            return self._services.inventory(list(names))
+            wanted = list(names)
+            held = self._inventory
+            if held is None:
+                return self._services.inventory(wanted)
+            missing = [n for n in wanted if n not in held]
+            read = self._services.inventory(missing) if missing else Inventory([])
+            return Inventory(m for n in wanted for m in (held.get(n) or read.get(n),) if m is not None)
         if self._inventory is None:
             self._inventory = self._services.inventory(None)
         return self._inventory
@@ -86,6 +101,8 @@ class Context:
         Pass ``names`` when a hook needs a few machines: they are read from
         their roles, not by searching the whole cluster.
         """
+        if names is None and self._cluster is not None:
+            return self._cluster
         return self._services.machines(None if names is None else list(names))
 
     def record_hardware(self, hardware: Mapping[str, Mapping[str, Any]],

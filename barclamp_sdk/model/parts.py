@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -54,10 +56,12 @@ PARTS_KEY = "crowbar-parts"
 ESCAPE_KEY = "crowbar-parts-escaped"
 #: Containers whose JSON is longer than this are split.
 SPLIT_BYTES = 100_000
-#: What parts average, about.
-TARGET_BYTES = 50_000
-#: No part's entries are longer than this (unless one entry alone is).
-PART_BYTES = 100_000
+#: What parts average, at most (large parts: a 20,000-machine proposal is about 100 of them).
+TARGET_BYTES = 400_000
+#: No part's entries are longer than this (unless one entry alone is): under half a 1,000,000-byte request.
+PART_BYTES = 480_000
+#: Parts a process keeps (their JSON, in characters): parts never change, so a read may come from here.
+CACHE_BYTES = 48_000_000
 
 
 def _size(value: Any) -> int:
@@ -258,12 +262,37 @@ def _replace(value: Any, found: Mapping[str, dict[str, Any]]) -> Any:
 
 
 class PartStore:
-    """Reads and writes parts in data bag ``crowbar_parts``."""
+    """Reads and writes parts in data bag ``crowbar_parts``.
+
+    A part's id names its content, so the parts this process read or wrote
+    last (up to :data:`CACHE_BYTES`) are not read again: rereading a large
+    proposal (an edit reads it under its lock, a diff reads two revisions)
+    costs only the parts it does not share with what was read before.
+    """
 
     def __init__(self, chef: ChefClient, concurrency: int = 8) -> None:
         self.chef = chef
         self.concurrency = concurrency
         self._bag_ready = False
+        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._cached = 0
+        self._lock = threading.Lock()
+
+    def _keep(self, item: dict[str, Any]) -> None:
+        text = json.dumps(item, separators=(",", ":"))
+        with self._lock:
+            previous = self._cache.pop(item["id"], None)
+            self._cached += len(text) - len(previous or "")
+            self._cache[item["id"]] = text
+            while self._cached > CACHE_BYTES and self._cache:
+                self._cached -= len(self._cache.popitem(last=False)[1])
+
+    def _recall(self, part_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            text = self._cache.get(part_id)
+            if text is not None:
+                self._cache.move_to_end(part_id)
+        return json.loads(text) if text is not None else None  # a new copy: callers may change it
 
     def _parallel(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
         return run_parallel(fn, items, workers=self.concurrency, name="parts")
@@ -282,19 +311,27 @@ class PartStore:
                 self.chef.data_bags.create_item(PARTS_BAG, item)
             except Conflict:
                 pass
+            self._keep(item)
 
         self._parallel(create, todo)
         return len(todo)
 
     def fetch(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         """The parts of ``ids`` that exist."""
+        found = {i: item for i in ids for item in (self._recall(i),) if item is not None}
+
         def get(part_id: str) -> tuple[str, dict[str, Any] | None]:
             try:
-                return part_id, self.chef.data_bags.find_item(PARTS_BAG, part_id)
+                item = self.chef.data_bags.find_item(PARTS_BAG, part_id)
             except NotFound:
                 return part_id, None
+            if item is not None and item.get("id") == part_id:
+                self._keep(item)
+            return part_id, item
 
-        return {i: item for i, item in self._parallel(get, ids) if item is not None}
+        found.update((i, item) for i, item in self._parallel(get, [i for i in ids if i not in found])
+                     if item is not None)
+        return found
 
     def join(self, document: Any) -> Any:
         """``document`` whole (see :func:`join`)."""
@@ -303,6 +340,8 @@ class PartStore:
     def delete(self, ids: list[str]) -> None:
         """Delete parts no document names any more (absent ones are fine)."""
         def delete(part_id: str) -> None:
+            with self._lock:
+                self._cached -= len(self._cache.pop(part_id, ""))
             try:
                 self.chef.data_bags.delete_item(PARTS_BAG, part_id)
             except NotFound:

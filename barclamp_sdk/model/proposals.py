@@ -23,12 +23,14 @@ from typing import Any
 
 from barclamp_sdk.errors import CrowbarError, NotFoundError, RevisionConflict, ValidationError
 from barclamp_sdk.model.audit import Recorder, recording
+from barclamp_sdk.model.cluster import ClusterView
 from barclamp_sdk.model.commit import CommitResult, Committer
 from barclamp_sdk.model.commit.gate import Gate
 from barclamp_sdk.model.commit.plan import rollout_plan
 from barclamp_sdk.model.commit.rollout import RECORD, Rollout
 from barclamp_sdk.model.dependents import Dependents, fill_optional_links
 from barclamp_sdk.model.hooks import Context, HookServices
+from barclamp_sdk.model.inventory import Inventory
 from barclamp_sdk.model.jsondoc import Change, diff, get_path, set_path, unified_diff, unset_path
 from barclamp_sdk.model.holders import holder_dead
 from barclamp_sdk.model.locks import Lock, LockManager
@@ -256,16 +258,20 @@ class Proposals:
             proposal.description = description
         for key, value in (settings or {}).items():
             self._set_one(proposal, key, value)
-        inventory = self.reader.inventory() if from_inventory else None
+        # One read of the cluster: the barclamp places from it, its hooks and the validation reuse it.
+        cluster = self.reader.view() if from_inventory else None
+        inventory = self.reader.inventory(view=cluster) if cluster is not None else None
         if inventory is not None:
             usable = on_supported_platforms(proposal, inventory)
-            definition.create_proposal(proposal, usable, self.services.context(definition))
+            definition.create_proposal(proposal, usable, self.services.context(
+                definition, cluster=cluster, inventory=inventory))
             drop_platform_refused(proposal, inventory)
-        fill_optional_links(proposal, self.services.context(definition, draft=True), given=settings or ())
+        fill_optional_links(proposal, self.services.context(definition, draft=True, cluster=cluster,
+                                                            inventory=inventory), given=settings or ())
         if fill is not None:
             fill(proposal)
         with self.locks.hold(proposal_lock_name(barclamp, name), f"create {barclamp}/{name}"):
-            self._check(proposal)
+            self._check(proposal, cluster=cluster, inventory=inventory)
             machines = f" from an inventory of {len(inventory)} machine(s)" if inventory is not None else ""
             with recording(self.audit, "create", str(proposal.ref), proposal=str(proposal.ref)) as entry:
                 with self._staged_secrets(proposal) as staged:
@@ -280,8 +286,9 @@ class Proposals:
         """Apply ``mutate`` to the current document and save it as a new revision.
 
         The change is first tried on a copy and validated without taking any
-        lock, so bad input and no-op edits write nothing at all; then it is
-        applied again, under the lock, to the document as it is by then.
+        lock, so bad input and no-op edits write nothing at all; under the
+        lock the document is read again, and if it changed meanwhile the
+        change is applied again to it (and checked again).
         """
         return self._update(barclamp, name, mutate, change=change, expected_revision=expected_revision)
 
@@ -297,12 +304,17 @@ class Proposals:
         if _comparable(preview) == _comparable(current):
             return current  # the change normalises to what is stored: no new revision
         with self.locks.hold(proposal_lock_name(barclamp, name), f"edit {barclamp}/{name}") as lock:
+            read = current
             current = self.store.get(barclamp, name)
-            edited = self._edited(current, mutate, expected_revision)
-            if edited is None:
-                return current
+            if current.data == read.data:  # unchanged since the preview: the checked preview is the edit
+                edited, edited.read_under = preview, current.read_under
+            else:
+                changed = self._edited(current, mutate, expected_revision)
+                if changed is None:
+                    return current
+                self._check(changed)
+                edited = changed
             self._note_takeover(lock, edited)
-            self._check(edited)
             same_status = all(edited.deployment.get(k) == current.deployment.get(k) for k in STATUS_KEYS)
             if _comparable(edited) == _comparable(current) and same_status:
                 return current
@@ -657,13 +669,17 @@ class Proposals:
         self._update(barclamp, name, mutate, change="settings copied from other proposals refreshed",
                      expected_revision=None, action="refresh")
 
-    def _check(self, proposal: Proposal) -> None:
-        """Resolve links, let the barclamp prepare, then validate (reads only)."""
-        ctx = self.services.context(proposal.definition, draft=True)
+    def _check(self, proposal: Proposal, *, cluster: ClusterView | None = None,
+               inventory: Inventory | None = None) -> None:
+        """Resolve links, let the barclamp prepare, then validate (reads only).
+
+        ``cluster`` and ``inventory``: whole-cluster snapshots the caller read already.
+        """
+        ctx = self.services.context(proposal.definition, draft=True, cluster=cluster, inventory=inventory)
         self._resolve_links(proposal, ctx)
         proposal.definition.prepare(proposal, ctx)
         proposal.settings = proposal.settings  # validated by the model, and normalised
-        self.validator.validate(proposal, draft=True)
+        self.validator.validate(proposal, draft=True, cluster=cluster, inventory=inventory, ctx=ctx)
 
     @staticmethod
     def _resolve_links(proposal: Proposal, ctx: Context) -> None:

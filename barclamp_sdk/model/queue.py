@@ -114,7 +114,7 @@ class Queue:
         definition = proposal.definition
         deps = [{"barclamp": d.barclamp, "inst": d.name}
                 for d in definition.all_dependencies(proposal, self.services.context(definition))]
-        elements = {node: proposal.elements_of(node) for node in proposal.nodes()}
+        elements = proposal.elements_by_node()
         entry = {"barclamp": ref.barclamp, "inst": ref.name, "revision": proposal.revision,
                  "reasons": reasons, "deps": deps, "elements": elements}
 
@@ -144,9 +144,10 @@ class Queue:
     def _pending_marks(self, proposal: Proposal) -> dict[str, Any]:
         """Mutations marking machines allocated with the proposal pending."""
         key = proposal.ref.key
+        held = proposal.elements_by_node()
 
         def mutation(node: str) -> Any:
-            elements = proposal.elements_of(node)
+            elements = held.get(node, [])
 
             def mark(role: dict[str, Any]) -> bool:
                 data = crowbar_data(role)
@@ -164,7 +165,7 @@ class Queue:
             record = cluster.get(node)
             if record is None:
                 continue
-            if record.pending.get(key) != tuple(proposal.elements_of(node)) or not record.allocated:
+            if record.pending.get(key) != tuple(held.get(node, [])) or not record.allocated:
                 todo[node] = mutation(node)
         return todo
 

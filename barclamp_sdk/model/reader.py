@@ -19,7 +19,7 @@ version; writers re-read roles under their locks before changing them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
@@ -143,30 +143,29 @@ class ClusterReader:
         wanted = None if names is None else sorted(set(names))
         if wanted == []:
             return Inventory([])
-        records = (view or self.view(wanted)).records()
+        records = (view if view is not None else self.view(wanted)).records()
         if view is not None and wanted is not None:
             records = {n: records[n] for n in wanted if n in records}
         if wanted is not None and len(wanted) <= DIRECT_READ_LIMIT:
             nodes = run_parallel(self.chef.nodes.find, [n for n in wanted if n in records],
                                  workers=self.concurrency, name="nodes")
-            rows = [node_row(node) for node in nodes if node]
+            rows: Iterable[dict[str, Any]] = [node_row(node) for node in nodes if node]
         else:
             rows = self._all_node_rows(set(records))
         return Inventory(machine_from_search(row, records[row["name"]]) for row in rows
                          if row.get("name") in records)
 
-    def _all_node_rows(self, machines: set[str]) -> list[dict[str, Any]]:
+    def _all_node_rows(self, machines: set[str]) -> Iterator[dict[str, Any]]:
+        """Rows of ``machines``' nodes, one page of search in memory at a time (then the unindexed ones)."""
         listed = set(self.chef.nodes.list()) & machines
-        rows = []
         indexed = set()
         for row in self.chef.partial_search("node", MATCH_ALL, NODE_KEYS):
             name = row.get("name")
             if name in listed and name not in indexed:
                 indexed.add(name)
-                rows.append(row)
+                yield row
         unindexed = sorted(listed - indexed)
         if unindexed:
             log.info("search lags: %d node(s) not indexed yet, read directly", len(unindexed))
             nodes = run_parallel(self.chef.nodes.find, unindexed, workers=self.concurrency, name="nodes")
-            rows += [node_row(node) for node in nodes if node]
-        return rows
+            yield from (node_row(node) for node in nodes if node)

@@ -78,13 +78,14 @@ def check_elements(proposal: Proposal, cluster: ClusterView, *, draft: bool = Fa
             if node not in cluster:
                 errors.append(
                     f"{element} names unknown machine {node!r}; see `crowbar machines list`")
+    held = proposal.elements_by_node()
     for element in definition.elements:
         members = proposal.elements.get(element.name, [])
         problem = element.check_count(len(members), draft=draft)
         if problem:
             errors.append(problem)
         for node in members:
-            others = [e for e in proposal.elements_of(node) if e != element.name]
+            others = [e for e in held.get(node, []) if e != element.name]
             if element.unique and others:
                 errors.append(f"{node}: {element.name} must be alone among {definition.name}'s "
                               f"elements but also has {', '.join(others)}")
@@ -184,11 +185,12 @@ class Validator:
         self.services = services
 
     def validate(self, proposal: Proposal, *, cluster: ClusterView | None = None,
-                 inventory: Inventory | None = None, draft: bool = False) -> None:
+                 inventory: Inventory | None = None, draft: bool = False, ctx: Context | None = None) -> None:
         """Raise :class:`ValidationError` listing every problem with ``proposal``.
 
         A ``draft`` (saved, not committed) may still have too few machines in an
-        element; a commit needs every element complete.
+        element; a commit needs every element complete. ``ctx``: the context the
+        barclamp's ``validate`` gets (a new one when not given).
         """
         subject = f"{proposal.barclamp}/{proposal.name}"
         errors = check_shape(proposal)
@@ -198,7 +200,7 @@ class Validator:
         cluster = cluster if cluster is not None else self.reader.view(proposal.nodes())
         errors += check_elements(proposal, cluster, draft=draft)
         if any(e.checks_machines for e in proposal.definition.elements if proposal.elements.get(e.name)):
-            inventory = inventory if inventory is not None else self.reader.inventory(proposal.nodes())
+            inventory = inventory if inventory is not None else self.reader.inventory(proposal.nodes(), view=cluster)
             errors += check_machines(proposal, inventory)
         documents: list[Proposal] | None = None
 
@@ -214,10 +216,10 @@ class Validator:
             claims = {}
             errors.append(str(exc))
         if claims:
-            inventory = inventory if inventory is not None else self.reader.inventory(list(claims))
+            inventory = inventory if inventory is not None else self.reader.inventory(list(claims), view=cluster)
             errors += check_claims(proposal, claims, inventory, cluster, others())
         if not errors:  # the barclamp's checks may rely on valid settings
-            ctx = self.services.context(proposal.definition, draft=draft)
+            ctx = ctx or self.services.context(proposal.definition, draft=draft)
             try:
                 errors += list(proposal.definition.validate(proposal, ctx))
             except ValidationError as exc:

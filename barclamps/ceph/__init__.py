@@ -108,7 +108,8 @@ class Ceph(Barclamp):
         osds = [m for m in machines if m.storage_heavy and with_disks[m.name]]
         reason = "storage servers with unused disks"
         if len(osds) < 2:
-            extra = sorted((m for m in machines if m not in osds and with_disks[m.name]),
+            chosen = {m.name for m in osds}
+            extra = sorted((m for m in machines if m.name not in chosen and with_disks[m.name]),
                            key=lambda m: (m.is_virtual, -len(with_disks[m.name]), m.name))
             osds += extra[:2 - len(osds)]
             reason = ("too few storage servers: machines with the most unused disks were added" if osds else
@@ -163,8 +164,9 @@ class Ceph(Barclamp):
         for node in osds:
             if not settings.osd_devices.get(node) and not ctx.draft:
                 yield f"{node} is an OSD machine but osd_devices lists no disk for it"
+        placed = set(osds)
         for node in settings.osd_devices:
-            if node not in osds:
+            if node not in placed:
                 yield f"osd_devices names {node}, which is not in ceph-osd"
         if osds and len(osds) < settings.pool_size and not ctx.draft:
             yield f"pool_size {settings.pool_size} needs at least {settings.pool_size} OSD machines, has {len(osds)}"

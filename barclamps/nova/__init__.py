@@ -93,7 +93,8 @@ class Nova(Barclamp):
         if settings.hypervisor == "kvm":
             hosts = [m for m in others if not m.storage_heavy] if others else [controller]
             kvm = [m.name for m in hosts if m.can_virtualize and not m.is_virtual]
-            qemu = [m.name for m in hosts if m.name not in kvm]
+            on_kvm = set(kvm)
+            qemu = [m.name for m in hosts if m.name not in on_kvm]
             proposal.assign("nova-multi-compute-kvm", *kvm)
             proposal.assign("nova-multi-compute-qemu", *qemu)
             proposal.note(f"KVM compute on {short(kvm)}: their CPUs virtualise (vmx/svm)")

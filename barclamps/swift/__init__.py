@@ -204,7 +204,8 @@ class Swift(Barclamp):
         proposal.assign("swift-storage", *[m.name for m in storage])
         proposal.note(f"storage on {short([m.name for m in storage])} in {settings.zones} zone(s), "
                       f"{settings.replicas} replica(s); device weights are sizes in TB")
-        front = best_controller([m for m in machines if m not in storage]) or (storage[0] if storage else None)
+        placed = {m.name for m in storage}
+        front = best_controller([m for m in machines if m.name not in placed]) or (storage[0] if storage else None)
         if front is not None:
             for element in ("swift-proxy", "swift-ring-compute", "swift-dispersion"):
                 proposal.assign(element, front.name)
@@ -225,8 +226,9 @@ class Swift(Barclamp):
     def validate(self, proposal, ctx):
         settings = proposal.settings
         storage = proposal.elements.get("swift-storage", [])
+        placed = set(storage)
         for node in settings.devices:
-            if node not in storage:
+            if node not in placed:
                 yield f"devices lists {node}, which is not in swift-storage"
         zones_used = {d.zone for devices in settings.devices.values() for d in devices}
         if any(zone > settings.zones for zone in zones_used):
