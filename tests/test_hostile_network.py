@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import zlib
 from pathlib import Path
 
 import pytest
 
+from barclamp_sdk.model.addresses import NetworkSpec
 from barclamp_sdk.testing.snapshot import server_snapshot
 
 def _edit(cli, *pairs, expect):
@@ -102,3 +104,37 @@ def test_virtual_interfaces_are_no_nics_and_ohais_link_speed_counts(crowbar, che
     assert conduits["intf0"].interfaces == ["eno1", "eno2"] and conduits["intf0"].team_mode == 5
     assert conduits["intf1"].interfaces == ["eno3"]
     assert conduits["intf2"].missing == ["10g3"]  # two 10 Gb NICs only: the bond is none
+
+
+# -- a range of 16 million addresses -------------------------------------------------------------------
+
+BIG = {"networks.storage.subnet": "10.0.0.0", "networks.storage.netmask": "255.0.0.0",
+       "networks.storage.broadcast": "10.255.255.255", "networks.storage.ranges.host.start": "10.0.0.1",
+       "networks.storage.ranges.host.end": "10.255.255.254"}
+
+
+def test_a_range_of_16_million_addresses_is_never_listed_in_memory(crowbar, fleet, chef):
+    # Before: allocating one address listed all 16,777,214 as strings (over 1 GB), and so did a dry run.
+    import tracemalloc
+
+    crowbar.proposals.create("network", "default")
+    crowbar.proposals.set("network", "default", BIG)
+    assert crowbar.proposals.commit("network", "default").status == "applied"
+    names = fleet.add(2, "vm", clients=False)
+    crowbar.machines.discover(names)
+    tracemalloc.start()
+    try:
+        report = crowbar.addresses.allocate("storage", names, user="test")
+        start = max(ipaddress.ip_address(a) for a in report.allocated.values()) + 1  # both move above
+        crowbar.proposals.set("network", "default", {"networks.storage.ranges.host.start": str(start)})
+        edited = crowbar.proposals.get("network", "default").attributes["networks"]["storage"]
+        plan = crowbar.addresses.renumber_plan("storage", NetworkSpec.parse("storage", edited))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    print(f"allocation and dry run on a /8 range: {peak / 1024 / 1024:.1f} MiB at the peak")
+    assert sorted(report.allocated) == names and len(set(report.allocated.values())) == 2
+    assert all(ipaddress.ip_address(a) in ipaddress.ip_network("10.0.0.0/8") for a in report.allocated.values())
+    assert sorted(p["machine"] for p in plan) == names
+    assert sorted(p["new"] for p in plan) == sorted([str(start), str(start + 1)])  # the first free ones
+    assert peak < 20 * 1024 * 1024, f"{peak / 1024 / 1024:.0f} MiB at the peak"
