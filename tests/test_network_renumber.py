@@ -10,7 +10,6 @@ machine without a storage address.
 from __future__ import annotations
 
 import json
-import threading
 from urllib.parse import unquote
 
 from barclamp_sdk import Crowbar
