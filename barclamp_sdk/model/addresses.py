@@ -39,14 +39,14 @@ import hashlib
 import ipaddress
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.errors import Conflict, CrowbarError, NotFound, NotFoundError, ValidationError
 from barclamp_sdk.model.jsondoc import now_iso
-from barclamp_sdk.model.naming import check_node_name
+from barclamp_sdk.model.naming import check_node_name, machine_lock_name, machine_shard
 from barclamp_sdk.model.noderoles import NodeRoleStore, crowbar_data
 from barclamp_sdk.model.parallel import run_parallel
 
@@ -107,13 +107,20 @@ class NetworkSpec:
         raise ValidationError(f"network {self.name} has no range for machines ({' or '.join(MACHINE_RANGES)}); "
                               f"its ranges: {', '.join(sorted(self.ranges)) or 'none'}")
 
-    def addresses(self, range_name: str) -> list[str]:
-        """Every address of range ``range_name``, in order."""
+    def addresses(self, range_name: str, *, first: int = 0) -> Iterator[str]:
+        """Every address of range ``range_name``, in order, from its ``first``-th on (then round from
+        its start): lazily, so a range of millions of addresses is never a list."""
+        start, size = self.span(range_name)
+        for offset in range(size):
+            yield str(ipaddress.ip_address(start + (first + offset) % size))
+
+    def span(self, range_name: str) -> tuple[int, int]:
+        """Range ``range_name``'s first address (as a number) and its number of addresses."""
         if range_name not in self.ranges:
             raise ValidationError(f"network {self.name} has no range {range_name!r}; "
                                   f"its ranges: {', '.join(sorted(self.ranges)) or 'none'}")
         start, end = self.ranges[range_name]
-        return [str(ipaddress.ip_address(n)) for n in range(int(start), int(end) + 1)]
+        return int(start), max(0, int(end) - int(start) + 1)
 
     def entry(self, address: str) -> dict[str, Any]:
         """What the machine's role records for ``address`` (Crowbar's keys)."""
@@ -145,12 +152,12 @@ class _Candidates:
         self.chef = chef
         self.spec = spec
         self.range_name = range_name
-        self.order = spec.addresses(range_name)
+        self.size = spec.span(range_name)[1]
         self._guard = threading.Lock()
-        self._free: list[str] | None = None
+        self._free: Iterator[str] | None = None
         self._start = int(hashlib.sha256(start_key.encode()).hexdigest()[:12], 16)
         self.refreshed = False
-        #: Whether a crashed holder's lock was taken over since (then its claims are looked for).
+        #: Whether a crashed holder's lock was taken over (then its claims are looked for).
         self.recovering: Callable[[], bool] = lambda: False
         self._owned: dict[str, str] | None = None
 
@@ -167,31 +174,30 @@ class _Candidates:
                     self._owned[str(row["machine"])] = str(row["address"])
             return self._owned.pop(machine, None)
 
-    def _load(self) -> list[str]:
-        try:
-            taken = set(self.chef.data_bags.items(ADDRESSES_BAG))
-        except NotFound:
-            taken = set()
-        free = [a for a in self.order if item_id(self.spec.name, a) not in taken]
-        if free:  # start at a place of the range that depends on the machine
-            cut = self._start % len(free)  # concurrent allocators start apart: fewer collisions
-            free = free[cut:] + free[:cut]
-        return free
+    def _load(self) -> Iterator[str]:
+        """The free addresses, lazily, from a place of the range that depends on the start key
+        (concurrent allocators start apart: fewer collisions)."""
+        taken = _taken_ids(self.chef)
+        network = self.spec.name
+        first = self._start % self.size if self.size else 0
+        return (a for a in self.spec.addresses(self.range_name, first=first) if item_id(network, a) not in taken)
 
     def take(self) -> str | None:
         """The next address not known to be taken (None: the range is full)."""
         with self._guard:
             if self._free is None:
                 self._free = self._load()
-            if not self._free and not self.refreshed:  # others may have freed some meanwhile
+            address = next(self._free, None)
+            if address is None and not self.refreshed:  # others may have freed some meanwhile
                 self.refreshed = True
                 self._free = self._load()
-            return self._free.pop(0) if self._free else None
+                address = next(self._free, None)
+            return address
 
     def full_reason(self) -> str:
         start, end = self.spec.ranges[self.range_name]
         return (f"range {self.range_name} of network {self.spec.name} ({start}-{end}, "
-                f"{len(self.order)} addresses) is full")
+                f"{self.size} addresses) is full")
 
 
 class AddressBook:
@@ -240,8 +246,10 @@ class AddressBook:
         if not names:
             return report
         candidates = _Candidates(self.chef, spec, range_name, names[0])
-        took = self.roles.locks.takeovers
-        candidates.recovering = lambda: self.roles.locks.takeovers > took
+        # This process took over a shard lock of these machines (now or earlier, as a discovery
+        # finishing its own interrupted run does): the crashed holder's claims are looked for.
+        shards = {machine_lock_name(machine_shard(n)) for n in names}
+        candidates.recovering = lambda: not shards.isdisjoint(self.roles.locks.taken_over)
         guard = threading.Lock()
 
         def change(machine: str) -> Callable[[dict[str, Any]], bool]:
@@ -452,12 +460,15 @@ class AddressBook:
         """Every machine whose ``network`` address leaves its range under ``spec`` (default: as committed): old -> new.
 
         A dry run: nothing is written. New addresses are the free ones of the
-        new range, in order (those :meth:`renumber` will try first).
+        new range, in order, machine by machine: those :meth:`renumber` gives,
+        unless another allocation takes one first.
         """
         spec = spec or self.network(network)
-        moving, inside = self._moving(spec)
-        free = iter(self._free_in(spec))
-        return [{"machine": m, "network": network, "old": old, "new": inside.get(m) or next(free, None)}
+        return self._plan(spec, *self._moving(spec))
+
+    def _plan(self, spec: NetworkSpec, moving: list[tuple[str, str]], inside: dict[str, str]) -> list[dict[str, Any]]:
+        free = self._free_in(spec)
+        return [{"machine": m, "network": spec.name, "old": old, "new": inside.get(m) or next(free, None)}
                 for m, old in moving]
 
     def renumber(self, network: str, *, wave: int = 50,
@@ -471,6 +482,7 @@ class AddressBook:
         """
         spec = self.network(network)
         moving, inside = self._moving(spec)
+        planned = {row["machine"]: row["new"] for row in self._plan(spec, moving, inside)}
         range_name = spec.machine_range()
         done: list[dict[str, Any]] = []
         for start in range(0, len(moving), wave):
@@ -485,7 +497,11 @@ class AddressBook:
                     entry = table.get(network)
                     if not isinstance(entry, dict) or entry.get("address") != part[machine]:
                         return False  # moved already (an earlier run) or freed: only the old item goes
-                    address = inside.get(machine) or self._claim(spec, machine, candidates)
+                    address = inside.get(machine)
+                    if address is None:  # the dry run's, if still free
+                        wanted = planned[machine]
+                        address = (wanted if wanted is not None and self._create(spec, machine, wanted)
+                                   else self._claim(spec, machine, candidates))
                     if address is None:
                         raise CrowbarError(f"{machine} keeps {part[machine]}: {candidates.full_reason()}")
                     table[network] = {**spec.entry(address), "users": list(entry.get("users") or [])}
@@ -523,12 +539,10 @@ class AddressBook:
                 moving.append((machine, address))
         return sorted(moving), inside
 
-    def _free_in(self, spec: NetworkSpec) -> list[str]:
-        try:
-            taken = set(self.chef.data_bags.items(ADDRESSES_BAG))
-        except NotFound:
-            taken = set()
-        return [a for a in spec.addresses(spec.machine_range()) if item_id(spec.name, a) not in taken]
+    def _free_in(self, spec: NetworkSpec) -> Iterator[str]:
+        """The free addresses of ``spec``'s machine range, in order, lazily."""
+        taken = _taken_ids(self.chef)
+        return (a for a in spec.addresses(spec.machine_range()) if item_id(spec.name, a) not in taken)
 
     # -- consistency -----------------------------------------------------------------------
 
@@ -589,6 +603,14 @@ class AddressBook:
             return self.of_machine(machine)
         except NotFoundError:
             return {}
+
+
+def _taken_ids(chef: ChefClient) -> set[str]:
+    """The ids of every address item (the addresses taken, on any network)."""
+    try:
+        return set(chef.data_bags.items(ADDRESSES_BAG))
+    except NotFound:
+        return set()
 
 
 def _sort_key(address: str) -> tuple[int, int]:

@@ -125,6 +125,36 @@ class Interface(BaseModel):
     mac: str | None = None
     ipv4: tuple[str, ...] = ()
     ipv6: tuple[str, ...] = ()
+    #: A NIC (not a bridge, bond, veth, tun/tap, ifb, VLAN ...): see :func:`is_physical`.
+    physical: bool = True
+    #: Link speed Ohai reports (ethtool), in Mb/s; 0 when unknown.
+    speed: int = 0
+
+
+#: Drivers (``ethtool -i``) of interfaces no NIC is behind.
+VIRTUAL_DRIVERS = frozenset({"bridge", "bonding", "team", "veth", "tun", "ifb", "dummy", "macvlan", "macvtap",
+                             "ipvlan", "vxlan", "geneve", "openvswitch", "802.1Q VLAN Support", "wireguard"})
+#: Ohai's ``type`` (the name's letters) of virtual interfaces, when ethtool told nothing.
+VIRTUAL_TYPES = frozenset({"lo", "br", "virbr", "bond", "team", "veth", "docker", "tap", "tun", "ifb", "vnet",
+                           "dummy", "ovs", "vxlan", "macvtap", "cni", "flannel", "cali", "weave", "wg"})
+
+
+def is_physical(name: str, info: Mapping[str, Any]) -> bool:
+    """Whether Ohai's ``network.interfaces.<name>`` is a NIC: Ethernet, and a device behind it.
+
+    With ``driver_info`` (Ohai runs ``ethtool -i``): a bus address and no virtual
+    driver; without: no virtual ``type`` (``br``, ``bond``, ``veth``, ``docker`` ...)
+    and no VLAN name (``eth0.100``, ``vlan@eth0``).
+    """
+    encapsulation = info.get("encapsulation")
+    if name == "lo" or (encapsulation is not None and encapsulation != "Ethernet"):
+        return False
+    driver = info.get("driver_info")
+    if isinstance(driver, Mapping) and ("bus_info" in driver or "driver" in driver):
+        bus = str(driver.get("bus_info") or "").strip()
+        return bus not in ("", "N/A", "tun") and str(driver.get("driver") or "") not in VIRTUAL_DRIVERS
+    kind = str(info.get("type") or re.sub(r"[^a-z].*", "", name.lower()))
+    return kind not in VIRTUAL_TYPES and "." not in name and "@" not in name
 
 
 class BMCInfo(BaseModel):
@@ -290,7 +320,10 @@ def _interfaces(value: Any) -> tuple[Interface, ...]:
                 ipv4.append(address)
             elif family == "inet6":
                 ipv6.append(address)
-        found.append(Interface.model_construct(name=name, mac=mac, ipv4=tuple(ipv4), ipv6=tuple(ipv6)))
+        details = _dict(info)
+        found.append(Interface.model_construct(name=name, mac=mac, ipv4=tuple(ipv4), ipv6=tuple(ipv6),
+                                               physical=is_physical(name, details),
+                                               speed=_int(details.get("link_speed"))))
     return tuple(found)
 
 

@@ -141,6 +141,8 @@ class LockManager:
         self._bag_ready = False
         #: Locks taken over from expired holders (for tests and reports).
         self.takeovers = 0
+        #: The names of the locks this process took over (a crashed holder may have left work under them).
+        self.taken_over: set[str] = set()
         self._reported: set[str] = set()
         #: The latest a renewal started after its due time, in seconds (for tests and reports).
         self.renew_lateness = 0.0
@@ -295,6 +297,7 @@ class LockManager:
             lock.details = {"took_over_from": {k: stale.get(k) for k in ("owner", "purpose", "details")}}
             self.chef.data_bags.update_item(self.bag, lock.item())
             self.takeovers += 1
+            self.taken_over.add(name)
             dead = holder_process(stale)
             what = "lock of a dead process," if holder_dead(stale) else "expired lock"
             if dead in self._reported:

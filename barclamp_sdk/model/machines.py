@@ -148,20 +148,28 @@ class Machines:
         role belongs to another node: see :func:`~barclamp_sdk.naming.check_role_owner`)
         is skipped, its reason put in ``skipped`` (or logged as a warning); every other
         node is still discovered, in name order (so the first claims a shared role name).
+        A machine still ``discovering`` (a discovery interrupted after its role was
+        created) is discovered again: its run list and the barclamps' hooks (its
+        addresses) are finished, idempotently; it is not among the new ones.
         """
-        known = set(self.cluster().names())
+        view = self.cluster()
         candidates = sorted(names) if names is not None else sorted(self.chef.nodes.list())
+        unfinished = [n for n in candidates if (r := view.get(n)) is not None and r.state == "discovering"]
+        current = self.reader.read(unfinished)  # from the roles themselves: a listing may lag
         found = []
         for name in candidates:
-            if name not in known:
-                try:
-                    self.transition(name, "discovering")
-                except CrowbarError as exc:  # one odd node never stops the others
-                    if skipped is None:
-                        log.warning("node %r is not discovered: %s", name, exc)
-                    else:
-                        skipped[name] = str(exc)
-                    continue
+            record = current.get(name) if name in unfinished else view.get(name)
+            if record is not None and record.state != "discovering":
+                continue
+            try:
+                self.transition(name, "discovering")
+            except CrowbarError as exc:  # one odd node never stops the others
+                if skipped is None:
+                    log.warning("node %r is not discovered: %s", name, exc)
+                else:
+                    skipped[name] = str(exc)
+                continue
+            if record is None:
                 found.append(name)
         return found
 
@@ -215,6 +223,7 @@ class Machines:
                     "(it creates the node that discovery adopts)"
                 )
             _, created = self.roles.create(name, state)
+        if state == "discovering":  # also when an interrupted discovery left the role without it
             self.run_lists.add_role(name)
         record = None
         if not created:

@@ -33,7 +33,8 @@ from barclamp_sdk.model.spec import BarclampSpec, ProposalRef
 
 
 #: Bookkeeping keys of ``deployment.<barclamp>`` written by commits and the queue, not by editors.
-STATUS_KEYS = ("crowbar-status", "crowbar-failed", "crowbar-queued", "crowbar-rollout")
+#: ``crowbar-committed`` is the revision ``crowbar-status`` is of (an edit keeps the old one: not yet committed).
+STATUS_KEYS = ("crowbar-status", "crowbar-failed", "crowbar-queued", "crowbar-rollout", "crowbar-committed")
 
 
 def pydantic_messages(exc: PydanticValidationError, prefix: str) -> list[str]:

@@ -20,7 +20,7 @@ their own barclamps::
     assert report.mismatches == []
 
 The child is ``python -m barclamp_sdk.testing.crashsteps BARCLAMP NAME ACTION [KEY=VALUE...]``
-(actions: commit, edit, deactivate, dequeue, delete, rotate, batch: see :func:`perform`), connected by the
+(actions: commit, edit, deactivate, dequeue, delete, discover, renumber, allocate, rotate, batch: see :func:`perform`), connected by the
 environment (``CHEF_SERVER_URL`` is pointed at the proxy).
 """
 
@@ -110,7 +110,7 @@ def state(crowbar: Crowbar, *, exact: bool = True) -> dict[str, Any]:
         for item_id in sorted(ids):
             item = chef.data_bags.get_item(bag, item_id)
             if bag == HISTORY_BAG and not exact:
-                for status in ("crowbar-status", "crowbar-failed"):
+                for status in ("crowbar-status", "crowbar-failed", "crowbar-committed"):
                     for deployment in (item.get("document", {}).get("deployment") or {}).values():
                         if isinstance(deployment, dict):
                             deployment.pop(status, None)
@@ -281,7 +281,8 @@ def perform(crowbar: Crowbar, action: list[str]) -> None:
     """Run one action: ``[barclamp, name, VERB, KEY=VALUE...]``.
 
     Verbs: commit, edit (the pairs are the settings), deactivate, dequeue,
-    delete; discover (every node not yet a machine; barclamp and name unused); rotate (``file=`` the new secret; barclamp and name unused) and
+    delete; discover (every node not yet a machine; barclamp and name unused); renumber (edit, then
+    commit); allocate (``network=`` and ``user=``: every machine; barclamp and name unused); rotate (``file=`` the new secret; barclamp and name unused) and
     batch (``file=`` the scenario to apply; barclamp and name unused).
     """
     barclamp, name, verb, *rest = action
@@ -296,6 +297,14 @@ def perform(crowbar: Crowbar, action: list[str]) -> None:
         crowbar.machines.discover(skipped=skipped)
         if skipped:
             raise CrowbarError("; ".join(f"{n}: {why}" for n, why in sorted(skipped.items())))
+    elif verb == "renumber":  # the network proposal edited (the pairs), then committed: machines move in waves
+        proposals.set(barclamp, name, options)
+        proposals.commit(barclamp, name)
+    elif verb == "allocate":  # an address of ``network=`` for every machine, for ``user=``
+        report = crowbar.addresses.allocate(options["network"], [r.name for r in crowbar.machines.list()],
+                                            user=options["user"])
+        if report.refused:
+            raise CrowbarError("; ".join(f"{n}: {why}" for n, why in sorted(report.refused.items())))
     elif verb == "commit":
         proposals.commit(barclamp, name)
     elif verb == "edit":

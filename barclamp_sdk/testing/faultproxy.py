@@ -148,6 +148,10 @@ class FaultProxy:
         """Called once the server answered a forwarded request; True drops the answer (a hook)."""
         return False
 
+    def observed(self, method: str, path: str, status: int, body: bytes) -> None:
+        """Called with each forwarded request and the server's status, once answered (a hook, for
+        recorders: called from many threads)."""
+
     # -- lifecycle ----------------------------------------------------------------
 
     @property
@@ -277,6 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             _reset(self.connection)
             return
+        self.owner.observed(self.command, self.path, status, body)
         if fault == "drop_after" or self.owner.after_forward(self.command, self.path):
             self.close_connection = True
             _reset(self.connection)

@@ -127,8 +127,9 @@ class NetworkAttributes(Attributes):
 
 
 def nics_of(machine: Machine) -> list[Nic]:
-    """The physical NICs the inventory reports (loopback left out; speed unknown to Ohai: 1 Gb)."""
-    return [Nic(i.name) for i in machine.interfaces if i.name != "lo" and i.mac]
+    """The physical NICs the inventory reports (no bridge, bond, veth, tun/tap, ifb, VLAN, loopback), at the
+    link speed Ohai reports (unknown: 1 Gb)."""
+    return [Nic(i.name, i.speed or 1000) for i in machine.interfaces if i.physical and i.mac]
 
 
 def conduits_of(settings: NetworkAttributes, nics: list[Nic], roles: list[str] | None = None) -> dict[str, Conduit]:

@@ -1,0 +1,78 @@
+"""A crash at every step over the network barclamp: discovery allocation and a renumbering.
+
+Discovery (admin and bmc addresses) and a renumbering (the network proposal's
+storage range edited, then committed: the machines move in waves) are each
+killed after every write k and run again; the end must be that of an
+undisturbed run, also with another operator's command between the kill and
+the rerun. The state compared includes every address item and every role's
+``crowbar.network`` (so no address is in use twice after any rerun: the
+undisturbed end has none, see :func:`undisturbed_has_no_double`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from barclamp_sdk import Crowbar
+from barclamp_sdk.testing.crashsteps import crash_at_every_step
+from barclamp_sdk.testing.fleet import Fleet
+from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
+from tests.support import figures
+
+DISCOVER = ["-", "-", "discover"]
+#: The storage range moved half onto itself: some machines keep their address, the others move into it.
+RENUMBER = ["network", "default", "renumber", "networks.storage.ranges.host.start=192.168.125.14",
+            "networks.storage.ranges.host.end=192.168.125.23"]
+
+
+def nodes_to_discover(crowbar: Crowbar) -> None:
+    """The network proposal committed, two physical machines (admin and bmc each) and a virtual one (admin)."""
+    crowbar.proposals.create("network", "default")
+    assert crowbar.proposals.commit("network", "default").status == "applied"
+    fleet = Fleet(crowbar.chef, crowbar=crowbar)
+    fleet.add(2, "compute", clients=False)
+    fleet.add(1, "vm", clients=False)
+
+
+def storage_to_renumber(crowbar: Crowbar) -> None:
+    """Four machines with storage addresses in .10-.19 (the edit moves the range to .14-.23), a fifth without."""
+    crowbar.proposals.create("network", "default")
+    crowbar.proposals.set("network", "default", {"networks.storage.ranges.host.end": "192.168.125.19"})
+    assert crowbar.proposals.commit("network", "default").status == "applied"
+    names = Fleet(crowbar.chef, crowbar=crowbar).add(5, "vm", clients=False)
+    crowbar.machines.discover(names)
+    for name in names[:4]:  # one by one: the same addresses in every setup (threads take them in any order)
+        assert crowbar.addresses.allocate("storage", [name], user="storer-default").allocated
+
+
+#: name: (setup, action, another operator's command).
+OPERATIONS = {
+    "discovery of 3 machines": (nodes_to_discover, DISCOVER, DISCOVER),
+    "renumbering of 4 machines": (storage_to_renumber, RENUMBER,
+                                  ["-", "-", "allocate", "network=storage", "user=storer-default"]),
+}
+
+
+@pytest.mark.parametrize("after", ["the same command", "another operator's command"])
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+def test_network_killed_after_any_write_then_run_again_ends_as_undisturbed(operation, after, chef_server, chef,
+                                                                          crowbar_env, barclamps_under_test):
+    setup, action, other = OPERATIONS[operation]
+
+    def fresh() -> Crowbar:
+        chef_server.reset()
+        return Crowbar(chef, barclamps=barclamps_under_test, secret=TEST_SECRET)
+
+    started = time.monotonic()
+    report = crash_at_every_step(fresh, setup, action, crowbar_env,
+                                 other=other if after != "the same command" else None)
+    print(f"{operation}, then {after}: {report.steps} of {report.writes} steps tried, "
+          f"{len(report.mismatches)} mismatches, {time.monotonic() - started:.0f}s")
+    print("\n".join(f"  {k}. {m} {p}" for k, (m, p) in enumerate(report.requests, 1)))
+    print("\n".join(report.mismatches))
+    figures.record("crash_network_steps_tried", report.steps)
+    figures.record("crash_network_mismatches", len(report.mismatches))
+    assert report.steps == report.writes > 0
+    assert report.mismatches == []
