@@ -102,10 +102,11 @@ class Committer:
         existing = self._precheck(proposal)
         config_known = proposal.config_role in existing
         applied, config = self.store.applied(barclamp, name) if config_known else (None, None)
-        # Success of this revision (an edit keeps the status of the one before): a commit killed
-        # after its config role write, before its post-commit work, is not taken as done.
+        # Success of the revision the config role holds (an edit keeps the status of the one
+        # before): a commit killed after its config role write, before its post-commit work, left
+        # the status of an older revision, and is not taken as done.
         status_ok = (proposal.deployment.get("crowbar-status") == "success" and not proposal.queued
-                     and proposal.deployment.get("crowbar-committed") == proposal.revision)
+                     and applied is not None and proposal.deployment.get("crowbar-committed") == applied.revision)
         involved = set(proposal.nodes()) | set(applied.nodes() if applied else [])
         if dry_run:
             result = self._dry_run(proposal, sorted(involved), config)
