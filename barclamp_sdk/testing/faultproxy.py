@@ -82,6 +82,9 @@ class FaultProxy:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._sockets: set[socket.socket] = set()
+        #: Requests being handled (read, maybe forwarded, not yet answered or dropped).
+        self._handling = 0
+        self._settled = threading.Condition(self._lock)
 
     # -- plans --------------------------------------------------------------------
 
@@ -176,6 +179,13 @@ class FaultProxy:
                     _reset(sock)
             self._server = None
 
+    def settle(self, timeout: float = 120.0) -> None:
+        """Wait until no request is being handled (nothing more reaches the server from those
+        already received, say of a killed client); AssertionError after ``timeout`` seconds."""
+        with self._settled:
+            if not self._settled.wait_for(lambda: self._handling == 0, timeout):
+                raise AssertionError(f"{self._handling} request(s) still in the proxy after {timeout:.0f}s")
+
     def __enter__(self) -> FaultProxy:
         return self.start() if self._server is None else self
 
@@ -244,6 +254,16 @@ class _Handler(BaseHTTPRequestHandler):
         raise AssertionError("unreachable")
 
     def _handle(self) -> None:
+        with self.owner._lock:
+            self.owner._handling += 1
+        try:
+            self._relay()
+        finally:
+            with self.owner._settled:
+                self.owner._handling -= 1
+                self.owner._settled.notify_all()
+
+    def _relay(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         fault = self.owner._next_fault(self.command, self.path)
