@@ -3,25 +3,32 @@
 For one operation (a commit, an edit, a deactivate, ...) on a state that
 ``setup`` builds, :func:`crash_at_every_step` first runs it undisturbed
 through a counting proxy (its number of write requests, and the final state),
-then for each k from 1 to that number: builds the state again, runs the
+then for each k from 1 to that number: puts the starting state back, runs the
 operation in a child process that is killed with SIGKILL right after the
-server answered its k-th write (before the child hears the answer), runs the
-same operation again, and compares the final state with the undisturbed one:
-roles, proposal documents and history, queue, decrypted secrets, the number of
-secret items; and no lock item may remain (the killed child's items that the
-rerun did not need are swept, :meth:`LockManager.sweep`, once their leases
-ended; nothing else may be left). With ``other``, another operator's command
-runs between the kill and the rerun, in a process of its own; the end must
-then be that of an undisturbed run of other then action, or of action, other,
-action. Barclamp authors can run it on
-their own barclamps::
+server answered its k-th write (before the child hears the answer; nothing it
+sent after reaches the server), runs the same operation again, and compares
+the final state with the undisturbed one: roles, proposal documents and
+history, queue, decrypted secrets, the number of secret items; and no lock
+item may remain. The rerun takes the dead child's locks over at once (its
+process is gone, :mod:`barclamp_sdk.model.holders`), never waiting for a
+lease; the child's items the rerun did not need are swept
+(:meth:`LockManager.sweep`). With ``other``, another operator's command runs
+between the kill and the rerun, in a process of its own; the end must then be
+that of an undisturbed run of other then action, or of action, other, action.
 
-    report = crash_at_every_step(fresh, setup, ["widget", "default", "commit"], env)
+The starting state is built once and put back before each k by a database
+restore (:class:`~barclamp_sdk.testing.restore.DatabaseSnapshot`, goiardi on
+PostgreSQL; on the in-memory store, by ``fresh`` and ``setup`` again). Each
+child is forked from a launcher that imported barclamp_sdk and the barclamps
+once. Barclamp authors can run it on their own barclamps::
+
+    report = crash_at_every_step(fresh, setup, ["widget", "default", "commit"], env,
+                                 snapshot=chef_server.database_snapshot(), client=new_client)
     assert report.mismatches == []
 
-The child is ``python -m barclamp_sdk.testing.crashsteps BARCLAMP NAME ACTION [KEY=VALUE...]``
-(actions: commit, edit, deactivate, dequeue, delete, rotate, batch: see :func:`perform`), connected by the
-environment (``CHEF_SERVER_URL`` is pointed at the proxy).
+A child runs ``python -m barclamp_sdk.testing.crashsteps BARCLAMP NAME ACTION [KEY=VALUE...]``'s
+:func:`main` (actions: commit, edit, revert, deactivate, dequeue, delete, rotate, batch: see
+:func:`perform`), connected by the environment (``CHEF_SERVER_URL`` is pointed at the proxy).
 """
 
 from __future__ import annotations
@@ -239,9 +246,10 @@ def crash_at_every_step(fresh: Callable[[], Crowbar], setup: Callable[[Crowbar],
     def another_operator() -> bool:
         """``other`` in a process of its own; whether it succeeded (it may fail for a reason of
         the state, an edit of a proposal deleted meanwhile: so it does in one of the undisturbed
-        orders too)."""
+        orders too). Like the rerun, it may not wait for a killed child's lease."""
         assert other is not None
-        return launcher.run(other, {**env, "CRASHSTEPS_LEASE": str(CHILD_LEASE)}, timeout=timeout).returncode == 0
+        waits = {"CRASHSTEPS_LEASE": str(CHILD_LEASE), "CRASHSTEPS_LOCK_TIMEOUT": str(CHILD_LEASE)}
+        return launcher.run(other, {**env, **waits}, timeout=timeout).returncode == 0
 
     def undisturbed(other_first: bool) -> tuple[dict[str, Any], _KillingProxy]:
         crowbar = start()
@@ -422,8 +430,9 @@ def perform(crowbar: Crowbar, action: list[str]) -> None:
     """Run one action: ``[barclamp, name, VERB, KEY=VALUE...]``.
 
     Verbs: commit, edit (the pairs are the settings), revert (to ``revision=``, then
-    commit), deactivate, dequeue, delete; discover (every node not yet a machine; barclamp and name unused); rotate (``file=`` the new secret; barclamp and name unused) and
-    batch (``file=`` the scenario to apply; barclamp and name unused).
+    commit), deactivate, dequeue, delete; discover (every node not yet a machine),
+    rotate (``file=`` the new secret) and batch (``file=`` the scenario to apply),
+    these three with barclamp and name unused.
     """
     barclamp, name, verb, *rest = action
     proposals = crowbar.proposals
@@ -462,6 +471,8 @@ def main(argv: list[str]) -> int:
     if argv == [LAUNCHER]:
         return _serve()
     crowbar = connect(lock_lease=float(os.environ.get("CRASHSTEPS_LEASE", CHILD_LEASE)))
+    if "CRASHSTEPS_LOCK_TIMEOUT" in os.environ:
+        crowbar.locks.timeout = float(os.environ["CRASHSTEPS_LOCK_TIMEOUT"])
     perform(crowbar, argv)
     return 0
 

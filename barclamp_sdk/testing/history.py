@@ -7,8 +7,9 @@ commit, deactivate, dequeue, delete, create, chef-client style saves of
 its own NODE (the whole node read, changed and written back, as chef-client
 does), and reboots of its NODE (``ready`` to ``readying``, or back: while one
 machine is not ready a commit queues, so a dequeue has something to remove,
-and its return to ``ready`` lets the queued commit proceed). It logs each operation, one JSON line, with what it was told: success
-or the error, the revision returned, when it started and ended.
+and its return to ``ready`` lets the queued commit proceed). It logs each
+operation, one JSON line, with what it was told: success or the error, the
+revision returned, when it started and ended.
 
 :func:`check` then proves, from the logs and the final state:
 
@@ -83,8 +84,8 @@ def worker(log: Path, index: int, seed: int, count: int, barclamp: str, name: st
                 elif kind == "create":
                     entry["revision"] = proposals.create(barclamp, name).revision
                 elif kind == "reboot":  # its boot scripts: ready -> readying (a commit queues), back to ready
-                    now = crowbar.machines.state(node)
-                    entry["state"] = crowbar.machines.transition(node, "ready" if now == "readying" else "readying").state
+                    back = "ready" if crowbar.machines.state(node) == "readying" else "readying"
+                    entry["state"] = crowbar.machines.transition(node, back).state
                 else:  # chef-client: the whole node read, changed, written back
                     whole = crowbar.chef.nodes.get(node)
                     whole.setdefault("normal", {}).setdefault(NODE_KEY, {})[str(index)] = seq
