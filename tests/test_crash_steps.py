@@ -98,20 +98,21 @@ proposals:
 
 EDIT = ["widget", "default", "edit", "port=9001"]
 COMMIT = ["widget", "default", "commit"]
-#: name: (setup, action, another operator's command).
+#: name: (setup, action, another operator's command); the heaviest first (so that no long
+#: test starts last on a worker of its own, see tests/support/parallel.py).
 OPERATIONS = {
-    "commit of 6 machines in 2 batches": (created(6), COMMIT, EDIT),
     "commit of 20 machines in 2 batches": (created(20), COMMIT, EDIT),
-    "edit": (created(2), EDIT, COMMIT),
-    "secret change": (created(2), ["widget", "default", "edit", "password=n3w-s3cret"], EDIT),
+    "batch apply of 3 proposals": (a_scenario, ["-", "-", "batch", f"file={FILES / 'scenario.yaml'}"], EDIT),
+    "commit of 6 machines in 2 batches": (created(6), COMMIT, EDIT),
     "deactivate": (committed(3), ["widget", "default", "deactivate"], COMMIT),
     "dequeue": (queued, ["widget", "default", "dequeue"], COMMIT),
-    "delete": (created(0), ["widget", "default", "delete"], EDIT),
     "revert (to r1, then commit)": (revised, ["widget", "default", "revert", "revision=1"], EDIT),
     "lock takeover (edit under an expired lock)": (under_an_expired_lock, EDIT, COMMIT),
+    "secret change": (created(2), ["widget", "default", "edit", "password=n3w-s3cret"], EDIT),
     "secret rotation": (two_secrets, ["-", "-", "rotate", f"file={FILES / 'new_secret'}"],
                         ["widget", "default", "edit", "password=changed-meanwhile"]),
-    "batch apply of 3 proposals": (a_scenario, ["-", "-", "batch", f"file={FILES / 'scenario.yaml'}"], EDIT),
+    "edit": (created(2), EDIT, COMMIT),
+    "delete": (created(0), ["widget", "default", "delete"], EDIT),
 }
 
 
