@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from barclamp_sdk import Crowbar
-from barclamp_sdk.model.naming import LOCKS_BAG, proposal_lock_name
+from barclamp_sdk.model.naming import LOCKS_BAG, PROPOSALS_BAG, proposal_lock_name
 from barclamp_sdk.testing.crashsteps import crash_at_every_step
 from barclamp_sdk.testing.fleet import Fleet
 from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
@@ -147,3 +148,22 @@ def test_killed_after_any_write_then_run_again_ends_as_undisturbed(operation, af
     figures.record("crash_steps_dead_locks_swept", report.dead_locks)
     assert report.steps == report.writes > 0  # every k
     assert report.mismatches == []
+
+
+def test_without_a_snapshot_each_step_builds_its_state_again_and_a_difference_is_seen(
+        chef_server, chef, crowbar_env, barclamps_under_test):
+    """The in-memory store's way (no snapshot: ``fresh`` and ``setup`` before each k); a set-up
+    that leaves something else each time differs at every k, and the harness says where."""
+    def setup(crowbar: Crowbar) -> None:
+        created(0)(crowbar)
+        crowbar.chef.data_bags.create_item(PROPOSALS_BAG, {"id": "scratch", "value": uuid.uuid4().hex})
+
+    def fresh() -> Crowbar:
+        chef_server.reset()
+        return Crowbar(chef, barclamps=barclamps_under_test, secret=TEST_SECRET)
+
+    report = crash_at_every_step(fresh, setup, EDIT, crowbar_env)
+    print("\n".join(report.mismatches))
+    assert report.steps == report.writes > 0
+    assert len(report.mismatches) == report.writes
+    assert all("differs in proposals/scratch (.value: " in m for m in report.mismatches)
