@@ -206,8 +206,9 @@ def crash_at_every_step(fresh: Callable[[], Crowbar], setup: Callable[[Crowbar],
     starting state; ``env`` is the child's environment (how it reaches the
     server and finds the barclamps). With ``snapshot`` (a
     :class:`~barclamp_sdk.testing.restore.DatabaseSnapshot`, as
-    ``chef_server.database_snapshot()`` gives; None with the in-memory store)
-    ``setup`` runs once and the database is put back before each run, and
+    ``chef_server.database_snapshot()`` gives, not taken yet; None with the
+    in-memory store) ``setup`` runs once, the snapshot is taken then and dropped
+    at the end, and the database is put back before each run, and
     ``client`` gives a new client on the server as it is (an old one's caches
     would be stale); without, each run starts with ``fresh`` and ``setup``.
     With ``other`` (an action), another operator runs it after the kill, before
