@@ -61,13 +61,17 @@ def test_network_killed_after_any_write_then_run_again_ends_as_undisturbed(opera
                                                                           crowbar_env, barclamps_under_test):
     setup, action, other = OPERATIONS[operation]
 
+    def client() -> Crowbar:
+        return Crowbar(chef, barclamps=barclamps_under_test, secret=TEST_SECRET)
+
     def fresh() -> Crowbar:
         chef_server.reset()
-        return Crowbar(chef, barclamps=barclamps_under_test, secret=TEST_SECRET)
+        return client()
 
     started = time.monotonic()
     report = crash_at_every_step(fresh, setup, action, crowbar_env,
-                                 other=other if after != "the same command" else None)
+                                 other=other if after != "the same command" else None,
+                                 snapshot=chef_server.database_snapshot(), client=client)
     print(f"{operation}, then {after}: {report.steps} of {report.writes} steps tried, "
           f"{len(report.mismatches)} mismatches, {time.monotonic() - started:.0f}s")
     print("\n".join(f"  {k}. {m} {p}" for k, (m, p) in enumerate(report.requests, 1)))

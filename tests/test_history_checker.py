@@ -2,9 +2,11 @@
 
 Four worker processes (the API, as ``crowbar`` runs it) each run a fixed number
 of random edits of their own key, commits, deactivates, dequeues, deletes,
-re-creates and chef-client style saves of their own node, all on widget/default;
-then :func:`barclamp_sdk.testing.history.check` proves every acknowledged edit
-is there or superseded, revisions never repeat, and no node save was lost.
+re-creates, chef-client style saves of their own node and reboots of their own
+machine (while one is not ready, a commit queues: a dequeue can be acknowledged),
+all on widget/default; then :func:`barclamp_sdk.testing.history.check` proves
+every acknowledged edit is there or superseded, revisions never repeat, and no
+node save was lost. The counts per kind (acknowledged/attempted) are printed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def test_no_acknowledged_edit_is_lost_and_revisions_never_repeat(crowbar, fleet,
     figures.record("history_operations", sum(report.operations.values()))
     figures.record("history_acknowledged", sum(report.acknowledged.values()))
     figures.record("history_violations", len(report.violations))
+    for kind in sorted(report.operations):
+        figures.record(f"history_{kind.replace(' ', '_')}_acknowledged", report.acknowledged[kind])
+        figures.record(f"history_{kind.replace(' ', '_')}_attempted", report.operations[kind])
     assert len(entries) == OPERATIONS * len(KEYS)
     assert report.acknowledged["edit"] > 0 and report.pairs_checked > 0
     assert report.violations == []

@@ -3,49 +3,63 @@
 For one operation (a commit, an edit, a deactivate, ...) on a state that
 ``setup`` builds, :func:`crash_at_every_step` first runs it undisturbed
 through a counting proxy (its number of write requests, and the final state),
-then for each k from 1 to that number: builds the state again, runs the
+then for each k from 1 to that number: puts the starting state back, runs the
 operation in a child process that is killed with SIGKILL right after the
-server answered its k-th write (before the child hears the answer), runs the
-same operation again, and compares the final state with the undisturbed one:
-roles, proposal documents and history, queue, decrypted secrets, the number of
-secret items; and no lock item may remain (the killed child's items that the
-rerun did not need are swept, :meth:`LockManager.sweep`, once their leases
-ended; nothing else may be left). With ``other``, another operator's command
-runs between the kill and the rerun, in a process of its own; the end must
-then be that of an undisturbed run of other then action, or of action, other,
-action. Barclamp authors can run it on
-their own barclamps::
+server answered its k-th write (before the child hears the answer; nothing it
+sent after reaches the server), runs the same operation again, and compares
+the final state with the undisturbed one: roles, proposal documents and
+history, queue, decrypted secrets, the number of secret items; and no lock
+item may remain. The rerun takes the dead child's locks over at once (its
+process is gone, :mod:`barclamp_sdk.model.holders`), never waiting for a
+lease; the child's items the rerun did not need are swept
+(:meth:`LockManager.sweep`). With ``other``, another operator's command runs
+between the kill and the rerun, in a process of its own; the end must then be
+that of an undisturbed run of other then action, or of action, other, action.
 
-    report = crash_at_every_step(fresh, setup, ["widget", "default", "commit"], env)
+The starting state is built once and put back before each k by a database
+restore (:class:`~barclamp_sdk.testing.restore.DatabaseSnapshot`, goiardi on
+PostgreSQL; on the in-memory store, by ``fresh`` and ``setup`` again). Each
+child is forked from a launcher that imported barclamp_sdk and the barclamps
+once. Barclamp authors can run it on their own barclamps::
+
+    report = crash_at_every_step(fresh, setup, ["widget", "default", "commit"], env,
+                                 snapshot=chef_server.database_snapshot(), client=new_client)
     assert report.mismatches == []
 
-The child is ``python -m barclamp_sdk.testing.crashsteps BARCLAMP NAME ACTION [KEY=VALUE...]``
-(actions: commit, edit, deactivate, dequeue, delete, discover, renumber, allocate, rotate, batch: see :func:`perform`), connected by the
-environment (``CHEF_SERVER_URL`` is pointed at the proxy).
+A child runs ``python -m barclamp_sdk.testing.crashsteps BARCLAMP NAME ACTION [KEY=VALUE...]``'s
+:func:`main` (actions: commit, edit, revert, deactivate, dequeue, delete, discover, renumber,
+allocate, rotate, batch: see :func:`perform`), connected by the environment (``CHEF_SERVER_URL``
+is pointed at the proxy).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
-import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from barclamp_sdk.api import Crowbar, connect
 from barclamp_sdk.errors import CrowbarError, NotFound, NotFoundError
 from barclamp_sdk.model.naming import HISTORY_BAG, LOCKS_BAG, PROPOSALS_BAG, SECRETS_BAG
 from barclamp_sdk.model.batch import parse as parse_scenario
+from barclamp_sdk.model.registry import BarclampRegistry
 from barclamp_sdk.model.secrets import is_reference, load_secret
 from barclamp_sdk.testing.faultproxy import FaultProxy
+from barclamp_sdk.testing.restore import DatabaseSnapshot
 
-#: Lease of the child that is killed: short, so the rerun soon takes its locks over.
-CHILD_LEASE = 2.0
+#: Lease of each child's locks: long (a busy machine must not end it); the rerun takes a
+#: killed child's locks over at once, its process being gone (:mod:`barclamp_sdk.model.holders`).
+CHILD_LEASE = 30.0
 WRITES = ("PUT", "POST", "DELETE")
 #: Keys whose values differ between any two runs (times, who, fingerprints of those).
 VOLATILE = frozenset({"saved_at", "saved_by", "queued_at", "state_change_time", "crowbar-fingerprint"})
@@ -75,6 +89,14 @@ class _KillingProxy(FaultProxy):
         self.kill_at: int | None = None
         self.pid: int | None = None
         self.killed = threading.Event()
+
+    def watch(self, pid: int) -> None:
+        """Kill ``pid`` (the child, before it begins) at the k-th write."""
+        self.pid = pid
+
+    def _next_fault(self, method: str, path: str) -> str | None:
+        """Once the child is killed, nothing it sent before it died goes to the server."""
+        return "drop" if self.killed.is_set() else super()._next_fault(method, path)
 
     def after_forward(self, method: str, path: str) -> bool:
         """Called once a request was answered by the server; True: drop the answer."""
@@ -176,92 +198,123 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
 
 def crash_at_every_step(fresh: Callable[[], Crowbar], setup: Callable[[Crowbar], None], action: list[str],
                         env: dict[str, str], *, other: list[str] | None = None,
+                        snapshot: DatabaseSnapshot | None = None, client: Callable[[], Crowbar] | None = None,
                         stride: int = 1, viewer: Callable[[Crowbar], Crowbar] | None = None,
                         timeout: float = 120.0) -> StepReport:
     """Kill ``action`` after each of its writes in turn, rerun it, compare with an undisturbed run.
 
     ``fresh`` empties the server and returns a client; ``setup`` builds the
     starting state; ``env`` is the child's environment (how it reaches the
-    server and finds the barclamps). With ``other`` (an action), another
-    operator runs it after the kill, before the action runs again; the end
-    must then be that of an undisturbed other then action, or action, other, action. ``stride`` tries every
-    stride-th k only (and the last; default: every k); ``viewer`` gives the client the states are
-    read with (say, one holding a rotated secret). After the rerun, the killed
-    child's lock items are swept once their leases have ended
+    server and finds the barclamps). With ``snapshot`` (a
+    :class:`~barclamp_sdk.testing.restore.DatabaseSnapshot`, as
+    ``chef_server.database_snapshot()`` gives, not taken yet; None with the
+    in-memory store) ``setup`` runs once, the snapshot is taken then and dropped
+    at the end, and the database is put back before each run, and
+    ``client`` gives a new client on the server as it is (an old one's caches
+    would be stale); without, each run starts with ``fresh`` and ``setup``.
+    With ``other`` (an action), another operator runs it after the kill, before
+    the action runs again; the end must then be that of an undisturbed other
+    then action, or action, other, action. ``stride`` tries every stride-th k
+    only (and the last; default: every k); ``viewer`` gives the client the
+    states are read with (say, one holding a rotated secret). The rerun takes
+    the killed child's locks over at once (its process is gone) and may not
+    wait for a lease; after it, the killed child's lock items are swept
     (:meth:`~barclamp_sdk.model.locks.LockManager.sweep`): none may remain.
     """
-    def run_child(proxy: _KillingProxy) -> subprocess.CompletedProcess[bytes]:
-        lease = CHILD_LEASE if proxy.kill_at else 30.0
-        child = subprocess.Popen([sys.executable, "-m", "barclamp_sdk.testing.crashsteps", *action],
-                                 env={**env, "CHEF_SERVER_URL": proxy.url, "CRASHSTEPS_LEASE": str(lease)},
-                                 stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE)
-        proxy.pid = child.pid
-        out, err = child.communicate(timeout=timeout)
-        return subprocess.CompletedProcess(child.args, child.returncode, out, err)
-
+    if snapshot is not None and client is None:
+        raise ValueError("crash_at_every_step: a snapshot needs client= (a new client after each restore)")
     look = viewer or (lambda c: c)
+    launcher = _Launcher(env)
+
+    def start() -> Crowbar:
+        if snapshot is None:
+            crowbar = fresh()
+            setup(crowbar)
+            return crowbar
+        if not snapshot.taken:
+            setup(fresh())
+            snapshot.take()
+        snapshot.restore()
+        assert client is not None
+        return client()
+
+    def run_child(proxy: _KillingProxy) -> subprocess.CompletedProcess[str]:
+        try:
+            return launcher.run(action, {**env, "CHEF_SERVER_URL": proxy.url, "CRASHSTEPS_LEASE": str(CHILD_LEASE)},
+                                started=proxy.watch, timeout=timeout)
+        finally:
+            proxy.settle()  # nothing the killed child sent reaches the server later
+
+    def another_operator() -> bool:
+        """``other`` in a process of its own; whether it succeeded (it may fail for a reason of
+        the state, an edit of a proposal deleted meanwhile: so it does in one of the undisturbed
+        orders too). Like the rerun, it may not wait for a killed child's lease."""
+        assert other is not None
+        waits = {"CRASHSTEPS_LEASE": str(CHILD_LEASE), "CRASHSTEPS_LOCK_TIMEOUT": str(CHILD_LEASE)}
+        return launcher.run(other, {**env, **waits}, timeout=timeout).returncode == 0
 
     def undisturbed(other_first: bool) -> tuple[dict[str, Any], _KillingProxy]:
-        crowbar = fresh()
-        setup(crowbar)
-        ok = _another_operator(other, env, timeout) if other is not None and other_first else None
+        crowbar = start()
+        ok = another_operator() if other is not None and other_first else None
         with _KillingProxy(crowbar.chef.config.server_url) as proxy:
             done = run_child(proxy)
-        if done.returncode not in (0, 3):
-            raise AssertionError(f"the undisturbed {' '.join(action)} failed: {done.stderr.decode()[-2000:]}")
+        if done.returncode != 0:
+            raise AssertionError(f"the undisturbed {' '.join(action)} failed: {done.stderr[-2000:]}")
         if other is not None and not other_first:
-            ok = _another_operator(other, env, timeout)
+            ok = another_operator()
             perform(crowbar, action)
         return {**state(look(crowbar), exact=other is None), "other succeeded": {"": ok}}, proxy
 
-    # Killed, then another operator's command, then the action again: the end
-    # must be one of the two serial runs, other then action (the killed action
-    # had not taken effect), or action, other, action (it had).
-    expected, proxy = undisturbed(False)
-    allowed = [expected] + ([undisturbed(True)[0]] if other is not None else [])
-    name = " ".join(action) + (f" (after the kill, another operator's {' '.join(other)} first)" if other else "")
-    report = StepReport(name, proxy.writes, requests=list(proxy.written))
-    for k in sorted({*range(1, proxy.writes + 1, stride), proxy.writes} - {0}):
-        crowbar = fresh()
-        setup(crowbar)
-        with _KillingProxy(crowbar.chef.config.server_url) as killer:
-            killer.kill_at = k
-            run_child(killer)
-        again = crowbar
-        again.locks.clock_skew = 0.5  # one host, one clock: the dead child's locks are taken over soon
-        ok = _another_operator(other, env, timeout) if other is not None else None
-        try:
-            perform(again, action)
-        except CrowbarError as exc:
-            report.mismatches.append(f"k={k}: the rerun failed: {exc}")
-            continue
-        report.steps += 1
-        left = _lock_items(again)
-        dead = [i for i in left if _dead_child_lock(again, i, killer.pid)]
-        if len(dead) < len(left):
-            report.mismatches.append(f"k={k}: lock items of live holders left: {', '.join(sorted(set(left) - set(dead)))}")
-        if dead:  # the rerun had nothing left to do under them: swept once their leases ended
-            _wait_until_expired(again, dead)
-            report.dead_locks += len(again.locks.sweep())
-            if _lock_items(again):
-                report.mismatches.append(f"k={k}: lock items left after a sweep: {', '.join(_lock_items(again))}")
-        got = {**state(look(again), exact=other is None), "other succeeded": {"": ok}}
-        differing = min((_differences(one, got) for one in allowed), key=len)
-        if differing:
-            report.mismatches.append(f"k={k}: differs in {', '.join(differing[:5])}")
+    try:
+        # Killed, then another operator's command, then the action again: the end
+        # must be one of the two serial runs, other then action (the killed action
+        # had not taken effect), or action, other, action (it had).
+        expected, proxy = undisturbed(False)
+        allowed = [expected] + ([undisturbed(True)[0]] if other is not None else [])
+        name = " ".join(action) + (f" (after the kill, another operator's {' '.join(other)} first)" if other else "")
+        report = StepReport(name, proxy.writes, requests=list(proxy.written))
+        for k in sorted({*range(1, proxy.writes + 1, stride), proxy.writes} - {0}):
+            _step(k, start, run_child, another_operator if other is not None else None, action, allowed, look, report)
+    finally:
+        launcher.close()
+        if snapshot is not None:
+            snapshot.drop()
     return report
 
 
-def _another_operator(other: list[str], env: dict[str, str], timeout: float) -> bool:
-    """Run ``other`` as another operator would, in a process of its own; whether it succeeded.
-
-    It may fail for a reason of the state (an edit of a proposal deleted
-    meanwhile): so it does in one of the undisturbed orders too.
-    """
-    done = subprocess.run([sys.executable, "-m", "barclamp_sdk.testing.crashsteps", *other],
-                          env={**env, "CRASHSTEPS_LEASE": "30"}, capture_output=True, timeout=timeout)
-    return done.returncode == 0
+def _step(k: int, start: Callable[[], Crowbar], run_child: Callable[[_KillingProxy], Any],
+          another_operator: Callable[[], bool] | None, action: list[str], allowed: list[dict[str, Any]],
+          look: Callable[[Crowbar], Crowbar], report: StepReport) -> None:
+    """One k of :func:`crash_at_every_step`: kill after the k-th write, rerun, compare."""
+    again = start()
+    with _KillingProxy(again.chef.config.server_url) as killer:
+        killer.kill_at = k
+        run_child(killer)
+    if not killer.killed.is_set():
+        report.mismatches.append(f"k={k}: the child ended before its {k}-th write")
+        return
+    # Its process is gone, so its locks are taken over at once: waiting for one of
+    # them until its lease ended would time out first.
+    again.locks.timeout = CHILD_LEASE
+    ok = another_operator() if another_operator is not None else None
+    try:
+        perform(again, action)
+    except CrowbarError as exc:
+        report.mismatches.append(f"k={k}: the rerun failed: {exc}")
+        return
+    report.steps += 1
+    left = _lock_items(again)
+    dead = [i for i in left if _dead_child_lock(again, i, killer.pid)]
+    if len(dead) < len(left):
+        report.mismatches.append(f"k={k}: lock items of live holders left: {', '.join(sorted(set(left) - set(dead)))}")
+    if dead:  # the rerun had nothing left to do under them: swept at once (their holder is gone)
+        report.dead_locks += len(again.locks.sweep())
+        if _lock_items(again):
+            report.mismatches.append(f"k={k}: lock items left after a sweep: {', '.join(_lock_items(again))}")
+    got = {**state(look(again), exact=another_operator is None), "other succeeded": {"": ok}}
+    differing = min((_differences(one, got) for one in allowed), key=len)
+    if differing:
+        report.mismatches.append(f"k={k}: differs in {', '.join(differing[:5])}")
 
 
 def _lock_items(crowbar: Crowbar) -> list[str]:
@@ -269,21 +322,120 @@ def _lock_items(crowbar: Crowbar) -> list[str]:
     return sorted(chef.data_bags.items(LOCKS_BAG)) if LOCKS_BAG in chef.data_bags.list() else []
 
 
-def _wait_until_expired(crowbar: Crowbar, names: list[str]) -> None:
-    """Sleep until the leases of ``names`` (a dead process's, never renewed again) have ended."""
-    for name in names:
-        item = crowbar.locks.inspect(name)
-        while item is not None and not crowbar.locks.expired(item):
-            time.sleep(max(0.05, float(item.get("expires_at", 0)) + crowbar.locks.clock_skew - time.time()))
+#: The launcher's argument (``python -m barclamp_sdk.testing.crashsteps --launcher``).
+LAUNCHER = "--launcher"
+
+
+class _Launcher:
+    """Starts each child as an ``os.fork()`` of one process that imported barclamp_sdk and the
+    barclamps once: a child starts in milliseconds, not after a new interpreter's imports.
+
+    One child at a time: the launcher answers its pid, waits for a go (so the
+    proxy knows whom to kill before the first write), then its exit code.
+    """
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self._process = subprocess.Popen([sys.executable, "-m", "barclamp_sdk.testing.crashsteps", LAUNCHER],
+                                         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._logs = tempfile.TemporaryDirectory(prefix="crashsteps-")
+        self._runs = 0
+
+    def run(self, action: list[str], env: dict[str, str], *, timeout: float,
+            started: Callable[[int], None] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``action`` in a child with environment ``env``; ``started`` hears its pid before it
+        begins; killed after ``timeout`` seconds. Its output is the result's ``stderr``."""
+        self._runs += 1
+        log = Path(self._logs.name) / f"{self._runs}.log"
+        self._send({"action": action, "env": env, "log": str(log)})
+        pid = int(self._line())
+        if started is not None:
+            started(pid)
+        self._send("go")
+        timer = threading.Timer(timeout, _kill, (pid,))
+        timer.start()
+        try:
+            code = int(self._line())
+        finally:
+            timer.cancel()
+        return subprocess.CompletedProcess(action, code, "", log.read_text(errors="replace"))
+
+    def _send(self, message: Any) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps(message) + "\n")
+        self._process.stdin.flush()
+
+    def _line(self) -> str:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise AssertionError(f"the crash-steps launcher ended (exit {self._process.wait()})")
+        return line
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        self._process.wait(timeout=60)
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+        self._logs.cleanup()
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _serve() -> int:
+    """The launcher's loop (see :class:`_Launcher`)."""
+    BarclampRegistry()  # every barclamp imported once, before any fork
+    while line := sys.stdin.readline():
+        request = json.loads(line)
+        go, ready = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(ready)
+            _child(request, go)
+        os.close(go)
+        print(pid, flush=True)
+        sys.stdin.readline()  # "go": the harness knows the pid
+        os.write(ready, b"g")
+        os.close(ready)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), flush=True)
+    return 0
+
+
+def _child(request: dict[str, Any], go: int) -> NoReturn:
+    """A forked child: wait for the go, run the action with its environment and output file."""
+    code = 1
+    try:
+        os.read(go, 1)
+        os.close(go)
+        out = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        code = main(request["action"])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - reported on the child's output, as an interpreter would
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def perform(crowbar: Crowbar, action: list[str]) -> None:
     """Run one action: ``[barclamp, name, VERB, KEY=VALUE...]``.
 
-    Verbs: commit, edit (the pairs are the settings), deactivate, dequeue,
-    delete; discover (every node not yet a machine; barclamp and name unused); renumber (edit, then
-    commit); allocate (``network=`` and ``user=``: every machine; barclamp and name unused); rotate (``file=`` the new secret; barclamp and name unused) and
-    batch (``file=`` the scenario to apply; barclamp and name unused).
+    Verbs: commit, edit (the pairs are the settings), revert (to ``revision=``, then
+    commit), deactivate, dequeue, delete; renumber (edit, then commit); discover (every
+    node not yet a machine), allocate (``network=`` and ``user=``: every machine), rotate
+    (``file=`` the new secret) and batch (``file=`` the scenario to apply), these four with
+    barclamp and name unused.
     """
     barclamp, name, verb, *rest = action
     proposals = crowbar.proposals
@@ -309,6 +461,8 @@ def perform(crowbar: Crowbar, action: list[str]) -> None:
         proposals.commit(barclamp, name)
     elif verb == "edit":
         proposals.set(barclamp, name, options)
+    elif verb == "revert":  # to ``revision=``, and commit it (`proposal revert NAME REV --commit`)
+        proposals.revert(barclamp, name, int(options["revision"]), commit=True)
     elif verb == "deactivate":
         proposals.deactivate(barclamp, name)
     elif verb == "dequeue":
@@ -323,11 +477,16 @@ def perform(crowbar: Crowbar, action: list[str]) -> None:
         raise ValueError(f"unknown action {verb!r}")
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    """A child: ``argv`` is the action (``--launcher``: serve forked children, see :class:`_Launcher`)."""
+    if argv == [LAUNCHER]:
+        return _serve()
     crowbar = connect(lock_lease=float(os.environ.get("CRASHSTEPS_LEASE", CHILD_LEASE)))
-    perform(crowbar, sys.argv[1:])
+    if "CRASHSTEPS_LOCK_TIMEOUT" in os.environ:
+        crowbar.locks.timeout = float(os.environ["CRASHSTEPS_LOCK_TIMEOUT"])
+    perform(crowbar, argv)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

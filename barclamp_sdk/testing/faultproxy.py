@@ -39,6 +39,7 @@ import http.client
 import json
 import random
 import socket
+import sys
 import struct
 import threading
 import time
@@ -82,6 +83,9 @@ class FaultProxy:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._sockets: set[socket.socket] = set()
+        #: Requests being handled (read, maybe forwarded, not yet answered or dropped).
+        self._handling = 0
+        self._settled = threading.Condition(self._lock)
 
     # -- plans --------------------------------------------------------------------
 
@@ -165,7 +169,7 @@ class FaultProxy:
         class Handler(_Handler):
             owner = proxy
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -180,11 +184,25 @@ class FaultProxy:
                     _reset(sock)
             self._server = None
 
+    def settle(self, timeout: float = 120.0) -> None:
+        """Wait until no request is being handled (nothing more reaches the server from those
+        already received, say of a killed client); AssertionError after ``timeout`` seconds."""
+        with self._settled:
+            if not self._settled.wait_for(lambda: self._handling == 0, timeout):
+                raise AssertionError(f"{self._handling} request(s) still in the proxy after {timeout:.0f}s")
+
     def __enter__(self) -> FaultProxy:
         return self.start() if self._server is None else self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (reset, killed) is no error of the proxy's; others are printed."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
 
 def _check(kind: str) -> None:
@@ -248,6 +266,16 @@ class _Handler(BaseHTTPRequestHandler):
         raise AssertionError("unreachable")
 
     def _handle(self) -> None:
+        with self.owner._lock:
+            self.owner._handling += 1
+        try:
+            self._relay()
+        finally:
+            with self.owner._settled:
+                self.owner._handling -= 1
+                self.owner._settled.notify_all()
+
+    def _relay(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         fault = self.owner._next_fault(self.command, self.path)

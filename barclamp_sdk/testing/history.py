@@ -3,10 +3,13 @@
 Each worker (``python -m barclamp_sdk.testing.history LOG INDEX SEED COUNT
 BARCLAMP NAME KEY NODE``, connected by the environment as ``crowbar`` is) runs
 COUNT random operations on one proposal: edits of its own KEY (each value new),
-commit, deactivate, dequeue, delete, create, and chef-client style saves of
+commit, deactivate, dequeue, delete, create, chef-client style saves of
 its own NODE (the whole node read, changed and written back, as chef-client
-does). It logs each operation, one JSON line, with what it was told: success
-or the error, the revision returned, when it started and ended.
+does), and reboots of its NODE (``ready`` to ``readying``, or back: while one
+machine is not ready a commit queues, so a dequeue has something to remove,
+and its return to ``ready`` lets the queued commit proceed). It logs each
+operation, one JSON line, with what it was told: success or the error, the
+revision returned, when it started and ended.
 
 :func:`check` then proves, from the logs and the final state:
 
@@ -40,7 +43,8 @@ from barclamp_sdk.errors import CrowbarError
 from barclamp_sdk.model.secrets import is_reference
 
 #: Operation kinds and how often a worker picks each.
-WEIGHTS = {"edit": 6, "commit": 2, "deactivate": 2, "dequeue": 1, "delete": 2, "create": 2, "node save": 2}
+WEIGHTS = {"edit": 6, "commit": 3, "deactivate": 2, "dequeue": 3, "delete": 1, "create": 2, "node save": 2,
+           "reboot": 2}
 #: Where a worker's node saves go in the node (normal attributes).
 NODE_KEY = "history_check"
 
@@ -79,6 +83,9 @@ def worker(log: Path, index: int, seed: int, count: int, barclamp: str, name: st
                     proposals.delete(barclamp, name)
                 elif kind == "create":
                     entry["revision"] = proposals.create(barclamp, name).revision
+                elif kind == "reboot":  # its boot scripts: ready -> readying (a commit queues), back to ready
+                    back = "ready" if crowbar.machines.state(node) == "readying" else "readying"
+                    entry["state"] = crowbar.machines.transition(node, back).state
                 else:  # chef-client: the whole node read, changed, written back
                     whole = crowbar.chef.nodes.get(node)
                     whole.setdefault("normal", {}).setdefault(NODE_KEY, {})[str(index)] = seq
@@ -103,7 +110,7 @@ class HistoryReport:
 
     def summary(self) -> str:
         kinds = ", ".join(f"{k} {self.acknowledged[k]}/{self.operations[k]}" for k in sorted(self.operations))
-        return (f"{sum(self.operations.values())} operations (acknowledged/run: {kinds}), "
+        return (f"{sum(self.operations.values())} operations (acknowledged/attempted: {kinds}), "
                 f"{self.pairs_checked} revision pairs checked, {len(self.violations)} violations")
 
 

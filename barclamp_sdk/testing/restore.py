@@ -4,9 +4,9 @@ Building a state through the API (machines, proposals, a commit) takes
 seconds; putting it back from a copy of goiardi's tables takes a few
 hundredths. :class:`DatabaseSnapshot` copies every table of the ``goiardi``
 schema (and the values of its sequences) into a schema of its own once, and
-``restore()`` puts them back: ``TRUNCATE`` of every table, ``INSERT ...
-SELECT`` from the copy, ``setval`` of every sequence, all in one
-transaction::
+``restore()`` puts them back: each table that differs emptied and filled
+again by ``INSERT ... SELECT`` from the copy, ``setval`` of every sequence,
+all in one transaction::
 
     snapshot = DatabaseSnapshot.of(chef_server.server)   # None with the in-memory store
     setup(crowbar)
@@ -129,30 +129,32 @@ COMMIT;
         self.taken = True
 
     def restore(self) -> None:
-        """Put every table and sequence back as :meth:`take` found them, and check it."""
+        """Put every table and sequence back as :meth:`take` found them, and check it (one
+        ``psql`` run for both)."""
         if not self.taken:
             raise RestoreError("restore() before take(): nothing to restore")
         for attempt in range(3):
-            self._psql(_wait_idle_sql() + self._restore_sql())
-            if self.differences() == 0:
+            if self._count(_wait_idle_sql() + self._restore_sql() + self._differences_sql()) == 0:
                 self.restores += 1
                 self.repeats += attempt
                 return
         raise RestoreError(f"goiardi's tables still differ from snapshot {self.schema} after 3 restores")
 
     def _restore_sql(self) -> str:
+        """Each table that differs from the copy emptied and refilled (small tables: ``DELETE``,
+        cheaper than ``TRUNCATE``'s new files), every sequence set back; one transaction."""
         s = self.schema
-        return f"""
+        return self._differing_sql() + f"""
 BEGIN;
 SET LOCAL session_replication_role = replica;
 DO $$
-DECLARE t record; names text;
+DECLARE t record;
 BEGIN
-  SELECT string_agg(format('{SCHEMA}.%I', tablename), ', ') INTO names
-    FROM pg_tables WHERE schemaname = '{s}' AND tablename <> '__sequences';
-  EXECUTE 'TRUNCATE ' || names;
   FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = '{s}' AND tablename <> '__sequences' LOOP
-    EXECUTE format('INSERT INTO {SCHEMA}.%I SELECT * FROM {s}.%I', t.tablename, t.tablename);
+    IF pg_temp.differing(t.tablename) > 0 THEN
+      EXECUTE format('DELETE FROM {SCHEMA}.%I', t.tablename);
+      EXECUTE format('INSERT INTO {SCHEMA}.%I SELECT * FROM {s}.%I', t.tablename, t.tablename);
+    END IF;
   END LOOP;
   FOR t IN SELECT * FROM {s}."__sequences" LOOP
     IF t.last_value IS NULL THEN
@@ -168,22 +170,31 @@ COMMIT;
     def differences(self) -> int:
         """Rows that differ between goiardi's tables and the copy (0: restored exactly), once
         goiardi's pending work is done."""
+        return self._count(self._differing_sql() + self._differences_sql())
+
+    def _count(self, sql: str) -> int:
+        return int(self._psql(sql).strip().splitlines()[-1])
+
+    def _differing_sql(self) -> str:
+        """``pg_temp.differing(table)``: rows of goiardi's ``table`` not in the copy, and back."""
         s = self.schema
-        out = self._psql(_wait_idle_sql() + f"""
-CREATE OR REPLACE FUNCTION pg_temp.differing() RETURNS bigint AS $$
-DECLARE t record; n bigint; total bigint := 0;
+        return f"""
+CREATE OR REPLACE FUNCTION pg_temp.differing(name text) RETURNS bigint AS $$
+DECLARE n bigint;
 BEGIN
-  FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = '{s}' AND tablename <> '__sequences' LOOP
-    EXECUTE format('SELECT count(*) FROM ((SELECT a::text FROM {SCHEMA}.%1$I a EXCEPT ALL SELECT b::text FROM {s}.%1$I b)'
-                   ' UNION ALL (SELECT b::text FROM {s}.%1$I b EXCEPT ALL SELECT a::text FROM {SCHEMA}.%1$I a)) d',
-                   t.tablename) INTO n;
-    total := total + n;
-  END LOOP;
-  RETURN total;
+  EXECUTE format('SELECT count(*) FROM ((SELECT a::text FROM {SCHEMA}.%1$I a EXCEPT ALL SELECT b::text FROM {s}.%1$I b)'
+                 ' UNION ALL (SELECT b::text FROM {s}.%1$I b EXCEPT ALL SELECT a::text FROM {SCHEMA}.%1$I a)) d',
+                 name) INTO n;
+  RETURN n;
 END $$ LANGUAGE plpgsql;
-SELECT pg_temp.differing();
-""")
-        return int(out.strip().splitlines()[-1])
+"""
+
+    def _differences_sql(self) -> str:
+        """The total of :meth:`_differing_sql` over every table, once goiardi's pending work is done."""
+        return _wait_idle_sql() + f"""
+SELECT coalesce(sum(pg_temp.differing(tablename)), 0) FROM pg_tables
+ WHERE schemaname = '{self.schema}' AND tablename <> '__sequences';
+"""
 
     def drop(self) -> None:
         """Remove the copy."""
