@@ -33,8 +33,7 @@ from barclamp_sdk.model.spec import BarclampSpec, ProposalRef
 
 
 #: Bookkeeping keys of ``deployment.<barclamp>`` written by commits and the queue, not by editors.
-#: ``crowbar-committed`` is the revision ``crowbar-status`` is of (an edit keeps the old one: not yet committed).
-STATUS_KEYS = ("crowbar-status", "crowbar-failed", "crowbar-queued", "crowbar-rollout", "crowbar-committed")
+STATUS_KEYS = ("crowbar-status", "crowbar-failed", "crowbar-queued", "crowbar-rollout")
 
 
 def pydantic_messages(exc: PydanticValidationError, prefix: str) -> list[str]:

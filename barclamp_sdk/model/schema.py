@@ -18,7 +18,6 @@ The document::
         crowbar-revision        integer >= 0
         crowbar-status          "success" | "failed"   (written by commits)
         crowbar-failed          string                 (written by commits)
-        crowbar-committed       integer >= 0           (the revision the status is of, written by commits)
         crowbar-queued          boolean                (written by the queue)
         crowbar-rollout         object                 (a rollout's waves, written by commits)
         rollout                 {wave: integer >= 1, max_failures: integer >= 1,
@@ -46,8 +45,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 TOP_LEVEL_KEYS = ("id", "description", "notes", "attributes", "deployment", "chef_type", "data_bag")
-DEPLOYMENT_KEYS = ("crowbar-revision", "crowbar-status", "crowbar-failed", "crowbar-committed", "crowbar-queued",
-                   "crowbar-rollout",
+DEPLOYMENT_KEYS = ("crowbar-revision", "crowbar-status", "crowbar-failed", "crowbar-queued", "crowbar-rollout",
                    "elements", "element_order", "element_run_list_order", "element_states", "config", "rollout")
 ROLLOUT_KEYS = ("wave", "max_failures", "timeout")
 CONFIG_KEYS = ("environment", "mode", "transitions", "transition_list")
@@ -179,7 +177,7 @@ def _check_deployment(document: dict[str, Any], schema: ProposalSchema) -> list[
     def element_key(key: Any, at: str) -> list[str]:
         return [] if key in known else [f"{at}: unknown element {key!r} (elements: {names})"]
 
-    for key in ("crowbar-revision", "crowbar-committed"):
+    for key in ("crowbar-revision",):
         if key in part and (not _is_int(part[key]) or part[key] < 0):
             errors.append(f"{where}.{key}: must be an integer >= 0")
     if "crowbar-status" in part and part["crowbar-status"] not in STATUSES:

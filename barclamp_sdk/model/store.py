@@ -252,7 +252,6 @@ class ProposalStore:
             deployment["crowbar-status"] = "success"
             deployment.pop("crowbar-failed", None)
             deployment.pop("crowbar-rollout", None)  # a rollout records its waves after this
-        deployment["crowbar-committed"] = proposal.revision
         proposal.queued = False
         if {k: deployment.get(k) for k in STATUS_KEYS} != before:
             try:

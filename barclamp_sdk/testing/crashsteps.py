@@ -132,7 +132,7 @@ def state(crowbar: Crowbar, *, exact: bool = True) -> dict[str, Any]:
         for item_id in sorted(ids):
             item = chef.data_bags.get_item(bag, item_id)
             if bag == HISTORY_BAG and not exact:
-                for status in ("crowbar-status", "crowbar-failed", "crowbar-committed"):
+                for status in ("crowbar-status", "crowbar-failed"):
                     for deployment in (item.get("document", {}).get("deployment") or {}).values():
                         if isinstance(deployment, dict):
                             deployment.pop(status, None)

@@ -102,11 +102,7 @@ class Committer:
         existing = self._precheck(proposal)
         config_known = proposal.config_role in existing
         applied, config = self.store.applied(barclamp, name) if config_known else (None, None)
-        # Success of the revision the config role holds (an edit keeps the status of the one
-        # before): a commit killed after its config role write, before its post-commit work, left
-        # the status of an older revision, and is not taken as done.
-        status_ok = (proposal.deployment.get("crowbar-status") == "success" and not proposal.queued
-                     and applied is not None and proposal.deployment.get("crowbar-committed") == applied.revision)
+        status_ok = proposal.deployment.get("crowbar-status") == "success" and not proposal.queued
         involved = set(proposal.nodes()) | set(applied.nodes() if applied else [])
         if dry_run:
             result = self._dry_run(proposal, sorted(involved), config)
@@ -165,7 +161,12 @@ class Committer:
         config_current = (config is not None and comparable_role(config) == comparable_role(wanted.config)
                           and not config_role_drifted(config, proposal.barclamp))
         if not targets and config_current and not self.elements.outdated(proposal.definition, existing):
-            return CommitResult(proposal.ref, proposal.revision, "unchanged", document=proposal)
+            # A success status may be older than the config role (an edit keeps it): a commit killed
+            # after its config role write, before its post-commit work (addresses freed, apply_post),
+            # left its lock item behind. Then the commit runs in full, taking the dead one's lock over.
+            if self.locks.inspect(proposal_lock_name(proposal.barclamp, proposal.name)) is None:
+                return CommitResult(proposal.ref, proposal.revision, "unchanged", document=proposal)
+            return self._apply(proposal, sorted(involved), config, existing, force=force, progress=progress)
         return self._apply(proposal, sorted(targets), config, existing, force=force, progress=progress)
 
     def _apply(self, proposal: Proposal, targets: list[str], config: dict[str, Any] | None, existing: set[str], *,
