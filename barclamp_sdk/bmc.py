@@ -40,6 +40,9 @@ DEFAULT_REDFISH_PORT = 443
 
 _IPMI: dict[tuple[str, int, str, str], tuple[Any, threading.Lock]] = {}
 _IPMI_GUARD = threading.Lock()
+#: pyghmi's session set-up is not safe from several threads at once: two logins to two BMCs
+#: deadlocked on its internal locks (seen in CI, bios apply of 2 machines). One login at a time.
+_IPMI_LOGIN = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -166,8 +169,9 @@ class BMC:
         with lock:
             try:
                 if command is None:
-                    command = Command(bmc=endpoint.address, userid=endpoint.username,
-                                      password=endpoint.password, port=endpoint.ipmi_port)
+                    with _IPMI_LOGIN:
+                        command = Command(bmc=endpoint.address, userid=endpoint.username,
+                                          password=endpoint.password, port=endpoint.ipmi_port)
                     _IPMI[key] = (command, lock)
                 return call(command)
             except Exception as exc:  # noqa: BLE001 - pyghmi raises many kinds
