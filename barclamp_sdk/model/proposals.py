@@ -307,7 +307,8 @@ class Proposals:
             read = current
             current = self.store.get(barclamp, name)
             if current.data == read.data:  # unchanged since the preview: the checked preview is the edit
-                edited, edited.read_under = preview, current.read_under
+                edited = preview
+                edited.read_under = current.read_under
             else:
                 changed = self._edited(current, mutate, expected_revision)
                 if changed is None:
