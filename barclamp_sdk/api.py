@@ -71,7 +71,9 @@ class Crowbar:
         self.concurrency = concurrency
         registry = barclamps if isinstance(barclamps, BarclampRegistry) else BarclampRegistry(barclamps or ())
         self.barclamps = registry
-        self.locks = LockManager(chef, owner=owner, lease=lock_lease, timeout=lock_timeout)
+        # A dead commit's lock swept away is noted in its document first (late-bound: built below).
+        self.locks = LockManager(chef, owner=owner, lease=lock_lease, timeout=lock_timeout,
+                                 on_abandoned=lambda name, item: self.proposals.note_abandoned(name, item))
         if secret is not None:
             self.secrets = SecretStore(chef, self.locks, secret)
         else:

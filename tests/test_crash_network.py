@@ -58,17 +58,8 @@ OPERATIONS = {
 @pytest.mark.parametrize("after", ["the same command", "another operator's command"])
 @pytest.mark.parametrize("operation", list(OPERATIONS))
 def test_network_killed_after_any_write_then_run_again_ends_as_undisturbed(operation, after, chef_server, chef,
-                                                                          crowbar_env, barclamps_under_test, request):
+                                                                          crowbar_env, barclamps_under_test):
     setup, action, other = OPERATIONS[operation]
-    if operation.startswith("renumbering") and after != "the same command":
-        # A known bug, kept visible (strict: CI fails once it passes): a commit killed after its
-        # config role write leaves a success status of the revision before; the rerun takes
-        # "unchanged" unless the dead commit's lock item is still there, and another operator's
-        # command sweeps it first. The fix that records the revision a status is of costs a
-        # document write per commit (the move-write budget of tests/test_bench.py); see issue 19.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="renumbering rerun after another operator's "
-                                              "command misses the killed commit's address moves (issue 19)"))
-
     def client() -> Crowbar:
         return Crowbar(chef, barclamps=barclamps_under_test, secret=TEST_SECRET)
 

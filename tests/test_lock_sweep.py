@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 
 from barclamp_sdk.model.locks import TAKEOVER, LockManager
@@ -31,3 +34,46 @@ def test_sweep_removes_expired_items_and_markers_but_not_a_live_holders_lock(che
     finally:
         live.release(held)
     assert chef.data_bags.items(LOCKS_BAG) == []
+
+
+HOLD = """
+import time
+from barclamp_sdk.api import connect
+crowbar = connect(lock_lease=600)
+crowbar.locks.acquire("proposal-widget-default", "commit widget/default r2", resumable=True)
+crowbar.locks.acquire("machines-07", "commit widget/default r2")
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_dead_commits_lock_survives_other_commands_clean_up_and_a_sweep_notes_it_in_the_document(
+        chef, crowbar, crowbar_cli, crowbar_env, fleet):
+    """A commit killed after its config role write: its resumable lock item is what says it is unfinished."""
+    fleet.ready(1, "compute")
+    crowbar.proposals.create("widget", "default")
+    assert crowbar.proposals.commit("widget", "default").status == "applied"
+    assert crowbar.proposals.commit("widget", "default").status == "unchanged"
+    child = subprocess.Popen([sys.executable, "-c", HOLD], env=crowbar_env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == b"held", child.stderr
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    assert crowbar.locks.inspect("proposal-widget-default")["resumable"] is True
+
+    other = LockManager(chef, owner="other-operator:1", lease=30.0)
+    with other.hold("machines-07", "allocate storage"):  # takes the dead one's shard lock over at once
+        pass
+    assert chef.data_bags.items(LOCKS_BAG) == ["proposal-widget-default"]  # its clean-up left the commit's lock
+    assert crowbar.proposals.status("widget", "default").status == "interrupted"
+
+    code, out, err = crowbar_cli("locks", "sweep")
+    assert code == 0, err
+    assert "proposal-widget-default" in out and chef.data_bags.items(LOCKS_BAG) == []
+    status = crowbar.proposals.status("widget", "default")
+    assert status.status == "interrupted" and "commit widget/default r2 by" in status.detail, status
+    result = crowbar.proposals.commit("widget", "default")  # runs in full, as after the dead commit
+    assert result.status == "applied", result
+    assert crowbar.proposals.status("widget", "default").status != "interrupted"

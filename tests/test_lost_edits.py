@@ -31,8 +31,8 @@ def edit_meanwhile(other: Crowbar, paused: Paused, description: str) -> int:
     errors: list[BaseException] = []
     original = other.locks._try_create
 
-    def try_create(name: str, purpose: str) -> Any:
-        lock = original(name, purpose)
+    def try_create(name: str, purpose: str, *args: Any) -> Any:
+        lock = original(name, purpose, *args)
         if lock is None and name == proposal_lock_name("widget", "default"):
             waiting.set()
         return lock

@@ -11,7 +11,11 @@ says who holds it, why, and until when (a lease, renewed while held).
   lease: a taker that died half way leaves a marker that expires and is
   taken over by the same protocol (``<marker>--takeover--<its token>``), so
   no crash at any step blocks a lock for good. After a takeover, the dead
-  process's other expired locks and the lock's leftover markers are removed.
+  process's other expired locks and the lock's leftover markers are removed,
+  except *resumable* ones: a lock taken with ``resumable=True`` (a commit's
+  proposal lock) marks work its holder may have left half done, so only the
+  next command on the same object takes it over (and finishes the work);
+  :meth:`LockManager.sweep` hands it to ``on_abandoned`` before removing it.
 * A lock whose holder is a dead process of this host (it records host, boot,
   pid namespace, pid and start time: :mod:`barclamp_sdk.model.holders`) is
   taken over at once by the same protocol, without waiting for its lease;
@@ -62,7 +66,7 @@ log = logging.getLogger(__name__)
 _RANKS = (("proposal-", 0), ("queue", 1), ("machines-", 2), ("secrets-", 3))
 TAKEOVER = "--takeover--"
 _SWEEP_KEYS = {"id": ["id"], "owner": ["owner"], "token": ["token"], "expires_at": ["expires_at"], "at": ["at"],
-               PROCESS_KEY: [PROCESS_KEY]}
+               PROCESS_KEY: [PROCESS_KEY], "resumable": ["resumable"]}
 
 
 def lock_order(name: str) -> tuple[int, str]:
@@ -91,14 +95,19 @@ class Lock:
     details: dict[str, Any] = field(default_factory=dict)
     lost: bool = False
     depth: int = 1
+    #: Its holder's work may be left half done when it dies: see the module docstring.
+    resumable: bool = False
 
     def item(self) -> dict[str, Any]:
-        return {
+        item = {
             "id": self.name, "token": self.token, "owner": self.owner,
             "purpose": self.purpose, "lease": self.lease,
             "acquired_at": self.acquired_at, "expires_at": self.expires_at,
             "details": self.details, PROCESS_KEY: process_identity(),
         }
+        if self.resumable:
+            item["resumable"] = True
+        return item
 
 
 def holder_process(item: dict[str, Any]) -> str:
@@ -127,8 +136,12 @@ class LockManager:
         clock_skew: float = 5.0,
         timeout: float = 300.0,
         bag: str = LOCKS_BAG,
+        on_abandoned: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
+        """``on_abandoned(name, item)``: called by :meth:`sweep` for a resumable lock item of a
+        dead or expired holder, with that lock held by the calling thread, before the item goes."""
         self.chef = chef
+        self.on_abandoned = on_abandoned
         self.owner = owner or default_owner()
         self.lease = lease
         self.clock_skew = clock_skew
@@ -154,8 +167,12 @@ class LockManager:
             self._local.names = []
         return self._local.names  # type: ignore[no-any-return]
 
-    def acquire(self, name: str, purpose: str, *, timeout: float | None = None) -> Lock:
-        """Take ``name``, waiting up to ``timeout`` seconds (LockTimeout after)."""
+    def acquire(self, name: str, purpose: str, *, timeout: float | None = None, resumable: bool = False) -> Lock:
+        """Take ``name``, waiting up to ``timeout`` seconds (LockTimeout after).
+
+        ``resumable``: the work done under it may be left half done by a crash
+        (see the module docstring).
+        """
         held = self._thread_held()
         with self._mutex:
             mine = self._held.get(name)
@@ -173,13 +190,13 @@ class LockManager:
         last_seen: dict[str, Any] | None = None
         told = False
         while True:
-            lock = self._try_create(name, purpose)
+            lock = self._try_create(name, purpose, resumable)
             if lock is None:
                 existing = self._read(name)
                 if existing is not None:
                     last_seen = existing
                     if self._takeable(existing) and not self._held_alive_here(existing):
-                        lock = self._take_over(name, purpose, existing)
+                        lock = self._take_over(name, purpose, existing, resumable=resumable)
             if lock is not None:
                 with self._mutex:
                     self._held[name] = lock
@@ -218,18 +235,19 @@ class LockManager:
             most = f"up to {give_up:.0f}s (then this command gives up)"
         log.warning("waiting for lock %s, %s%s: %s", name, describe(item), gone, most)
 
-    def _new_lock(self, name: str, purpose: str) -> Lock:
+    def _new_lock(self, name: str, purpose: str, resumable: bool = False) -> Lock:
         now = time.time()
         return Lock(name=name, token=uuid.uuid4().hex, owner=f"{self.owner}:{threading.get_ident()}",
-                    purpose=purpose, lease=self.lease, acquired_at=now, expires_at=now + self.lease)
+                    purpose=purpose, lease=self.lease, acquired_at=now, expires_at=now + self.lease,
+                    resumable=resumable)
 
     def _ensure_bag(self) -> None:
         if not self._bag_ready:
             self.chef.data_bags.ensure(self.bag)
             self._bag_ready = True
 
-    def _try_create(self, name: str, purpose: str) -> Lock | None:
-        lock = self._new_lock(name, purpose)
+    def _try_create(self, name: str, purpose: str, resumable: bool = False) -> Lock | None:
+        lock = self._new_lock(name, purpose, resumable)
         for _ in range(2):
             try:
                 self.chef.data_bags.create_item(self.bag, lock.item())
@@ -285,7 +303,13 @@ class LockManager:
             with contextlib.suppress(CrowbarError):
                 self.chef.data_bags.delete_item(self.bag, inner.name)
 
-    def _take_over(self, name: str, purpose: str, stale: dict[str, Any], *, sweep: bool = True) -> Lock | None:
+    def _take_over(self, name: str, purpose: str, stale: dict[str, Any], *, sweep: bool = True,
+                   resumable: bool = False) -> Lock | None:
+        """Replace ``stale``'s hold on ``name`` by ours (None: released or taken meanwhile).
+
+        The new hold stays resumable when the stale one was: a taker that dies
+        before finishing or noting the dead one's work must not lose it.
+        """
         marker = self._claim_marker(name, stale)
         if marker is None:
             return None
@@ -293,7 +317,7 @@ class LockManager:
             current = self._read(name)
             if current is None or current.get("token") != stale.get("token"):
                 return None  # released or already taken over meanwhile
-            lock = self._new_lock(name, purpose)
+            lock = self._new_lock(name, purpose, resumable or bool(stale.get("resumable")))
             lock.details = {"took_over_from": {k: stale.get(k) for k in ("owner", "purpose", "details")}}
             self.chef.data_bags.update_item(self.bag, lock.item())
             self.takeovers += 1
@@ -314,8 +338,8 @@ class LockManager:
         return lock
 
     def _sweep(self, name: str, stale: dict[str, Any]) -> None:
-        """After taking over ``name``: remove the dead holder's other expired locks and
-        every leftover takeover marker of ``name`` (best effort)."""
+        """After taking over ``name``: remove the dead holder's other expired locks (not the
+        resumable ones) and every leftover takeover marker of ``name`` (best effort)."""
         dead = holder_process(stale)
         try:
             rows = list(self.chef.partial_search(self.bag, "*:*", _SWEEP_KEYS))
@@ -327,7 +351,7 @@ class LockManager:
                 if item_id.startswith(name + TAKEOVER):  # names a holder that is gone now
                     self.chef.data_bags.delete_item(self.bag, item_id)
                 elif (item_id != name and TAKEOVER not in item_id and dead != self.owner
-                      and holder_process(row) == dead and self._takeable(row)):
+                      and holder_process(row) == dead and not row.get("resumable") and self._takeable(row)):
                     taken = self._take_over(item_id, f"clean up after {dead}", row, sweep=False)
                     if taken is not None:
                         self.chef.data_bags.delete_item(self.bag, item_id)
@@ -388,9 +412,10 @@ class LockManager:
             self.chef.data_bags.delete_item(self.bag, lock.name)
 
     @contextlib.contextmanager
-    def hold(self, name: str, purpose: str, *, timeout: float | None = None) -> Iterator[Lock]:
-        """Hold one lock for the duration of a ``with`` block."""
-        lock = self.acquire(name, purpose, timeout=timeout)
+    def hold(self, name: str, purpose: str, *, timeout: float | None = None,
+             resumable: bool = False) -> Iterator[Lock]:
+        """Hold one lock for the duration of a ``with`` block (``resumable``: see :meth:`acquire`)."""
+        lock = self.acquire(name, purpose, timeout=timeout, resumable=resumable)
         with self._releasing(lambda: self.release(lock), name):
             yield lock
 
@@ -536,7 +561,9 @@ class LockManager:
 
         Each goes through the takeover protocol, so a live holder (one that
         renews its lease) never loses its lock, and a holder that stalled past
-        its lease stops at its next write as after any takeover.
+        its lease stops at its next write as after any takeover. A resumable
+        item is first handed to ``on_abandoned`` (which may record, under that
+        lock, that the work was interrupted).
         """
         try:
             ids = sorted(self.chef.data_bags.items(self.bag), key=lambda i: (i.count(TAKEOVER), i))
@@ -548,8 +575,11 @@ class LockManager:
             if item is None or not self._takeable(item) or self._held_alive_here(item):
                 continue
             try:
-                if self._take_over(item_id, "sweep expired locks", item, sweep=False) is None:
+                taken = self._take_over(item_id, "sweep expired locks", item, sweep=False)
+                if taken is None:
                     continue
+                if taken.resumable and self.on_abandoned is not None:
+                    self._abandoned(taken, item)
                 with contextlib.suppress(NotFound):
                     self.chef.data_bags.delete_item(self.bag, item_id)
             except CrowbarError as exc:
@@ -557,6 +587,21 @@ class LockManager:
                 continue
             removed.append(item_id)
         return removed
+
+    def _abandoned(self, taken: Lock, item: dict[str, Any]) -> None:
+        """``on_abandoned`` with ``taken`` held by this thread (re-entrant for the callback)."""
+        assert self.on_abandoned is not None
+        held = self._thread_held()
+        with self._mutex:
+            self._held[taken.name] = taken
+        held.append(taken.name)
+        try:
+            self.on_abandoned(taken.name, item)
+        finally:
+            held.remove(taken.name)
+            with self._mutex:
+                if self._held.get(taken.name) is taken:
+                    del self._held[taken.name]
 
 
 def _some(names: list[str], shown: int = 3) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Iterable
 
 from barclamp_sdk.errors import ValidationError
 
@@ -170,3 +171,13 @@ def machine_lock_name(shard: int) -> str:
 
 def proposal_lock_name(barclamp: str, name: str) -> str:
     return f"proposal-{barclamp}-{name}"
+
+
+def proposal_of_lock(lock_name: str, barclamps: Iterable[str]) -> tuple[str, str] | None:
+    """(barclamp, proposal) whose lock is ``lock_name`` (the longest barclamp name that fits), or None."""
+    fits = [b for b in barclamps if lock_name.startswith(proposal_lock_name(b, "")) and
+            len(lock_name) > len(proposal_lock_name(b, ""))]
+    if not fits:
+        return None
+    barclamp = max(fits, key=len)
+    return barclamp, lock_name[len(proposal_lock_name(barclamp, "")):]

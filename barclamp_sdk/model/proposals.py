@@ -34,7 +34,7 @@ from barclamp_sdk.model.inventory import Inventory
 from barclamp_sdk.model.jsondoc import Change, diff, get_path, set_path, unified_diff, unset_path
 from barclamp_sdk.model.holders import holder_dead
 from barclamp_sdk.model.locks import Lock, LockManager
-from barclamp_sdk.model.naming import check_proposal_name, proposal_lock_name, secrets_item_id
+from barclamp_sdk.model.naming import check_proposal_name, proposal_lock_name, proposal_of_lock, secrets_item_id
 from barclamp_sdk.model.placement import drop_platform_refused, on_supported_platforms
 from barclamp_sdk.model.progress import PhaseCallback, reporter
 from barclamp_sdk.model.proposal import STATUS_KEYS, Proposal
@@ -761,15 +761,29 @@ class Proposals:
             unset_path(proposal.attributes, path)
 
     def _note_takeover(self, lock: Lock, proposal: Proposal) -> None:
-        previous = lock.details.get("took_over_from") or {}
-        for _ in range(10):  # a holder that took over from an interrupted commit and died before noting it
-            if not previous or str(previous.get("purpose", "")).startswith("commit"):
-                break
-            previous = (previous.get("details") or {}).get("took_over_from") or {}
-        if str(previous.get("purpose", "")).startswith("commit"):
-            proposal.deployment["crowbar-status"] = "interrupted"
-            proposal.deployment["crowbar-failed"] = (
-                f"{previous.get('purpose')} by {previous.get('owner')} was interrupted")
+        _note_interrupted(lock.details.get("took_over_from") or {}, proposal)
+
+    def note_abandoned(self, lock_name: str, item: dict[str, Any]) -> None:
+        """The lock manager's ``on_abandoned``: a dead commit's lock item swept away (``crowbar locks
+        sweep``) is noted in its document first, so that committing again finishes the commit."""
+        found = proposal_of_lock(lock_name, self.registry.names())
+        if found is None or self.store.find(*found) is None:
+            return
+        self.store.modify(*found, lambda proposal: _note_interrupted(item, proposal),
+                          purpose=f"note the interrupted {item.get('purpose', 'commit')}")
+
+
+def _note_interrupted(previous: dict[str, Any], proposal: Proposal) -> bool:
+    """Mark ``proposal`` interrupted when the lock hold ``previous`` (or one it took over) was a commit."""
+    for _ in range(10):  # a holder that took over from an interrupted commit and died before noting it
+        if not previous or str(previous.get("purpose", "")).startswith("commit"):
+            break
+        previous = (previous.get("details") or {}).get("took_over_from") or {}
+    if not str(previous.get("purpose", "")).startswith("commit"):
+        return False
+    proposal.deployment["crowbar-status"] = "interrupted"
+    proposal.deployment["crowbar-failed"] = f"{previous.get('purpose')} by {previous.get('owner')} was interrupted"
+    return True
 
 
 def _commit_entry(entry: dict[str, Any], result: CommitResult, *, skip: bool) -> None:

@@ -163,7 +163,9 @@ class Committer:
         if not targets and config_current and not self.elements.outdated(proposal.definition, existing):
             # A success status may be older than the config role (an edit keeps it): a commit killed
             # after its config role write, before its post-commit work (addresses freed, apply_post),
-            # left its lock item behind. Then the commit runs in full, taking the dead one's lock over.
+            # left its resumable lock item behind (no other command's clean-up removes it; `locks
+            # sweep` notes the interruption in the document first). Then the commit runs in full,
+            # taking the dead one's lock over.
             if self.locks.inspect(proposal_lock_name(proposal.barclamp, proposal.name)) is None:
                 return CommitResult(proposal.ref, proposal.revision, "unchanged", document=proposal)
             return self._apply(proposal, sorted(involved), config, existing, force=force, progress=progress)
@@ -179,8 +181,9 @@ class Committer:
         """
         ref = proposal.ref
         progress.phase("locking", f"locking {ref} and {len(targets)} machine(s)")
+        # Resumable: until the commit ends, its lock item is what says it is unfinished (see _small_commit).
         with self.locks.hold(proposal_lock_name(ref.barclamp, ref.name),
-                             f"commit {ref} r{proposal.revision}") as lock:
+                             f"commit {ref} r{proposal.revision}", resumable=True) as lock:
             current = self.store.get(ref.barclamp, ref.name)
             if current.data != proposal.data:  # edited or committed meanwhile: commit what is there now
                 applied, config = self.store.applied(ref.barclamp, ref.name)
