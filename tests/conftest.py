@@ -36,6 +36,23 @@ def barclamps_under_test():
 
 
 @pytest.fixture
+def crowbar_clients(chef_server, chef, barclamps_under_test):
+    """``(client, fresh)``: each call a new facade on the test server (no stale caches);
+    ``fresh`` resets the server first (what the crash harness starts each step from)."""
+    from barclamp_sdk import Crowbar
+    from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
+
+    def client():
+        return Crowbar(chef, barclamps=barclamps_under_test, secret=TEST_SECRET)
+
+    def fresh():
+        chef_server.reset()
+        return client()
+
+    return client, fresh
+
+
+@pytest.fixture
 def cli(crowbar_cli):
     """``cli(*args, expect=0)`` -> (stdout, stderr), asserting the exit code; ``cli.json(...)`` the
     parsed ``--json`` output; ``cli.error(..., expect=N)`` the JSON error object on stderr."""

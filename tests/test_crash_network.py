@@ -18,7 +18,6 @@ import pytest
 from barclamp_sdk import Crowbar
 from barclamp_sdk.testing.crashsteps import crash_at_every_step
 from barclamp_sdk.testing.fleet import Fleet
-from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
 from tests.support import figures
 
 DISCOVER = ["-", "-", "discover"]
@@ -57,15 +56,10 @@ OPERATIONS = {
 
 @pytest.mark.parametrize("after", ["the same command", "another operator's command"])
 @pytest.mark.parametrize("operation", list(OPERATIONS))
-def test_network_killed_after_any_write_then_run_again_ends_as_undisturbed(operation, after, chef_server, chef,
-                                                                          crowbar_env, barclamps_under_test):
+def test_network_killed_after_any_write_then_run_again_ends_as_undisturbed(operation, after, chef_server,
+                                                                          crowbar_env, crowbar_clients):
     setup, action, other = OPERATIONS[operation]
-    def client() -> Crowbar:
-        return Crowbar(chef, barclamps=barclamps_under_test, secret=TEST_SECRET)
-
-    def fresh() -> Crowbar:
-        chef_server.reset()
-        return client()
+    client, fresh = crowbar_clients
 
     started = time.monotonic()
     report = crash_at_every_step(fresh, setup, action, crowbar_env,

@@ -23,7 +23,6 @@ from barclamp_sdk import Crowbar
 from barclamp_sdk.model.naming import LOCKS_BAG, PROPOSALS_BAG, proposal_lock_name
 from barclamp_sdk.testing.crashsteps import crash_at_every_step
 from barclamp_sdk.testing.fleet import Fleet
-from barclamp_sdk.testing.pytest_plugin import TEST_SECRET
 from tests.support import figures
 
 NEW_SECRET = b"the rotated secret of the crash tests, not for production"
@@ -119,16 +118,10 @@ OPERATIONS = {
 
 @pytest.mark.parametrize("after", ["the same command", "another operator's command"])
 @pytest.mark.parametrize("operation", list(OPERATIONS))
-def test_killed_after_any_write_then_run_again_ends_as_undisturbed(operation, after, chef_server, chef, crowbar_env,
-                                                                  barclamps_under_test):
+def test_killed_after_any_write_then_run_again_ends_as_undisturbed(operation, after, chef_server, crowbar_env,
+                                                                  barclamps_under_test, crowbar_clients):
     setup, action, other = OPERATIONS[operation]
-
-    def client() -> Crowbar:
-        return Crowbar(chef, barclamps=barclamps_under_test, secret=TEST_SECRET)
-
-    def fresh() -> Crowbar:
-        chef_server.reset()
-        return client()
+    client, fresh = crowbar_clients
 
     def viewer(crowbar: Crowbar) -> Crowbar:
         return Crowbar(crowbar.chef, barclamps=barclamps_under_test, secret=NEW_SECRET)
@@ -151,18 +144,14 @@ def test_killed_after_any_write_then_run_again_ends_as_undisturbed(operation, af
 
 
 def test_without_a_snapshot_each_step_builds_its_state_again_and_a_difference_is_seen(
-        chef_server, chef, crowbar_env, barclamps_under_test):
+        crowbar_env, crowbar_clients):
     """The in-memory store's way (no snapshot: ``fresh`` and ``setup`` before each k); a set-up
     that leaves something else each time differs at every k, and the harness says where."""
     def setup(crowbar: Crowbar) -> None:
         created(0)(crowbar)
         crowbar.chef.data_bags.create_item(PROPOSALS_BAG, {"id": "scratch", "value": uuid.uuid4().hex})
 
-    def fresh() -> Crowbar:
-        chef_server.reset()
-        return Crowbar(chef, barclamps=barclamps_under_test, secret=TEST_SECRET)
-
-    report = crash_at_every_step(fresh, setup, EDIT, crowbar_env)
+    report = crash_at_every_step(crowbar_clients[1], setup, EDIT, crowbar_env)
     print("\n".join(report.mismatches))
     assert report.steps == report.writes > 0
     assert len(report.mismatches) == report.writes

@@ -249,7 +249,7 @@ class AddressBook:
         # This process took over a shard lock of these machines (now or earlier, as a discovery
         # finishing its own interrupted run does): the crashed holder's claims are looked for.
         shards = {machine_lock_name(machine_shard(n)) for n in names}
-        candidates.recovering = lambda: not shards.isdisjoint(self.roles.locks.taken_over)
+        candidates.recovering = lambda: self.roles.locks.took_over_any(shards)
         guard = threading.Lock()
 
         def change(machine: str) -> Callable[[dict[str, Any]], bool]:

@@ -154,8 +154,7 @@ class LockManager:
         self._bag_ready = False
         #: Locks taken over from expired holders (for tests and reports).
         self.takeovers = 0
-        #: The names of the locks this process took over (a crashed holder may have left work under them).
-        self.taken_over: set[str] = set()
+        self._taken_over: set[str] = set()
         self._reported: set[str] = set()
         #: The latest a renewal started after its due time, in seconds (for tests and reports).
         self.renew_lateness = 0.0
@@ -216,6 +215,14 @@ class LockManager:
                 )
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())) * random.uniform(0.5, 1.0))
             pause = min(pause * 2, 0.5)
+
+    def took_over_any(self, names: Iterable[str]) -> bool:
+        """Whether this process took over any of the locks ``names`` (now or earlier).
+
+        A crashed holder may have left work under them: whoever resumes it looks
+        for that work (claims, half-written roles) instead of assuming none.
+        """
+        return not self._taken_over.isdisjoint(names)
 
     def _held_alive_here(self, item: dict[str, Any]) -> bool:
         """Whether another thread of this process holds ``item`` and has not lost it
@@ -321,7 +328,7 @@ class LockManager:
             lock.details = {"took_over_from": {k: stale.get(k) for k in ("owner", "purpose", "details")}}
             self.chef.data_bags.update_item(self.bag, lock.item())
             self.takeovers += 1
-            self.taken_over.add(name)
+            self._taken_over.add(name)
             dead = holder_process(stale)
             what = "lock of a dead process," if holder_dead(stale) else "expired lock"
             if dead in self._reported:

@@ -199,8 +199,8 @@ class Committer:
                 reporting.phase("validating", f"validating {ref} against {len(targets)} machine(s)")
                 direct = len(targets) <= DIRECT_READ_LIMIT  # few machines: read them all
                 # The addresses its machines need ride on the roles' own writes.
-                folded = (CommitAddresses(self.services.addresses, proposal, recovering=lambda: any(
-                              "took_over_from" in lock.details for lock in held.locks))
+                folded = (CommitAddresses(self.services.addresses, proposal, recovering=lambda: (
+                              self.roles.locks.took_over_any(lock.name for lock in held.locks)))
                           if self.services.addresses is not None and unfinished is None else None)
                 # The snapshot is taken under the locks; read directly, it only covers the others.
                 others = set(proposal.nodes()) - set(targets)
