@@ -1,16 +1,17 @@
 """Allocating N addresses in one commit against the floor of N atomic creates, on a local goiardi.
 
-    python bench/network_alloc.py [--machines 20000] [--concurrency 8] [--memory]
+    python bench/network_alloc.py [--machines 20000] [--concurrency 16] [--levels 8 16] [--memory]
 
 Seeds N ready machines (nodes and their crowbar-<node> roles), commits the
 network proposal (admin: a /16 whose host range holds N + 100 addresses),
 then measures, in one run on the same server:
 
-1. the floor: N atomic creates of items the size of an allocation item, with
-   the same concurrency (what any allocator that cannot lose or double an
-   address must at least send), taken before and after the commits (the
-   smaller is used);
-2. a commit putting every machine into an element that needs no network
+1. the floor: N atomic creates of items the size of an allocation item
+   (what any allocator that cannot lose or double an address must at least
+   send) at each of ``--levels`` requests in flight, before and after the
+   commits: the fastest of them is the floor;
+2. with ``--concurrency`` requests in flight (one of the levels), a commit
+   putting every machine into an element that needs no network
    (the commit's own cost: each role read and written once);
 3. a commit putting every machine into an element that needs ``admin``: the
    same role writes, each carrying the machine's new address, plus one
@@ -20,6 +21,11 @@ then measures, in one run on the same server:
    largest allocation item and the largest role, in bytes (Crowbar's one item
    per network would hold all N allocations).
 
+Before each of these steps the database is settled (``VACUUM ANALYZE`` and
+``CHECKPOINT``; PostgreSQL only), so that no step pays for the garbage of
+the one before (a run without saw the floor's creates take 41 s before the
+commits and 118 s after them); ``--no-settle`` measures without.
+
 Prints one JSON object; exit status 1 when (3) - (2) is over 1.3 x (1), an
 item is over 1% of the 1,000,000-byte request limit, or the N addresses are
 not N distinct items named by their machines' roles.
@@ -28,6 +34,7 @@ not N distinct items named by their machines' roles.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import ipaddress
 import json
 import sys
@@ -42,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from barclamp_sdk import Attributes, Barclamp, Element  # noqa: E402
 from barclamp_sdk.api import Crowbar  # noqa: E402
 from barclamp_sdk.local import LocalChefServer  # noqa: E402
+from barclamp_sdk.localdb import DB_NAME, DB_USER, PG_PORT  # noqa: E402
 from barclamp_sdk.model.addresses import ADDRESSES_BAG, item_id  # noqa: E402
 from barclamp_sdk.model.naming import node_role_name  # noqa: E402
 from barclamp_sdk.model.parallel import run_parallel  # noqa: E402
@@ -95,6 +103,18 @@ def floor(chef: Any, count: int, concurrency: int, bag: str) -> float:
     return time.perf_counter() - started
 
 
+def settle(server: LocalChefServer, enabled: bool) -> float:
+    """VACUUM ANALYZE and CHECKPOINT the server's database (seconds taken; 0 in memory)."""
+    if not enabled or server.memory:
+        return 0.0
+    started = time.perf_counter()
+    db = server.database
+    subprocess.run([str(db.bindir / "psql"), "-h", str(db.socket_dir), "-p", str(PG_PORT), "-U", DB_USER,
+                    "-d", DB_NAME, "-qAt", "-v", "ON_ERROR_STOP=1", "-c", "VACUUM ANALYZE", "-c", "CHECKPOINT"],
+                   check=True, stdout=subprocess.DEVNULL, timeout=3600)
+    return time.perf_counter() - started
+
+
 def counted(chef: Any, action: Any) -> tuple[float, Any, dict[str, int]]:
     before = chef.stats.snapshot()
     started = time.perf_counter()
@@ -108,12 +128,17 @@ def counted(chef: Any, action: Any) -> tuple[float, Any, dict[str, int]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--machines", type=int, default=20000)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=16, help="the commits' requests in flight")
+    parser.add_argument("--levels", type=int, nargs="+", default=[8, 16],
+                        help="requests in flight tried for the floor (the fastest is taken)")
     parser.add_argument("--memory", action="store_true", help="goiardi's in-memory store")
+    parser.add_argument("--no-settle", dest="settle", action="store_false",
+                        help="do not VACUUM and CHECKPOINT the database between steps")
     args = parser.parse_args()
     count = args.machines
+    levels = sorted(set(args.levels) | {args.concurrency})
     with tempfile.TemporaryDirectory() as tmp, LocalChefServer(tmp, memory=args.memory) as server:
-        chef = server.client(max_connections=args.concurrency * 2)
+        chef = server.client(max_connections=max(levels) * 2)
         started = time.perf_counter()
         names = seed(chef, count, args.concurrency)
         print(f"seeded {count} machines in {time.perf_counter() - started:.1f}s", file=sys.stderr)
@@ -125,17 +150,25 @@ def main() -> int:
         crowbar.proposals.create("plain", "default")
         crowbar.proposals.create("addressed", "default")
 
-        floor_before = floor(chef, count, args.concurrency, "bench_floor")
-        print(f"floor: {count} creates in {floor_before:.1f}s", file=sys.stderr)
+        settled = []
+
+        def settled_floor(level: int, bag: str) -> float:
+            settled.append(settle(server, args.settle))
+            return floor(chef, count, level, bag)
+
+        floor_before = {level: settled_floor(level, f"bench_floor_{level}") for level in levels}
+        print(f"floor: {count} creates in {floor_before} s (by requests in flight)", file=sys.stderr)
+        settled.append(settle(server, args.settle))
         plain, result, plain_requests = counted(chef, lambda: crowbar.proposals.commit("plain", "default"))
         assert result.status == "applied", result.reasons
         print(f"commit without addresses: {plain:.1f}s", file=sys.stderr)
+        settled.append(settle(server, args.settle))
         net, result, net_requests = counted(chef, lambda: crowbar.proposals.commit("addressed", "default"))
         assert result.status == "applied", result.reasons
         print(f"commit with {count} addresses: {net:.1f}s", file=sys.stderr)
         again, result, again_requests = counted(chef, lambda: crowbar.proposals.commit("addressed", "default"))
-        floor_after = floor(chef, count, args.concurrency, "bench_floor_after")
-        print(f"floor again: {floor_after:.1f}s", file=sys.stderr)
+        floor_after = {level: settled_floor(level, f"bench_floor_after_{level}") for level in levels}
+        print(f"floor again: {floor_after} s", file=sys.stderr)
 
         rows = crowbar.addresses.items("admin")
         roles = run_parallel(lambda n: chef.roles.get(node_role_name(n)), names, workers=args.concurrency,
@@ -146,14 +179,17 @@ def main() -> int:
         largest_item = max(len(json.dumps(chef.data_bags.get_item(ADDRESSES_BAG, item_id("admin", a))))
                            for a in list(named.values())[:: max(1, count // 50)])
         largest_role = max(len(json.dumps(r)) for r in roles)
-    best_floor = min(floor_before, floor_after)
+    best_floor = min([*floor_before.values(), *floor_after.values()])
     cost = net - plain
     extra = {k: net_requests.get(k, 0) - plain_requests.get(k, 0) for k in set(net_requests) | set(plain_requests)}
     out = {
         "machines": count, "concurrency": args.concurrency, "store": "memory" if args.memory else "postgresql",
-        "floor_seconds": round(best_floor, 2), "floor_before_after": [round(floor_before, 2), round(floor_after, 2)],
+        "floor_seconds": round(best_floor, 2),
+        "floor_before_after": {str(level): [round(floor_before[level], 2), round(floor_after[level], 2)]
+                               for level in levels},
         "commit_without_addresses_seconds": round(plain, 2), "commit_with_addresses_seconds": round(net, 2),
         "allocation_seconds": round(cost, 2), "ratio": round(cost / best_floor, 3),
+        "settled": args.settle and not args.memory, "settle_seconds": [round(t, 1) for t in settled],
         "recommit_seconds": round(again, 2), "recommit_writes": again_requests.get("writes", 0),
         "requests_per_address": {k: round(v / count, 3) for k, v in sorted(extra.items()) if v},
         "commit_with_addresses_requests": net_requests,
