@@ -205,16 +205,24 @@ class PostgresCluster:
             self._run([str(bindir / "initdb"), "-D", str(self.data), "-U", DB_USER, "--auth=trust",
                        "-E", "UTF8", "--locale=C"], "initdb")
         socket_dir = self._choose_socket_dir()
-        log = open(self.log_path, "ab")
-        try:
-            self.process = subprocess.Popen(
-                self._as_owner([str(bindir / "postgres"), "-D", str(self.data), "-k", str(socket_dir),
-                                "-p", str(PG_PORT), "-c", "listen_addresses=", "-c", "max_connections=100"]),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=detach,
-            )
-        finally:
-            log.close()
-        if not self._wait_ready(timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            logged = self.log_path.stat().st_size if self.log_path.exists() else 0
+            log = open(self.log_path, "ab")
+            try:
+                self.process = subprocess.Popen(
+                    self._as_owner([str(bindir / "postgres"), "-D", str(self.data), "-k", str(socket_dir),
+                                    "-p", str(PG_PORT), "-c", "listen_addresses=", "-c", "max_connections=100"]),
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=detach,
+                )
+            finally:
+                log.close()
+            if self._wait_ready(max(0.0, deadline - time.monotonic())):
+                break
+            if self.process.poll() is not None and self._orphans_attached(logged) and time.monotonic() < deadline:
+                # A killed postmaster's backends exit on their own, a moment later: wait for them.
+                time.sleep(0.2)
+                continue
             self.stop()
             raise CrowbarError(f"PostgreSQL did not start within {timeout:.0f}s; see {self.log_path}")
         if fresh:
@@ -225,6 +233,16 @@ class PostgresCluster:
                        "-d", DB_NAME, "-qAt", "-1", "-v", "ON_ERROR_STOP=1", "-f", str(SCHEMA)],
                       "schema load", as_owner=False)
             (self.root / "schema-loaded").write_text(f"{SCHEMA}\n")
+
+    def _orphans_attached(self, offset: int) -> bool:
+        """Whether the start logged after ``offset`` failed because backends of a killed
+        postmaster still hold the cluster's shared memory."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(offset)
+                return b"pre-existing shared memory block" in log.read()
+        except OSError:
+            return False
 
     def _wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

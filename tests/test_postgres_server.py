@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import threading
 import time
 
@@ -189,6 +190,47 @@ def test_stale_directory_restarts(tmp_path):
     assert server.status() is None and server.database.pid() is None
     with pytest.raises(CrowbarError, match="no local Chef server runs"):
         LocalChefServer(tmp_path).url  # noqa: B018 - stopped: no URL
+
+
+def test_a_start_waits_for_the_backends_a_killed_postmaster_left_running(tmp_path):
+    """A backend busy in a query outlives its SIGKILLed postmaster and holds the shared memory;
+    a new postmaster refuses to start until it exits (seen under load in a full run), so the
+    start waits for it instead of failing."""
+    from barclamp_sdk.localdb import DB_NAME, DB_USER, PG_PORT
+
+    server = LocalChefServer(tmp_path).start()
+    server.client().roles.create({"name": "kept"})
+    db = server.database
+    busy = subprocess.Popen(  # seconds of CPU in one statement: no wait, so no postmaster-death check
+        [str(db.bindir / "psql"), "-h", str(db.socket_dir), "-p", str(PG_PORT), "-U", DB_USER, "-d", DB_NAME,
+         "-qAt", "-c", "SELECT count(*) FROM generate_series(1, 60000000)"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while "generate_series" not in _activity(db) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kill_goiardi(server)
+        os.kill(db.pid(), signal.SIGKILL)
+        while db.pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert busy.poll() is None, "the busy backend ended before the restart: nothing was tested"
+        server.start()
+        assert "kept" in server.client().roles.list()
+    finally:
+        busy.kill()
+        busy.wait()
+        server.stop()
+    assert "pre-existing shared memory block" in db.log_path.read_text()  # it was refused at least once
+
+
+def _activity(db) -> str:
+    """The cluster's running statements (empty once it is gone)."""
+    from barclamp_sdk.localdb import DB_NAME, DB_USER, PG_PORT
+
+    result = subprocess.run([str(db.bindir / "psql"), "-h", str(db.socket_dir), "-p", str(PG_PORT), "-U", DB_USER,
+                             "-d", DB_NAME, "-qAt", "-c", "SELECT query FROM pg_stat_activity"],
+                            capture_output=True, text=True, timeout=30)
+    return result.stdout
 
 
 def test_a_directory_too_long_for_a_socket_path_still_works(tmp_path):
