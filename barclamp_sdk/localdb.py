@@ -226,13 +226,16 @@ class PostgresCluster:
             self.stop()
             raise CrowbarError(f"PostgreSQL did not start within {timeout:.0f}s; see {self.log_path}")
         if fresh:
-            self._run([str(bindir / "psql"), "-h", str(socket_dir), "-p", str(PG_PORT), "-U", DB_USER,
-                       "-d", "postgres", "-qAt", "-v", "ON_ERROR_STOP=1", "-c", f"CREATE DATABASE {DB_NAME}"],
-                      "CREATE DATABASE", as_owner=False)
-            self._run([str(bindir / "psql"), "-h", str(socket_dir), "-p", str(PG_PORT), "-U", DB_USER,
-                       "-d", DB_NAME, "-qAt", "-1", "-v", "ON_ERROR_STOP=1", "-f", str(SCHEMA)],
-                      "schema load", as_owner=False)
+            self._run(self.psql("postgres") + ["-c", f"CREATE DATABASE {DB_NAME}"], "CREATE DATABASE",
+                      as_owner=False)
+            self._run(self.psql() + ["-1", "-f", str(SCHEMA)], "schema load", as_owner=False)
             (self.root / "schema-loaded").write_text(f"{SCHEMA}\n")
+
+    def psql(self, database: str = DB_NAME) -> list[str]:
+        """The ``psql`` command line for ``database`` of this cluster (quiet, unaligned, tuples
+        only, no ``.psqlrc``, stopping at the first error); add ``-c SQL`` or ``-f FILE``."""
+        return [str(self.bindir / "psql"), "-X", "-h", str(self.socket_dir), "-p", str(PG_PORT), "-U", DB_USER,
+                "-d", database, "-qAt", "-v", "ON_ERROR_STOP=1"]
 
     def _orphans_attached(self, offset: int) -> bool:
         """Whether the start logged after ``offset`` failed because backends of a killed

@@ -34,9 +34,9 @@ not N distinct items named by their machines' roles.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import ipaddress
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +49,6 @@ sys.path.insert(0, str(ROOT))
 from barclamp_sdk import Attributes, Barclamp, Element  # noqa: E402
 from barclamp_sdk.api import Crowbar  # noqa: E402
 from barclamp_sdk.local import LocalChefServer  # noqa: E402
-from barclamp_sdk.localdb import DB_NAME, DB_USER, PG_PORT  # noqa: E402
 from barclamp_sdk.model.addresses import ADDRESSES_BAG, item_id  # noqa: E402
 from barclamp_sdk.model.naming import node_role_name  # noqa: E402
 from barclamp_sdk.model.parallel import run_parallel  # noqa: E402
@@ -108,9 +107,7 @@ def settle(server: LocalChefServer, enabled: bool) -> float:
     if not enabled or server.memory:
         return 0.0
     started = time.perf_counter()
-    db = server.database
-    subprocess.run([str(db.bindir / "psql"), "-h", str(db.socket_dir), "-p", str(PG_PORT), "-U", DB_USER,
-                    "-d", DB_NAME, "-qAt", "-v", "ON_ERROR_STOP=1", "-c", "VACUUM ANALYZE", "-c", "CHECKPOINT"],
+    subprocess.run(server.database.psql() + ["-c", "VACUUM ANALYZE", "-c", "CHECKPOINT"],
                    check=True, stdout=subprocess.DEVNULL, timeout=3600)
     return time.perf_counter() - started
 

@@ -196,14 +196,11 @@ def test_a_start_waits_for_the_backends_a_killed_postmaster_left_running(tmp_pat
     """A backend busy in a query outlives its SIGKILLed postmaster and holds the shared memory;
     a new postmaster refuses to start until it exits (seen under load in a full run), so the
     start waits for it instead of failing."""
-    from barclamp_sdk.localdb import DB_NAME, DB_USER, PG_PORT
-
     server = LocalChefServer(tmp_path).start()
     server.client().roles.create({"name": "kept"})
     db = server.database
     busy = subprocess.Popen(  # seconds of CPU in one statement: no wait, so no postmaster-death check
-        [str(db.bindir / "psql"), "-h", str(db.socket_dir), "-p", str(PG_PORT), "-U", DB_USER, "-d", DB_NAME,
-         "-qAt", "-c", "SELECT count(*) FROM generate_series(1, 60000000)"],
+        db.psql() + ["-c", "SELECT count(*) FROM generate_series(1, 60000000)"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -225,10 +222,7 @@ def test_a_start_waits_for_the_backends_a_killed_postmaster_left_running(tmp_pat
 
 def _activity(db) -> str:
     """The cluster's running statements (empty once it is gone)."""
-    from barclamp_sdk.localdb import DB_NAME, DB_USER, PG_PORT
-
-    result = subprocess.run([str(db.bindir / "psql"), "-h", str(db.socket_dir), "-p", str(PG_PORT), "-U", DB_USER,
-                             "-d", DB_NAME, "-qAt", "-c", "SELECT query FROM pg_stat_activity"],
+    result = subprocess.run(db.psql() + ["-c", "SELECT query FROM pg_stat_activity"],
                             capture_output=True, text=True, timeout=30)
     return result.stdout
 

@@ -44,7 +44,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from barclamp_sdk.errors import CrowbarError
-from barclamp_sdk.localdb import DB_NAME, DB_USER, PG_PORT, PostgresCluster
+from barclamp_sdk.localdb import PostgresCluster
 
 if TYPE_CHECKING:
     from barclamp_sdk.local import LocalChefServer
@@ -98,11 +98,7 @@ class DatabaseSnapshot:
         return None if server.memory else cls(server.database)
 
     def _psql(self, sql: str) -> str:
-        bindir = self.cluster.bindir
-        done = subprocess.run(
-            [str(bindir / "psql"), "-X", "-h", str(self.cluster.socket_dir), "-p", str(PG_PORT), "-U", DB_USER,
-             "-d", DB_NAME, "-qAt", "-v", "ON_ERROR_STOP=1"],
-            input=sql, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(self.cluster.psql(), input=sql, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise RestoreError(f"PostgreSQL snapshot failed: {detail}")
