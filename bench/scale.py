@@ -17,7 +17,8 @@ them) and measures:
 Steps 2-4 run in a child process, so (6) is that process alone. Results go to
 ``bench/results/scale-N.json`` and, with ``--report``, a table in
 ``docs/performance.md``. The exit status is 1 when a target is missed:
-(2) <= 1.3 x floor and <= 1.1 N + 10 writes, (3) 0 writes and <= 0.5 x (2),
+(2) <= 1.3 x floor and <= 1.1 N + 10 writes (lease renewals apart: they grow with the
+time the locks are held, and are held to one per lock per third of a lease), (3) 0 writes and <= 0.5 x (2),
 (4) <= 10 writes (plus the audit trail's 2 entries), (5) <= 5 requests per 1,000 machines and no node reads,
 (6) < 300 MB, and 10,000's (2) <= 11 x 1,000's when both run.
 """
@@ -46,7 +47,7 @@ from barclamp_sdk.api import Crowbar  # noqa: E402
 from barclamp_sdk import Barclamp, Element  # noqa: E402
 from barclamp_sdk.chef import ChefClient, ChefConfig  # noqa: E402
 from barclamp_sdk.local import LocalChefServer  # noqa: E402
-from barclamp_sdk.model.naming import node_role_name  # noqa: E402
+from barclamp_sdk.model.naming import MACHINE_LOCK_SHARDS, node_role_name  # noqa: E402
 from barclamp_sdk.model.noderoles import crowbar_data, new_node_role, seal  # noqa: E402
 from barclamp_sdk.testing.fleet import PROFILES, ohai_data  # noqa: E402
 
@@ -154,13 +155,14 @@ def child(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {}
 
     def measured(label: str, action: Any) -> Any:
-        before = chef.stats.snapshot()
+        before, renewed = chef.stats.snapshot(), crowbar.locks.renewals
         started = time.perf_counter()
         outcome = action()
         seconds = time.perf_counter() - started
         after = chef.stats.snapshot()
         results[label] = {"seconds": round(seconds, 3), "reads": after["reads"] - before["reads"],
                           "writes": after["writes"] - before["writes"],
+                          "lease_renewals": crowbar.locks.renewals - renewed,
                           "status": getattr(outcome, "status", None)}
         return outcome
 
@@ -171,8 +173,15 @@ def child(args: argparse.Namespace) -> int:
         "bench", "scale", lambda p: p.move(moved, "bench-worker", "bench-spare"), change="move one machine"))
     measured("move_commit", lambda: crowbar.proposals.commit("bench", "scale"))
     results["peak_rss_mb"] = peak_rss_mb()
+    results["lease"] = crowbar.locks.lease
     print(json.dumps(results))
     return 0
+
+
+def renewal_bound(seconds: float, lease: float) -> int:
+    """The most lease renewals a commit holding its locks ``seconds`` may write (the proposal lock and
+    every machine shard's, each renewed once a third of its lease has passed)."""
+    return (1 + MACHINE_LOCK_SHARDS) * (int(seconds / (lease / 3)) + 1)
 
 
 def run(count: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -212,7 +221,11 @@ def run(count: int, args: argparse.Namespace) -> dict[str, Any]:
         "machines": count,
         "floor": floor_result, "floor_after": floor_after["seconds"],
         "commit": {**commit, "ratio_to_floor": round(commit["seconds"] / floor_result["seconds"], 3),
-                   "write_budget": int(1.1 * count + 10)},
+                   "write_budget": int(1.1 * count + 10),
+                   # Lease renewals grow with the time the locks are held, not with the machines:
+                   # on a busy machine a slower commit renews more. They are counted apart from the
+                   # budget and held to what the leases allow: each lock once per third of a lease.
+                   "renewal_bound": renewal_bound(commit["seconds"], steps["lease"])},
         "recommit": {**recommit, "ratio_to_commit": round(recommit["seconds"] / commit["seconds"], 3)},
         "move": {"edit": steps["edit"], "commit": steps["move_commit"], "writes": move},
         "inventory": {"seconds": round(inventory_seconds, 3), "requests": inventory_requests,
@@ -223,7 +236,8 @@ def run(count: int, args: argparse.Namespace) -> dict[str, Any]:
     }
     result["targets"] = {
         "commit_time": result["commit"]["ratio_to_floor"] <= 1.3,
-        "commit_writes": commit["writes"] <= result["commit"]["write_budget"],
+        "commit_writes": (commit["writes"] - commit["lease_renewals"] <= result["commit"]["write_budget"]
+                          and commit["lease_renewals"] <= result["commit"]["renewal_bound"]),
         "recommit_writes": recommit["writes"] == 0,
         "recommit_time": result["recommit"]["ratio_to_commit"] <= 0.5,
         "move_writes": move <= 10 + AUDIT_ENTRIES,
@@ -237,13 +251,20 @@ def _node_gets(stats: dict[str, Any]) -> int:
     return int(stats.get("by_endpoint", {}).get("GET /nodes/*", 0))
 
 
+def renewals(step: dict[str, Any]) -> str:
+    """", N lease renewals" for a table cell (results of older runs have none)."""
+    count = step.get("lease_renewals")
+    return f"; {count} lease renewals" if count else ""
+
+
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     rows = ["| N | floor (s) | commit (s) | ratio | writes (budget) | recommit (s) | writes | move writes (edit+commit) | inventory requests | peak RSS |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         rows.append(
             f"| {r['machines']:,} | {r['floor']['seconds']} (c={r['floor']['concurrency']}) | {r['commit']['seconds']} "
-            f"| {r['commit']['ratio_to_floor']} | {r['commit']['writes']:,} ({r['commit']['write_budget']:,}) "
+            f"| {r['commit']['ratio_to_floor']} | {r['commit']['writes']:,} ({r['commit']['write_budget']:,}"
+            f"{renewals(r['commit'])}) "
             f"| {r['recommit']['seconds']} ({r['recommit']['ratio_to_commit']} x) | {r['recommit']['writes']} "
             f"| {r['move']['writes']} ({r['move']['edit']['writes']}+{r['move']['commit']['writes']}) "
             f"| {r['inventory']['requests']} ({r['inventory']['per_1000']}/1000) | {r['peak_rss_mb']} MB |")

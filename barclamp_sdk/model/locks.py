@@ -158,6 +158,8 @@ class LockManager:
         self._reported: set[str] = set()
         #: The latest a renewal started after its due time, in seconds (for tests and reports).
         self.renew_lateness = 0.0
+        #: Lease renewals written by the renewer (writes that grow with time held, not with work).
+        self.renewals = 0
 
     # -- taking and releasing -------------------------------------------------------
 
@@ -506,6 +508,8 @@ class LockManager:
                         return  # released meanwhile
                 try:
                     self._renew(lock)
+                    with guard:
+                        self.renewals += 1
                 except NotFound:
                     with self._mutex:
                         released = self._held.get(lock.name) is not lock
