@@ -19,6 +19,7 @@ from barclamp_sdk import Crowbar
 from barclamp_sdk.testing.crashsteps import crash_at_every_step
 from barclamp_sdk.testing.fleet import Fleet
 from tests.support import figures
+from tests.support.widgets import TEST_BARCLAMPS, Storer
 
 DISCOVER = ["-", "-", "discover"]
 #: The storage range moved half onto itself: some machines keep their address, the others move into it.
@@ -46,23 +47,46 @@ def storage_to_renumber(crowbar: Crowbar) -> None:
         assert crowbar.addresses.allocate("storage", [name], user="storer-default").allocated
 
 
-#: name: (setup, action, another operator's command).
+def storage_to_claim(crowbar: Crowbar) -> None:
+    """Five ready machines (one with a storage address already) in a storer proposal, whose
+    element needs the storage network."""
+    names = Fleet(crowbar.chef, crowbar=crowbar).ready(5, "compute")
+    crowbar.proposals.create("network", "default")  # after the machines: the same addresses in every setup
+    assert crowbar.proposals.commit("network", "default").status == "applied"
+    assert crowbar.addresses.allocate("storage", names[:1], user="storer-default").allocated
+    crowbar.proposals.create("storer", "default")
+    crowbar.proposals.set("storer", "default", {"elements.storer-server": ",".join(names)})
+
+
+#: The child's commit through the search snapshot (the speculative pass, as with many machines).
+SNAPSHOT_PATH = {"CRASHSTEPS_DIRECT_READ_LIMIT": "0"}
+
+#: name: (setup, action, another operator's command, the child's environment).
 OPERATIONS = {
-    "discovery of 3 machines": (nodes_to_discover, DISCOVER, DISCOVER),
+    "discovery of 3 machines": (nodes_to_discover, DISCOVER, DISCOVER, {}),
     "renumbering of 4 machines": (storage_to_renumber, RENUMBER,
-                                  ["-", "-", "allocate", "network=storage", "user=storer-default"]),
+                                  ["-", "-", "allocate", "network=storage", "user=storer-default"], {}),
+    # Addresses claimed ahead of the role reads (the speculative pass), then written with the roles.
+    "commit of 5 machines claiming addresses": (storage_to_claim, ["storer", "default", "commit"],
+                                                ["-", "-", "allocate", "network=storage",
+                                                 "user=storer-default"], SNAPSHOT_PATH),
 }
+
+
+@pytest.fixture
+def barclamps_under_test():
+    return [*TEST_BARCLAMPS, Storer]
 
 
 @pytest.mark.parametrize("after", ["the same command", "another operator's command"])
 @pytest.mark.parametrize("operation", list(OPERATIONS))
 def test_network_killed_after_any_write_then_run_again_ends_as_undisturbed(operation, after, chef_server,
                                                                           crowbar_env, crowbar_clients):
-    setup, action, other = OPERATIONS[operation]
+    setup, action, other, child_env = OPERATIONS[operation]
     client, fresh = crowbar_clients
 
     started = time.monotonic()
-    report = crash_at_every_step(fresh, setup, action, crowbar_env,
+    report = crash_at_every_step(fresh, setup, action, {**crowbar_env, **child_env},
                                  other=other if after != "the same command" else None,
                                  snapshot=chef_server.database_snapshot(), client=client)
     print(f"{operation}, then {after}: {report.steps} of {report.writes} steps tried, "

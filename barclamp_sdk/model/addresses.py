@@ -251,9 +251,14 @@ class AddressBook:
         shards = {machine_lock_name(machine_shard(n)) for n in names}
         candidates.recovering = lambda: self.roles.locks.took_over_any(shards)
         guard = threading.Lock()
+        # Picked in name order before the roles are read, so that the machines get the same
+        # addresses whatever order the shards' threads run in; a machine whose role names one
+        # leaves its pick unused (never created), a pick taken meanwhile is passed over.
+        picks = {name: candidates.take() for name in names}
 
         def change(machine: str) -> Callable[[dict[str, Any]], bool]:
-            return lambda role: self.assign(spec, machine, role, user, candidates, report, guard)
+            return lambda role: self.assign(spec, machine, role, user, candidates, report, guard,
+                                            picked=picks[machine])
 
         updated = self.roles.update({n: change(n) for n in names}, purpose=f"allocate {network} addresses",
                                     progress=progress)
@@ -264,16 +269,22 @@ class AddressBook:
         return report
 
     def assign(self, spec: NetworkSpec, machine: str, role: dict[str, Any], user: str, candidates: _Candidates,
-               report: AllocationReport, guard: threading.Lock) -> bool:
+               report: AllocationReport, guard: threading.Lock, *, claimed: str | None = None,
+               picked: str | None = None) -> bool:
         """Give ``machine`` an address of ``spec`` in its ``role`` (kept if it has one); True if the role changed.
 
         A mutation of a role read under the machine's shard lock: a new
         address is claimed (one atomic create) before the role names it.
+        ``claimed``: an address already claimed for ``machine`` before its
+        role was read (used if the role names none, freed if it does);
+        ``picked``: the candidate to try first if it needs a new one.
         """
         network = spec.name
         table = crowbar_data(role).setdefault("network", {})
         entry = table.get(network) if isinstance(table.get(network), dict) else None
         if entry and entry.get("address"):  # the role names it only while its item exists
+            if claimed is not None and claimed != str(entry["address"]):
+                self._delete(network, machine, claimed)  # claimed ahead for nothing: the role has one
             users = sorted(set(entry.get("users") or []) | {user})
             wanted = {**spec.entry(str(entry["address"])), "users": users}
             with guard:
@@ -282,7 +293,9 @@ class AddressBook:
                 return False
             table[network] = wanted
             return True
-        address = candidates.orphan_of(machine) or self._claim(spec, machine, candidates)
+        address = (claimed or candidates.orphan_of(machine)
+                   or (picked if picked is not None and self._create(spec, machine, picked) else None)
+                   or self._claim(spec, machine, candidates))
         if address is None:
             with guard:
                 report.refused[machine] = candidates.full_reason()
@@ -659,20 +672,67 @@ class CommitAddresses:
         self._guard = threading.Lock()
         #: Machines whose roles :meth:`apply` saw (their addresses need nothing after the commit).
         self.handled: set[str] = set()
+        #: (network, machine) -> an address claimed by :meth:`claim_ahead`, not yet in a role.
+        self._ahead: dict[tuple[str, str], str] = {}
 
     def __bool__(self) -> bool:
         return bool(self.wanted)
+
+    def claim_ahead(self, records: Mapping[str, Any]) -> None:
+        """Claim, many at once, the addresses of machines whose snapshot ``records`` name none yet.
+
+        Done before their roles are read, the creates do not wait on the
+        reads: a commit's step per machine stays a role read and write. A
+        role that names an address after all (the snapshot was behind) gets
+        its claim freed by :meth:`apply`; claims no role took are freed by
+        :meth:`discard_unused`, and a crash's are adopted by the next run.
+        """
+        jobs = [(network, node) for network, machines in sorted(self.wanted.items())
+                for node in sorted(machines & set(records))
+                if records[node] is not None and not records[node].addresses.get(network)
+                and (network, node) not in self._ahead and node not in self.handled]
+        # Picked in name order, then created at once: the machines get the same addresses
+        # whatever order the threads run in (a create meeting a taken address tries the next).
+        picks = []
+        for network, node in jobs:
+            candidates = self._candidates[network]
+            adopted = candidates.orphan_of(node)  # after a crash: what it claimed for the machine
+            picks.append((network, node, adopted is not None, adopted or candidates.take()))
+
+        def claim(pick: tuple[str, str, bool, str | None]) -> None:
+            network, node, adopted, address = pick
+            if address is None:
+                return  # the range is full: assign() names the machine as refused
+            if not adopted and not self.book._create(self.specs[network], node, address):
+                address = self.book._claim(self.specs[network], node, self._candidates[network])
+            if address is not None:
+                with self._guard:
+                    self._ahead[(network, node)] = address
+
+        run_parallel(claim, picks, workers=self.book.concurrency, name="addresses")
 
     def apply(self, node: str, role: dict[str, Any]) -> bool:
         """Add ``node``'s addresses to its ``role`` before the commit writes it; True if that changed it."""
         changed = False
         for network, machines in sorted(self.wanted.items()):
             if node in machines:
+                with self._guard:
+                    claimed = self._ahead.pop((network, node), None)
                 changed |= self.book.assign(self.specs[network], node, role, self.user, self._candidates[network],
-                                            self.reports[network], self._guard)
+                                            self.reports[network], self._guard, claimed=claimed)
         with self._guard:
             self.handled.add(node)
         return changed
+
+    def discard_unused(self) -> None:
+        """Free the addresses :meth:`claim_ahead` claimed that no role took (the commit ended before)."""
+        with self._guard:
+            left, self._ahead = sorted(self._ahead.items()), {}
+        try:
+            run_parallel(lambda item: self.book._delete(item[0][0], item[0][1], item[1]), left,
+                         workers=self.book.concurrency, name="addresses")
+        except CrowbarError as exc:  # never hides why the commit ended; `crowbar network repair` frees them
+            log.warning("could not free %d address(es) claimed for the commit: %s", len(left), exc)
 
     def undo(self, nodes: Iterable[str]) -> None:
         """The roles of ``nodes`` were put back as read: the addresses claimed for them go, and they are

@@ -58,6 +58,8 @@ class MachineRecord:
     hardware: dict[str, Any]
     #: Per proposal key: the per-machine settings it committed into this role (``{setting: value}``).
     node_attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Network -> the address the role names there (``crowbar.network.<network>.address``).
+    addresses: dict[str, str] = field(default_factory=dict)
 
     def holds(self, role: str) -> bool:
         return role in self.entries
@@ -141,6 +143,8 @@ def record_from_role(row: dict[str, Any]) -> MachineRecord | None:
         revision=int(data.get(REVISION, 0) or 0),
         hardware=dict(_mapping(data, "hardware")),
         node_attributes=node_attributes_of(attributes, data["node"]),
+        addresses={str(network): str(entry["address"]) for network, entry in _mapping(data, "network").items()
+                   if isinstance(entry, dict) and entry.get("address")},
     )
 
 

@@ -29,7 +29,8 @@ once. Barclamp authors can run it on their own barclamps::
 A child runs ``python -m barclamp_sdk.testing.crashsteps BARCLAMP NAME ACTION [KEY=VALUE...]``'s
 :func:`main` (actions: commit, edit, revert, deactivate, dequeue, delete, discover, renumber,
 allocate, rotate, batch: see :func:`perform`), connected by the environment (``CHEF_SERVER_URL``
-is pointed at the proxy).
+is pointed at the proxy). ``CRASHSTEPS_DIRECT_READ_LIMIT=0`` sends the child's commits
+through the search snapshot (the path of commits of more than 32 machines).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from typing import Any, NoReturn
 
 from barclamp_sdk.api import Crowbar, connect
 from barclamp_sdk.errors import CrowbarError, NotFound, NotFoundError
+from barclamp_sdk.model.commit import committer
 from barclamp_sdk.model.naming import HISTORY_BAG, LOCKS_BAG, PROPOSALS_BAG, SECRETS_BAG
 from barclamp_sdk.model.batch import parse as parse_scenario
 from barclamp_sdk.model.registry import BarclampRegistry
@@ -481,6 +483,8 @@ def main(argv: list[str]) -> int:
     """A child: ``argv`` is the action (``--launcher``: serve forked children, see :class:`_Launcher`)."""
     if argv == [LAUNCHER]:
         return _serve()
+    if "CRASHSTEPS_DIRECT_READ_LIMIT" in os.environ:  # 0: every commit through the search snapshot
+        committer.DIRECT_READ_LIMIT = int(os.environ["CRASHSTEPS_DIRECT_READ_LIMIT"])
     crowbar = connect(lock_lease=float(os.environ.get("CRASHSTEPS_LEASE", CHILD_LEASE)))
     if "CRASHSTEPS_LOCK_TIMEOUT" in os.environ:
         crowbar.locks.timeout = float(os.environ["CRASHSTEPS_LOCK_TIMEOUT"])

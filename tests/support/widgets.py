@@ -112,6 +112,15 @@ class Cog(Barclamp):
 TEST_BARCLAMPS = [Widget, Gizmo, Sprocket, Cog]
 
 
+class Storer(Barclamp):
+    """A barclamp whose servers need the storage network (for the network barclamp's tests)."""
+
+    name = "storer"
+    Attributes = Attributes
+    elements = (Element("storer-server", recipes=("storer::server",)),)
+    networks = {"storer-server": ("storage",)}
+
+
 def widget_proposal(**elements: list[str]) -> Proposal:
     """A widget proposal (template ``default``) with machines in elements (``widget_agent=[...]``)."""
     definition = Widget()

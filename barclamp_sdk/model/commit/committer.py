@@ -202,41 +202,45 @@ class Committer:
                 folded = (CommitAddresses(self.services.addresses, proposal, recovering=lambda: (
                               self.roles.locks.took_over_any(lock.name for lock in held.locks)))
                           if self.services.addresses is not None and unfinished is None else None)
-                # The snapshot is taken under the locks; read directly, it only covers the others.
-                others = set(proposal.nodes()) - set(targets)
-                snapshot = (self.reader.view() if not direct else self.reader.view(others) if others else None)
-                if direct or snapshot is None:
-                    outcome = Speculation()
-                else:
-                    reporting.phase("writing", total=len(targets))
-                    outcome = self.writer.speculate(proposal, targets, snapshot, held, lock, config, existing,
-                                                    force=force, progress=progress, addresses=folded)
-                written = outcome.written
-                blocked: list[str] = []
-                if written is None:
-                    try:
-                        roles = {n: r for n, r in held.fetch().items() if r is not None}
-                        fresh = {n: record_from_role(r) for n, r in roles.items()}
-                        # After a mismatch the snapshot is not trusted for any machine.
-                        records = {**({r.name: r for r in snapshot} if snapshot is not None and not outcome.stale
-                                      else {}),
-                                   **{n: r for n, r in fresh.items() if r is not None}}
-                        view = ClusterView(records)
-                        self.validator.validate(proposal, cluster=view)
-                        blocked = self.gate.blockers(proposal, view)
-                        if blocked and outcome.stale:
-                            self.writer.undo(proposal, outcome, held, folded)
-                        if not blocked:
-                            if not outcome.stale:
-                                reporting.phase("writing", total=len(targets))
-                            written = self.writer.write(proposal, roles, fresh, held, lock, config, existing,
-                                                        force=force, prepared=outcome.stale, progress=progress,
-                                                        addresses=folded)
-                            written.machines += len(outcome.originals)
-                    except (ValidationError, DriftError):
-                        if outcome.stale:  # refused after all: undo what the speculative pass wrote
-                            self.writer.undo(proposal, outcome, held, folded)
-                        raise
+                try:
+                    # The snapshot is taken under the locks; read directly, it only covers the others.
+                    others = set(proposal.nodes()) - set(targets)
+                    snapshot = (self.reader.view() if not direct else self.reader.view(others) if others else None)
+                    if direct or snapshot is None:
+                        outcome = Speculation()
+                    else:
+                        reporting.phase("writing", total=len(targets))
+                        outcome = self.writer.speculate(proposal, targets, snapshot, held, lock, config, existing,
+                                                        force=force, progress=progress, addresses=folded)
+                    written = outcome.written
+                    blocked: list[str] = []
+                    if written is None:
+                        try:
+                            roles = {n: r for n, r in held.fetch().items() if r is not None}
+                            fresh = {n: record_from_role(r) for n, r in roles.items()}
+                            # After a mismatch the snapshot is not trusted for any machine.
+                            records = {**({r.name: r for r in snapshot} if snapshot is not None and not outcome.stale
+                                          else {}),
+                                       **{n: r for n, r in fresh.items() if r is not None}}
+                            view = ClusterView(records)
+                            self.validator.validate(proposal, cluster=view)
+                            blocked = self.gate.blockers(proposal, view)
+                            if blocked and outcome.stale:
+                                self.writer.undo(proposal, outcome, held, folded)
+                            if not blocked:
+                                if not outcome.stale:
+                                    reporting.phase("writing", total=len(targets))
+                                written = self.writer.write(proposal, roles, fresh, held, lock, config, existing,
+                                                            force=force, prepared=outcome.stale, progress=progress,
+                                                            addresses=folded)
+                                written.machines += len(outcome.originals)
+                        except (ValidationError, DriftError):
+                            if outcome.stale:  # refused after all: undo what the speculative pass wrote
+                                self.writer.undo(proposal, outcome, held, folded)
+                            raise
+                finally:
+                    if folded:  # claimed ahead for machines no role took
+                        folded.discard_unused()
             if blocked or written is None:
                 return CommitResult(ref, proposal.revision, "blocked", reasons=blocked, document=proposal)
             reporting.phase("finishing", f"finishing {ref}")

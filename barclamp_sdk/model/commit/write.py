@@ -36,6 +36,9 @@ from barclamp_sdk.model.validation import Validator
 
 log = logging.getLogger(__name__)
 
+#: Machines whose new addresses a speculative commit claims at once, before reading their roles.
+CLAIM_AHEAD = 512
+
 Progress = Callable[[int], None] | None
 
 
@@ -133,9 +136,20 @@ class Writer:
                 progress(1)
             return 1
 
+        def write_batch(nodes: list[str]) -> int:
+            if not addresses:
+                return sum(run_parallel(step, nodes, workers=self.concurrency, name="commit"))
+            # New addresses are claimed a chunk ahead of the reads, so each machine's step stays a
+            # role read and write; at most a chunk's claims wait unused if the commit stops.
+            written = 0
+            for start in range(0, len(nodes), CLAIM_AHEAD):
+                chunk = nodes[start:start + CLAIM_AHEAD]
+                addresses.claim_ahead({node: records[node] for node in chunk})
+                written += sum(run_parallel(step, chunk, workers=self.concurrency, name="commit"))
+            return written
+
         try:
-            written = self.in_batches(proposal, lock, wanted.batches(plans), lambda nodes: sum(run_parallel(
-                step, nodes, workers=self.concurrency, name="commit")))
+            written = self.in_batches(proposal, lock, wanted.batches(plans), write_batch)
         except _Stale as stale:
             log.info("%s: %s changed since the search snapshot; checking every machine", proposal.ref, stale.node)
             outcome.stale = True
@@ -234,6 +248,7 @@ class Writer:
         if failures:
             raise ValidationError(failures, subject=str(proposal.ref))
         if addresses:  # claimed now (atomic creates, overlapped), written with the rest of each role
+            addresses.claim_ahead(records)
             nodes = sorted(roles)
             for node, changed in zip(nodes, run_parallel(lambda n: addresses.apply(n, roles[n]), nodes,
                                                          workers=self.concurrency, name="addresses")):
