@@ -39,6 +39,12 @@ def test_no_acknowledged_edit_is_lost_and_revisions_never_repeat(crowbar, fleet,
     refusals = sorted({e["error"].split(":")[0] + ": " + e["kind"] for e in entries if not e["ok"]})
     print("refusals:", ", ".join(refusals))
     print("\n".join(report.violations))
+    if report.violations:  # the timeline of what creates, deletes and ends commits, to see why
+        first = min(e["start"] for e in entries)
+        for e in sorted(entries, key=lambda e: e["start"]):
+            if e["kind"] in ("create", "delete", "deactivate", "commit", "dequeue"):
+                print(f"{e['start'] - first:8.3f}-{e['end'] - first:8.3f} worker {e['worker']} #{e['seq']} "
+                      f"{e['kind']} ok={e['ok']} revision={e.get('revision')} {e.get('error', '')[:160]}")
     figures.record("history_operations", sum(report.operations.values()))
     figures.record("history_acknowledged", sum(report.acknowledged.values()))
     figures.record("history_violations", len(report.violations))

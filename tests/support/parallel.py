@@ -10,6 +10,9 @@ fixture of module or class scope goes to one worker whole (its tests share
 that fixture); every other test is a work unit of its own, so the heavy
 parametrized files spread over the workers. The units go out heaviest first
 (:data:`HEAVY_FIRST`), so that no long test starts last and runs alone.
+The groups ride on xdist's node id suffix, which pytest 9.2 no longer takes
+(pytest-xdist issue 1386): pyproject.toml keeps pytest below 9.2, and
+tests/test_parallel_schedule.py fails if grouping stops.
 
 The reliability figures (:mod:`tests.support.figures`) are counted in the
 workers, sent to the controller with each worker's output and written once,
