@@ -9,6 +9,8 @@ machine without a storage address.
 
 from __future__ import annotations
 
+import ipaddress
+
 import json
 from urllib.parse import unquote
 
@@ -78,10 +80,14 @@ def test_renumbering_50_machines_never_has_an_address_in_use_twice_at_any_write(
     assert crowbar.proposals.commit("network", "default").status == "applied"
     names = fleet.add(50, "vm", clients=False)
     crowbar.machines.discover(names)
-    assert len(crowbar.addresses.allocate("storage", names, user="storer-default").allocated) == 50
-    # The range shrinks onto part of itself: machines inside stay, the others move into its free addresses.
-    crowbar.proposals.set("network", "default", {"networks.storage.ranges.host.start": "192.168.125.100",
-                                                 "networks.storage.ranges.host.end": "192.168.125.199"})
+    allocated = crowbar.addresses.allocate("storage", names, user="storer-default").allocated
+    assert len(allocated) == 50
+    # The range shrinks onto part of itself: machines inside stay, the others move into its free
+    # addresses. It ends at the 30th lowest address given (20 move), 100 addresses long.
+    end = sorted(ipaddress.ip_address(a) for a in allocated.values())[29]
+    start = max(ipaddress.ip_address("192.168.125.10"), end - 99)
+    crowbar.proposals.set("network", "default", {"networks.storage.ranges.host.start": str(start),
+                                                 "networks.storage.ranges.host.end": str(end)})
     edited = crowbar.proposals.get("network", "default").attributes["networks"]["storage"]
     plan = crowbar.addresses.renumber_plan("storage", NetworkSpec.parse("storage", edited))  # the dry run
     before = {n: storage_of(chef.roles.get(node_role_name(n))) for n in names}

@@ -12,7 +12,12 @@ under ``crowbar.network.<network>``, with Crowbar's keys (address, netmask,
 broadcast, subnet, vlan, use_vlan, conduit, router) plus ``users`` (the
 proposals that need it): the role is the index by machine, read from its
 object endpoint (no search lag). Every allocation and release of a machine
-runs inside :meth:`NodeRoleStore.update`, under the machine's shard lock.
+runs under the machine's shard lock. An allocation (:meth:`AddressBook.allocate`,
+or a commit's, :class:`CommitAddresses`) reads the roles first, then claims
+the new addresses in machine-name order from a place of the range that
+depends only on the user (the proposal), then writes the roles: so the
+same machines get the same addresses whichever threads run first, and a run
+resuming a crashed one (adopting its claims) ends as an undisturbed run would.
 
 One invariant makes every step safe to interrupt: *a role names an address
 only while the machine's item for it exists*. So an item is created before
@@ -35,6 +40,7 @@ Network definitions come from the committed ``network`` proposal
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -45,8 +51,9 @@ from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.errors import Conflict, CrowbarError, NotFound, NotFoundError, ValidationError
+from barclamp_sdk.model.cluster import record_from_role
 from barclamp_sdk.model.jsondoc import now_iso
-from barclamp_sdk.model.naming import check_node_name, machine_lock_name, machine_shard
+from barclamp_sdk.model.naming import check_node_name
 from barclamp_sdk.model.noderoles import NodeRoleStore, crowbar_data
 from barclamp_sdk.model.parallel import run_parallel
 
@@ -176,7 +183,8 @@ class _Candidates:
 
     def _load(self) -> Iterator[str]:
         """The free addresses, lazily, from a place of the range that depends on the start key
-        (concurrent allocators start apart: fewer collisions)."""
+        (the user: allocations for different proposals start apart, fewer collisions, and one
+        proposal's commits and allocations pick alike)."""
         taken = _taken_ids(self.chef)
         network = self.spec.name
         first = self._start % self.size if self.size else 0
@@ -242,26 +250,26 @@ class AddressBook:
         names = sorted(set(machines))
         for name in names:
             check_node_name(name)
-        report = AllocationReport(network)
         if not names:
-            return report
-        candidates = _Candidates(self.chef, spec, range_name, names[0])
-        # This process took over a shard lock of these machines (now or earlier, as a discovery
-        # finishing its own interrupted run does): the crashed holder's claims are looked for.
-        shards = {machine_lock_name(machine_shard(n)) for n in names}
-        candidates.recovering = lambda: self.roles.locks.took_over_any(shards)
-        guard = threading.Lock()
-        # Picked in name order before the roles are read, so that the machines get the same
-        # addresses whatever order the shards' threads run in; a machine whose role names one
-        # leaves its pick unused (never created), a pick taken meanwhile is passed over.
-        picks = {name: candidates.take() for name in names}
-
-        def change(machine: str) -> Callable[[dict[str, Any]], bool]:
-            return lambda role: self.assign(spec, machine, role, user, candidates, report, guard,
-                                            picked=picks[machine])
-
-        updated = self.roles.update({n: change(n) for n in names}, purpose=f"allocate {network} addresses",
-                                    progress=progress)
+            return AllocationReport(network)
+        purpose = f"allocate {network} addresses"
+        with self.roles.locked(names, purpose) as held:
+            roles = held.fetch()
+            present = {n: r for n, r in roles.items() if r is not None}
+            # The roles are read first, so that the machines lacking an address get theirs in
+            # name order, as a commit for the same user picks them, whatever order the writes
+            # run in; a crashed holder's claims (its lock taken over) are adopted.
+            claims = AddressClaims(self, user, {network: set(present)}, ranges={network: range_name},
+                                   specs={network: spec},
+                                   recovering=lambda: self.roles.locks.took_over_any(lock.name for lock in held.locks))
+            try:
+                claims.claim_ahead({n: _role_addresses(r) for n, r in present.items()})
+                updated = self.roles.update_held(
+                    held, roles, {n: functools.partial(claims.apply, n) for n in names},
+                    purpose=purpose, progress=progress)
+            finally:
+                claims.discard_unused()
+        report = claims.reports[network]
         for name in updated.missing:
             report.refused[name] = f"{name} is not a machine (no role {name})"
         for name, error in updated.failed.items():
@@ -269,15 +277,13 @@ class AddressBook:
         return report
 
     def assign(self, spec: NetworkSpec, machine: str, role: dict[str, Any], user: str, candidates: _Candidates,
-               report: AllocationReport, guard: threading.Lock, *, claimed: str | None = None,
-               picked: str | None = None) -> bool:
+               report: AllocationReport, guard: threading.Lock, *, claimed: str | None = None) -> bool:
         """Give ``machine`` an address of ``spec`` in its ``role`` (kept if it has one); True if the role changed.
 
         A mutation of a role read under the machine's shard lock: a new
         address is claimed (one atomic create) before the role names it.
         ``claimed``: an address already claimed for ``machine`` before its
-        role was read (used if the role names none, freed if it does);
-        ``picked``: the candidate to try first if it needs a new one.
+        role was read (used if the role names none, freed if it does).
         """
         network = spec.name
         table = crowbar_data(role).setdefault("network", {})
@@ -294,7 +300,6 @@ class AddressBook:
             table[network] = wanted
             return True
         address = (claimed or candidates.orphan_of(machine)
-                   or (picked if picked is not None and self._create(spec, machine, picked) else None)
                    or self._claim(spec, machine, candidates))
         if address is None:
             with guard:
@@ -618,6 +623,12 @@ class AddressBook:
             return {}
 
 
+def _role_addresses(role: dict[str, Any]) -> dict[str, str] | None:
+    """network -> the address a machine's role names (None: a role of the wrong shape)."""
+    record = record_from_role(role)
+    return record.addresses if record is not None else None
+
+
 def _taken_ids(chef: ChefClient) -> set[str]:
     """The ids of every address item (the addresses taken, on any network)."""
     try:
@@ -644,28 +655,36 @@ def needed_networks(proposal: Any) -> dict[str, set[str]]:
     return wanted
 
 
-class CommitAddresses:
-    """The addresses a commit's machines need, folded into the commit's own role writes.
+class AddressClaims:
+    """New addresses claimed for machines before their roles are written, then folded into those writes.
 
-    The commit reads and writes each machine's role once anyway (run list,
-    node attributes): :meth:`apply` adds the machine's addresses to that
-    same write, so allocating costs one atomic create per new address and no
-    role read or write of its own. It runs inside the commit's per-machine
-    steps (a bounded pool), under the shard locks the commit holds; each
-    network's free addresses are listed once per commit, nothing is searched.
+    A commit reads and writes each machine's role once anyway (run list,
+    node attributes), and an allocation reads every role before it writes
+    any: :meth:`claim_ahead` claims the addresses the roles lack, many
+    atomic creates at once, and :meth:`apply` adds each machine's to its
+    role before the role is written, so allocating costs one create per new
+    address and no role read or write of its own. Everything runs under the
+    shard locks of the machines. Addresses are picked in machine-name order
+    from a place of the range that depends only on ``user``, so a commit and
+    an allocation for one user pick the same ones for the same machines (a
+    crashed run's claims, adopted, agree with what a rerun would pick).
     """
 
-    def __init__(self, book: AddressBook, proposal: Any, *, recovering: Callable[[], bool] | None = None) -> None:
-        """``recovering``: whether a crashed holder's lock was taken over (claims it left are adopted)."""
+    def __init__(self, book: AddressBook, user: str, wanted: Mapping[str, Iterable[str]], *,
+                 specs: Mapping[str, NetworkSpec] | None = None, ranges: Mapping[str, str] | None = None,
+                 recovering: Callable[[], bool] | None = None) -> None:
+        """``wanted``: network -> the machines that need it (networks not committed are left out);
+        ``specs``: the networks, when the caller has them (default: the committed ones);
+        ``ranges``: network -> the range to take from (default: its machine range);
+        ``recovering``: whether a crashed holder's lock was taken over (claims it left are adopted)."""
         self.book = book
-        self.user = str(proposal.ref.key)
-        wanted = needed_networks(proposal)
-        defined = book.networks() if wanted else {}
-        #: network -> the machines that need it (networks not defined are left to :func:`allocate_for_commit`).
-        self.wanted = {n: m for n, m in wanted.items() if n in defined}
+        self.user = user
+        defined = specs if specs is not None else (book.networks() if wanted else {})
+        #: network -> the machines that need it.
+        self.wanted = {n: set(m) for n, m in wanted.items() if n in defined}
         self.specs = {n: defined[n] for n in self.wanted}
         self.reports = {n: AllocationReport(n) for n in self.wanted}
-        self._candidates = {n: _Candidates(book.chef, spec, spec.machine_range(), self.user)
+        self._candidates = {n: _Candidates(book.chef, spec, (ranges or {}).get(n) or spec.machine_range(), user)
                             for n, spec in self.specs.items()}
         for candidates in self._candidates.values():
             candidates.recovering = recovering or candidates.recovering
@@ -678,8 +697,10 @@ class CommitAddresses:
     def __bool__(self) -> bool:
         return bool(self.wanted)
 
-    def claim_ahead(self, records: Mapping[str, Any]) -> None:
-        """Claim, many at once, the addresses of machines whose snapshot ``records`` name none yet.
+    def claim_ahead(self, records: Mapping[str, Mapping[str, str] | None]) -> None:
+        """Claim, many at once, the addresses of machines whose ``records`` (machine -> its
+        addresses by network, as its role or a snapshot of it names them; None: not a machine)
+        name none yet.
 
         Done before their roles are read, the creates do not wait on the
         reads: a commit's step per machine stays a role read and write. A
@@ -689,7 +710,7 @@ class CommitAddresses:
         """
         jobs = [(network, node) for network, machines in sorted(self.wanted.items())
                 for node in sorted(machines & set(records))
-                if records[node] is not None and not records[node].addresses.get(network)
+                if records[node] is not None and not records[node].get(network)
                 and (network, node) not in self._ahead and node not in self.handled]
         # Picked in name order, then created at once: the machines get the same addresses
         # whatever order the threads run in (a create meeting a taken address tries the next).
@@ -748,6 +769,13 @@ class CommitAddresses:
                     report.kept.pop(machine, None)
                     report.refused.pop(machine, None)
         run_parallel(lambda g: self.book._delete(*g), gone, workers=self.book.concurrency, name="addresses")
+
+class CommitAddresses(AddressClaims):
+    """The addresses a commit's machines need (its barclamp's ``networks``), claimed for its role writes."""
+
+    def __init__(self, book: AddressBook, proposal: Any, *, recovering: Callable[[], bool] | None = None) -> None:
+        super().__init__(book, str(proposal.ref.key), needed_networks(proposal), recovering=recovering)
+
 
 def _refusals(report: AllocationReport) -> list[str]:
     """Why machines got no address on ``report``'s network, one line each."""

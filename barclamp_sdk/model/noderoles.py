@@ -291,6 +291,29 @@ class NodeRoleStore:
             report.merge(part)
         return report
 
+    def update_held(self, held: LockedRoles, roles: Mapping[str, dict[str, Any] | None],
+                    mutations: Mapping[str, Mutation], *, purpose: str, on_drift: str = "mark",
+                    progress: Callable[[int], None] | None = None) -> UpdateReport:
+        """Apply ``mutations`` to ``roles`` read under ``held`` (:meth:`locked`; None: not a
+        machine), as :meth:`update` does, many at once: for a change that must see every
+        role before it changes any (an allocation picking addresses in machine order)."""
+        report = UpdateReport()
+
+        def one(node: str) -> UpdateReport:
+            part = UpdateReport()
+            role = roles.get(node)
+            if role is None:
+                part.missing.append(node)
+            else:
+                self._apply_one(node, role, mutations[node], part, on_drift, held.locks, purpose)
+            if progress is not None:
+                progress(1)
+            return part
+
+        for part in run_parallel(one, sorted(mutations), workers=self.concurrency, name="roles"):
+            report.merge(part)
+        return report
+
     def _update_one(self, node: str, mutate: Mutation, report: UpdateReport,
                     on_drift: str, lock: Any, purpose: str, adopting: bool = False) -> None:
         name = node_role_name(node)
@@ -299,6 +322,10 @@ class NodeRoleStore:
         except NotFound:
             report.missing.append(node)
             return
+        self._apply_one(node, role, mutate, report, on_drift, [lock], purpose, adopting)
+
+    def _apply_one(self, node: str, role: dict[str, Any], mutate: Mutation, report: UpdateReport,
+                   on_drift: str, locks: Iterable[Lock], purpose: str, adopting: bool = False) -> None:
         try:
             if not adopting:
                 check_role_owner(node, role)  # another node's role (names differing in '.'/'_')
@@ -326,5 +353,5 @@ class NodeRoleStore:
         if not changed:
             report.unchanged.append(node)
             return
-        self.write(node, role, [lock])
+        self.write(node, role, locks)
         report.written.append(node)
