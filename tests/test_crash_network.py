@@ -16,6 +16,7 @@ import time
 import pytest
 
 from barclamp_sdk import Crowbar
+from barclamp_sdk.model.addresses import NetworkSpec
 from barclamp_sdk.testing.crashsteps import crash_at_every_step
 from barclamp_sdk.testing.fleet import Fleet
 from tests.support import figures
@@ -37,14 +38,20 @@ def nodes_to_discover(crowbar: Crowbar) -> None:
 
 
 def storage_to_renumber(crowbar: Crowbar) -> None:
-    """Four machines with storage addresses in .10-.19 (the edit moves the range to .14-.23), a fifth without."""
+    """Four machines holding every storage address of .12-.15 (the edit moves the range to .14-.23:
+    two keep theirs, two move), a fifth without."""
     crowbar.proposals.create("network", "default")
-    crowbar.proposals.set("network", "default", {"networks.storage.ranges.host.end": "192.168.125.19"})
+    crowbar.proposals.set("network", "default", {"networks.storage.ranges.host.start": "192.168.125.12",
+                                                 "networks.storage.ranges.host.end": "192.168.125.15"})
     assert crowbar.proposals.commit("network", "default").status == "applied"
     names = Fleet(crowbar.chef, crowbar=crowbar).add(5, "vm", clients=False)
     crowbar.machines.discover(names)
-    for name in names[:4]:  # one by one: the same addresses in every setup (threads take them in any order)
+    for name in names[:4]:
         assert crowbar.addresses.allocate("storage", [name], user="storer-default").allocated
+    plan = crowbar.addresses.renumber_plan("storage", NetworkSpec.parse("storage", {
+        **crowbar.proposals.get("network", "default").attributes["networks"]["storage"],
+        "ranges": {"host": {"start": "192.168.125.14", "end": "192.168.125.23"}}}))
+    assert len(plan) == 2, plan  # the setup itself is checked: a renumbering that moves nothing proves nothing
 
 
 def storage_to_claim(crowbar: Crowbar) -> None:
