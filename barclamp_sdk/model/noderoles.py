@@ -274,9 +274,8 @@ class NodeRoleStore:
         shards: dict[int, list[str]] = defaultdict(list)
         for node in mutations:
             shards[machine_shard(node)].append(node)
-        report = UpdateReport()
         if not shards:
-            return report
+            return UpdateReport()
 
         def run_shard(shard: int) -> UpdateReport:
             part = UpdateReport()
@@ -287,9 +286,7 @@ class NodeRoleStore:
                         progress(1)
             return part
 
-        for part in run_parallel(run_shard, sorted(shards), workers=self.concurrency, name="roles"):
-            report.merge(part)
-        return report
+        return self._merged(run_shard, sorted(shards))
 
     def update_held(self, held: LockedRoles, roles: Mapping[str, dict[str, Any] | None],
                     mutations: Mapping[str, Mutation], *, purpose: str, on_drift: str = "mark",
@@ -297,8 +294,6 @@ class NodeRoleStore:
         """Apply ``mutations`` to ``roles`` read under ``held`` (:meth:`locked`; None: not a
         machine), as :meth:`update` does, many at once: for a change that must see every
         role before it changes any (an allocation picking addresses in machine order)."""
-        report = UpdateReport()
-
         def one(node: str) -> UpdateReport:
             part = UpdateReport()
             role = roles.get(node)
@@ -310,7 +305,12 @@ class NodeRoleStore:
                 progress(1)
             return part
 
-        for part in run_parallel(one, sorted(mutations), workers=self.concurrency, name="roles"):
+        return self._merged(one, sorted(mutations))
+
+    def _merged(self, each: Callable[[Any], UpdateReport], items: list[Any]) -> UpdateReport:
+        """One report of ``each`` run over ``items`` in parallel."""
+        report = UpdateReport()
+        for part in run_parallel(each, items, workers=self.concurrency, name="roles"):
             report.merge(part)
         return report
 
