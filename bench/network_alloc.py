@@ -1,6 +1,6 @@
 """Allocating N addresses in one commit against the floor of N atomic creates, on a local goiardi.
 
-    python bench/network_alloc.py [--machines 20000] [--concurrency 16] [--levels 8 16] [--memory]
+    python bench/network_alloc.py [--machines 20000] [--concurrency 16] [--levels 8 16] [--claim-ahead N] [--memory]
 
 Seeds N ready machines (nodes and their crowbar-<node> roles), commits the
 network proposal (admin: a /16 whose host range holds N + 100 addresses),
@@ -50,6 +50,7 @@ from barclamp_sdk import Attributes, Barclamp, Element  # noqa: E402
 from barclamp_sdk.api import Crowbar  # noqa: E402
 from barclamp_sdk.local import LocalChefServer  # noqa: E402
 from barclamp_sdk.model.addresses import ADDRESSES_BAG, item_id  # noqa: E402
+from barclamp_sdk.model.commit import write  # noqa: E402
 from barclamp_sdk.model.naming import node_role_name  # noqa: E402
 from barclamp_sdk.model.parallel import run_parallel  # noqa: E402
 from barclamps.network import Network  # noqa: E402
@@ -128,11 +129,15 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="the commits' requests in flight")
     parser.add_argument("--levels", type=int, nargs="+", default=[8, 16],
                         help="requests in flight tried for the floor (the fastest is taken)")
+    parser.add_argument("--claim-ahead", type=int, default=None,
+                        help="machines whose addresses the commit claims at once (default: the library's)")
     parser.add_argument("--memory", action="store_true", help="goiardi's in-memory store")
     parser.add_argument("--no-settle", dest="settle", action="store_false",
                         help="do not VACUUM and CHECKPOINT the database between steps")
     args = parser.parse_args()
     count = args.machines
+    if args.claim_ahead is not None:
+        write.CLAIM_AHEAD = args.claim_ahead
     levels = sorted(set(args.levels) | {args.concurrency})
     with tempfile.TemporaryDirectory() as tmp, LocalChefServer(tmp, memory=args.memory) as server:
         chef = server.client(max_connections=max(levels) * 2)
@@ -180,7 +185,7 @@ def main() -> int:
     cost = net - plain
     extra = {k: net_requests.get(k, 0) - plain_requests.get(k, 0) for k in set(net_requests) | set(plain_requests)}
     out = {
-        "machines": count, "concurrency": args.concurrency, "store": "memory" if args.memory else "postgresql",
+        "machines": count, "concurrency": args.concurrency, "claim_ahead": write.CLAIM_AHEAD, "store": "memory" if args.memory else "postgresql",
         "floor_seconds": round(best_floor, 2),
         "floor_before_after": {str(level): [round(floor_before[level], 2), round(floor_after[level], 2)]
                                for level in levels},
