@@ -54,3 +54,33 @@ def test_no_acknowledged_edit_is_lost_and_revisions_never_repeat(crowbar, fleet,
     assert len(entries) == OPERATIONS * len(KEYS)
     assert report.acknowledged["edit"] > 0 and report.pairs_checked > 0
     assert report.violations == []
+
+
+def _entry(worker, seq, kind, start, end, revision=None, **extra):
+    return {"worker": worker, "seq": seq, "kind": kind, "start": start, "end": end, "ok": True,
+            "revision": revision, **extra}
+
+
+# From a run that reported "revision 3 acknowledged twice" (2026-12-04): worker 1's edit waited
+# for the lock from 6.8 s to 9.8 s, while the proposal was edited to revision 3, deleted and
+# created again; it then saved revision 3 of the new one.
+SAME_REVISION_ACROSS_A_DELETE = [
+    _entry(3, 33, "create", 6.226, 6.669, 1),
+    _entry(1, 13, "edit", 6.793, 9.799, 3, key="port", value="1037"),
+    _entry(3, 38, "edit", 7.753, 8.035, 3, key="password", value="w3-38"),
+    _entry(0, 29, "delete", 8.580, 8.968),
+    _entry(0, 37, "create", 9.106, 9.321, 1),
+]
+
+
+def test_the_checker_allows_one_revision_twice_when_a_delete_may_lie_between_the_saves():
+    final = {"exists": True, "values": {"port": "1037", "password": "w3-38"}, "nodes": {}}
+    report = check(SAME_REVISION_ACROSS_A_DELETE, final, {})
+    assert report.violations == []
+
+
+def test_the_checker_reports_one_revision_twice_in_one_incarnation():
+    entries = [e for e in SAME_REVISION_ACROSS_A_DELETE if e["kind"] != "delete"]
+    final = {"exists": True, "values": {"port": "1037", "password": "w3-38"}, "nodes": {}}
+    report = check(entries, final, {})
+    assert any("revision 3 acknowledged twice" in v for v in report.violations), report.violations

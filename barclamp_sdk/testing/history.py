@@ -17,9 +17,10 @@ revision returned, when it started and ended.
   acknowledged edit of the same key, or by an acknowledged delete or create
   that may have come after it (their times overlap or follow);
 * revisions never repeat within one incarnation of the proposal: two
-  acknowledged saves with no acknowledged delete possibly between them never
-  got the same revision, and the later of two that did not overlap got a
-  higher one;
+  acknowledged saves with no acknowledged delete possibly between them (one
+  overlapping the span from the first save's start to the last one's end)
+  never got the same revision, and the later of two that did not overlap got
+  a higher one;
 * every worker's last acknowledged node save is on its node.
 
 Workers stop after COUNT operations (not after a time), so a busy machine only
@@ -153,7 +154,10 @@ def check(entries: list[dict[str, Any]], final: dict[str, Any], nodes: dict[int,
     saves = sorted((e for e in acked if e.get("revision") is not None and e["kind"] in ("edit", "create")),
                    key=lambda e: e["start"])
     for a, b in combinations(saves, 2):
-        if any(d["kind"] == "delete" and d["end"] > a["start"] and d["start"] < b["end"] for d in resets):
+        # Each save took effect somewhere between its start and its end: a delete may lie between
+        # the two from the first start to the last end (the earlier-started one may end last).
+        if any(d["kind"] == "delete" and d["end"] > a["start"] and d["start"] < max(a["end"], b["end"])
+               for d in resets):
             continue  # maybe another incarnation
         report.pairs_checked += 1
         if a["revision"] == b["revision"]:
