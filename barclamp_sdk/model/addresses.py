@@ -15,9 +15,10 @@ object endpoint (no search lag). Every allocation and release of a machine
 runs under the machine's shard lock. An allocation (:meth:`AddressBook.allocate`,
 or a commit's, :class:`CommitAddresses`) reads the roles first, then claims
 the new addresses in machine-name order from a place of the range that
-depends only on the user (the proposal), then writes the roles: so the
-same machines get the same addresses whichever threads run first, and a run
-resuming a crashed one (adopting its claims) ends as an undisturbed run would.
+depends only on the user (the proposal) and the machines, then writes the
+roles: so the same machines get the same addresses whichever threads run
+first, and a run resuming a crashed one (adopting its claims) ends as an
+undisturbed run would.
 
 One invariant makes every step safe to interrupt: *a role names an address
 only while the machine's item for it exists*. So an item is created before
@@ -183,8 +184,8 @@ class _Candidates:
 
     def _load(self) -> Iterator[str]:
         """The free addresses, lazily, from a place of the range that depends on the start key
-        (the user: allocations for different proposals start apart, fewer collisions, and one
-        proposal's commits and allocations pick alike)."""
+        (:func:`_start_key`: concurrent allocators of different machines start apart, fewer
+        collisions)."""
         taken = _taken_ids(self.chef)
         network = self.spec.name
         first = self._start % self.size if self.size else 0
@@ -623,6 +624,12 @@ class AddressBook:
             return {}
 
 
+def _start_key(user: str, machines: Iterable[str]) -> str:
+    """Where in a range an allocation for ``user`` of ``machines`` starts looking (hashed):
+    the user and the first machine by name."""
+    return f"{user} {min(machines, default='')}"
+
+
 def _role_addresses(role: dict[str, Any]) -> dict[str, str] | None:
     """network -> the address a machine's role names (None: a role of the wrong shape)."""
     record = record_from_role(role)
@@ -665,9 +672,11 @@ class AddressClaims:
     role before the role is written, so allocating costs one create per new
     address and no role read or write of its own. Everything runs under the
     shard locks of the machines. Addresses are picked in machine-name order
-    from a place of the range that depends only on ``user``, so a commit and
-    an allocation for one user pick the same ones for the same machines (a
-    crashed run's claims, adopted, agree with what a rerun would pick).
+    from a place of the range that depends only on ``user`` and the machines
+    (:func:`_start_key`), so a commit and an allocation for one user and the
+    same machines pick the same ones (a crashed run's claims, adopted, agree
+    with what a rerun would pick), while allocations of other machines, a
+    discovery's of each machine, start apart.
     """
 
     def __init__(self, book: AddressBook, user: str, wanted: Mapping[str, Iterable[str]], *,
@@ -684,7 +693,8 @@ class AddressClaims:
         self.wanted = {n: set(m) for n, m in wanted.items() if n in defined}
         self.specs = {n: defined[n] for n in self.wanted}
         self.reports = {n: AllocationReport(n) for n in self.wanted}
-        self._candidates = {n: _Candidates(book.chef, spec, (ranges or {}).get(n) or spec.machine_range(), user)
+        self._candidates = {n: _Candidates(book.chef, spec, (ranges or {}).get(n) or spec.machine_range(),
+                                           _start_key(user, self.wanted[n]))
                             for n, spec in self.specs.items()}
         for candidates in self._candidates.values():
             candidates.recovering = recovering or candidates.recovering
