@@ -185,7 +185,8 @@ def main() -> int:
     cost = net - plain
     extra = {k: net_requests.get(k, 0) - plain_requests.get(k, 0) for k in set(net_requests) | set(plain_requests)}
     out = {
-        "machines": count, "concurrency": args.concurrency, "claim_ahead": write.CLAIM_AHEAD, "store": "memory" if args.memory else "postgresql",
+        "machines": count, "concurrency": args.concurrency, "claim_ahead": write.CLAIM_AHEAD,
+        "store": "memory" if args.memory else "postgresql",
         "floor_seconds": round(best_floor, 2),
         "floor_before_after": {str(level): [round(floor_before[level], 2), round(floor_after[level], 2)]
                                for level in levels},

@@ -10,7 +10,6 @@ machine without a storage address.
 from __future__ import annotations
 
 import ipaddress
-
 import json
 from urllib.parse import unquote
 

@@ -52,7 +52,7 @@ from typing import Any
 
 from barclamp_sdk.chef.client import ChefClient
 from barclamp_sdk.errors import Conflict, CrowbarError, NotFound, NotFoundError, ValidationError
-from barclamp_sdk.model.cluster import record_from_role
+from barclamp_sdk.model.cluster import MachineRecord, record_from_role
 from barclamp_sdk.model.jsondoc import now_iso
 from barclamp_sdk.model.naming import check_node_name
 from barclamp_sdk.model.noderoles import NodeRoleStore, crowbar_data
@@ -264,7 +264,7 @@ class AddressBook:
                                    specs={network: spec},
                                    recovering=lambda: self.roles.locks.took_over_any(lock.name for lock in held.locks))
             try:
-                claims.claim_ahead({n: _role_addresses(r) for n, r in present.items()})
+                claims.claim_ahead({n: record_from_role(r) for n, r in present.items()})
                 updated = self.roles.update_held(
                     held, roles, {n: functools.partial(claims.apply, n) for n in names},
                     purpose=purpose, progress=progress)
@@ -630,12 +630,6 @@ def _start_key(user: str, machines: Iterable[str]) -> str:
     return f"{user} {min(machines, default='')}"
 
 
-def _role_addresses(role: dict[str, Any]) -> dict[str, str] | None:
-    """network -> the address a machine's role names (None: a role of the wrong shape)."""
-    record = record_from_role(role)
-    return record.addresses if record is not None else None
-
-
 def _taken_ids(chef: ChefClient) -> set[str]:
     """The ids of every address item (the addresses taken, on any network)."""
     try:
@@ -707,10 +701,9 @@ class AddressClaims:
     def __bool__(self) -> bool:
         return bool(self.wanted)
 
-    def claim_ahead(self, records: Mapping[str, Mapping[str, str] | None]) -> None:
-        """Claim, many at once, the addresses of machines whose ``records`` (machine -> its
-        addresses by network, as its role or a snapshot of it names them; None: not a machine)
-        name none yet.
+    def claim_ahead(self, records: Mapping[str, MachineRecord | None]) -> None:
+        """Claim, many at once, the addresses of machines whose ``records`` (their roles as read,
+        or a snapshot of them; None: not a machine) name none yet.
 
         Done before their roles are read, the creates do not wait on the
         reads: a commit's step per machine stays a role read and write. A
@@ -720,7 +713,7 @@ class AddressClaims:
         """
         jobs = [(network, node) for network, machines in sorted(self.wanted.items())
                 for node in sorted(machines & set(records))
-                if records[node] is not None and not records[node].get(network)
+                if records[node] is not None and not records[node].addresses.get(network)
                 and (network, node) not in self._ahead and node not in self.handled]
         # Picked in name order, then created at once: the machines get the same addresses
         # whatever order the threads run in (a create meeting a taken address tries the next).
@@ -779,6 +772,7 @@ class AddressClaims:
                     report.kept.pop(machine, None)
                     report.refused.pop(machine, None)
         run_parallel(lambda g: self.book._delete(*g), gone, workers=self.book.concurrency, name="addresses")
+
 
 class CommitAddresses(AddressClaims):
     """The addresses a commit's machines need (its barclamp's ``networks``), claimed for its role writes."""

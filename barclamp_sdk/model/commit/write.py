@@ -144,7 +144,7 @@ class Writer:
             written = 0
             for start in range(0, len(nodes), CLAIM_AHEAD):
                 chunk = nodes[start:start + CLAIM_AHEAD]
-                addresses.claim_ahead({node: records[node].addresses for node in chunk})  # type: ignore[union-attr]
+                addresses.claim_ahead({node: records[node] for node in chunk})
                 written += sum(run_parallel(step, chunk, workers=self.concurrency, name="commit"))
             return written
 
@@ -248,7 +248,7 @@ class Writer:
         if failures:
             raise ValidationError(failures, subject=str(proposal.ref))
         if addresses:  # claimed now (atomic creates, overlapped), written with the rest of each role
-            addresses.claim_ahead({n: r.addresses if r is not None else None for n, r in records.items()})
+            addresses.claim_ahead(records)
             nodes = sorted(roles)
             for node, changed in zip(nodes, run_parallel(lambda n: addresses.apply(n, roles[n]), nodes,
                                                          workers=self.concurrency, name="addresses")):
